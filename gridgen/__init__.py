@@ -1,0 +1,6 @@
+"""gridgen: render the cartesian product of Stable Diffusion settings and explore it as a grid."""
+
+from gridgen.errors import GridError
+
+__version__ = "0.1.0"
+__all__ = ["GridError", "__version__"]

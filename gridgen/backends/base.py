@@ -1,0 +1,75 @@
+"""The interface every backend implements, and the data that crosses it.
+
+A backend is the only code that touches torch. The executor hands it batches of `Cell`s whose
+`batch_key`s are equal and receives one `Result` per cell, in any order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from gridgen.params import Param
+    from gridgen.plan import Cell
+
+
+@dataclass
+class BackendContext:
+    """What a backend needs to know about the run it serves."""
+
+    spec_dir: Path  # relative paths in the spec resolve against this folder
+    out_dir: Path | None = None  # the grid's output folder (stage caches may spill here)
+    models_dir: Path | None = None  # bare model names resolve here, as in A1111's models/ folder
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
+    dtype: str = "auto"  # "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", "bf16"
+    max_batch: int = 8
+
+
+@dataclass
+class Result:
+    cell: Cell
+    image: Image.Image
+    metadata: dict[str, Any] = field(default_factory=dict)  # facts the backend wants recorded
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+@dataclass(frozen=True)
+class ParamProblem:
+    """A problem with one cell's params; `param` names the culprit so the CLI can locate it."""
+
+    param: str | None
+    message: str
+    severity: str = "error"
+
+
+class Backend(Protocol):
+    name: str
+
+    def supported_params(self) -> set[str]:
+        """Canonical names of the registry params this backend acts on."""
+
+    def extra_params(self) -> list[Param]:
+        """Params this backend adds to the registry."""
+
+    def validate(self, params: dict[str, Any]) -> list[ParamProblem]:
+        """Problems with one cell's params, found without loading any model."""
+
+    def load_key(self, params: dict[str, Any]) -> Hashable:
+        """Cells with different load keys need a different model in memory (the plan groups by it)."""
+
+    def batch_key(self, params: dict[str, Any]) -> Hashable:
+        """Cells with equal keys can share one denoising batch."""
+
+    def describe_load(self, params: dict[str, Any]) -> str:
+        """One line naming what `load_key` loads, for the dry run."""
+
+    def render(self, cells: list[Cell]) -> Iterator[Result]:
+        """Render cells that share a batch key."""
+
+    def close(self) -> None:
+        """Free models and caches."""

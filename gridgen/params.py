@@ -1,0 +1,211 @@
+"""The registry of every parameter a grid can set: names, aliases, types, ranges and defaults.
+
+This is the single place a parameter is declared. Names match case-, space-, dash- and
+underscore-insensitively (`CFG Scale` == `cfgscale` == `cfg_scale`), as the Infinity Grid
+Generator matches them. `coerce` turns a raw YAML or command-line value into the parameter's type
+and raises `ValueError` with a message that says what was expected. Backends say which of these
+parameters they understand (and may add their own), so validation covers third-party backends too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from gridgen import samplers
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str  # canonical snake_case name
+    kind: str  # int, float, str, bool, seed, choice, path, model
+    default: Any = None
+    help: str = ""
+    aliases: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    multiple_of: int | None = None
+    # For kind "choice": maps user text to the canonical choice, or None when it matches nothing.
+    choose: Callable[[str], str | None] | None = None
+    choices_help: str = ""
+    stage: str = "base"  # the pipeline stage that consumes it: text, base, post, output
+    # Values from the base params and from every axis add up instead of replacing each other.
+    accumulate: bool = False
+
+
+def normalize_key(name: Any) -> str:
+    """The form names are compared in: lower case, no spaces, underscores, dashes or brackets."""
+    return re.sub(r"[\s_\-\[\]]+", "", str(name).lower())
+
+
+def _choose_format(text: str) -> str | None:
+    value = str(text).strip().lower()
+    return {"jpeg": "jpg"}.get(value, value) if value in {"png", "jpg", "jpeg", "webp"} else None
+
+
+def _choose_sampler(text: str) -> str | None:
+    found = samplers.find_sampler(text)
+    return found.name if found else None
+
+
+CORE_PARAMS: tuple[Param, ...] = (
+    Param("prompt", "str", "", "The text the image should show.", stage="text"),
+    Param("negative_prompt", "str", "", "What the image should not show.",
+          aliases=("negative", "neg_prompt"), stage="text"),
+    Param("prompt_replace", "str", None,
+          "`find = replace`: replaces text in the prompt and negative prompt. Several may apply to one cell.",
+          aliases=("replace",), stage="text", accumulate=True),
+    Param("seed", "seed", 1, "Noise seed; -1 picks one random seed for the whole grid (recorded in the output).",
+          min=-1, max=2**32 - 1),
+    Param("steps", "int", 20, "Number of denoising steps.", min=1, max=1000),
+    Param("cfg_scale", "float", 7.0, "Classifier-free guidance scale; 1 or less turns guidance off.",
+          aliases=("cfg", "scale", "guidance_scale"), min=0, max=100),
+    Param("sampler", "choice", "Euler a", "The sampling algorithm, by its A1111 name.",
+          aliases=("sampler_name", "sampler_index"), choose=_choose_sampler,
+          choices_help=", ".join(s.name for s in samplers.SAMPLERS)),
+    Param("schedule", "choice", "automatic",
+          "Noise schedule type; `automatic` is the sampler's own (Karras for the `... Karras` samplers).",
+          aliases=("schedule_type", "scheduler"), choose=samplers.find_schedule,
+          choices_help=", ".join(samplers.SCHEDULES)),
+    Param("width", "int", None, "Image width in pixels (default: the model's native size).",
+          min=8, max=8192, multiple_of=8),
+    Param("height", "int", None, "Image height in pixels (default: the model's native size).",
+          min=8, max=8192, multiple_of=8),
+    Param("out_width", "int", None, "Resize the saved image to this width.", min=1, max=16384, stage="output"),
+    Param("out_height", "int", None, "Resize the saved image to this height.", min=1, max=16384, stage="output"),
+    Param("model", "model", "gridgen-tiny",
+          "A diffusers folder, a cached Hugging Face id, or `gridgen-tiny` (the embedded model).",
+          aliases=("checkpoint", "ckpt", "sd_model_checkpoint")),
+    Param("vae", "model", "auto", "A VAE to use instead of the model's own; `auto` keeps the model's.",
+          aliases=("sd_vae",)),
+    Param("clip_skip", "int", 1, "Use the text encoder's N-th layer from the end (A1111's CLIP skip).",
+          aliases=("clip_stop_at_last_layers",), min=1, max=12, stage="text"),
+    Param("format", "choice", None, "Image file format: png, jpg or webp (default: the grid's format).",
+          aliases=("image_format",), choose=_choose_format, choices_help="png, jpg, webp", stage="output"),
+)
+
+# A1111 / Infinity Grid parameters gridgen knows by name but no backend implements yet. A spec that
+# sets one gets one warning per parameter (an error with --strict) instead of a silent drop.
+KNOWN_UNSUPPORTED: dict[str, str] = {
+    normalize_key(name): name
+    for name in (
+        "hypernetwork", "hypernetwork_strength", "restore_faces", "codeformer_weight", "tiling",
+        "var_seed", "var_seed_strength", "eta", "sigma_churn", "sigma_tmin", "sigma_tmax", "sigma_noise",
+        "face_restoration", "styles", "code_former_weight", "enable_hr", "image_mask_weight",
+        "eta_noise_seed_delta", "token_merging_ratio",
+    )
+}
+
+
+class Registry:
+    """A lookup over a set of `Param`s by any of their spellings."""
+
+    def __init__(self, params: Iterable[Param] = CORE_PARAMS):
+        self.params: dict[str, Param] = {}
+        self._by_key: dict[str, Param] = {}
+        for param in params:
+            self.add(param)
+
+    def add(self, param: Param) -> None:
+        self.params[param.name] = param
+        for spelling in (param.name, *param.aliases):
+            self._by_key[normalize_key(spelling)] = param
+
+    def lookup(self, name: Any) -> Param | None:
+        return self._by_key.get(normalize_key(name))
+
+    def suggest(self, name: Any) -> str | None:
+        """The closest known spelling, for a did-you-mean."""
+        matches = difflib.get_close_matches(normalize_key(name), list(self._by_key), n=1, cutoff=0.6)
+        return self._by_key[matches[0]].name if matches else None
+
+    def __iter__(self):
+        return iter(self.params.values())
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params.values() if p.default is not None}
+
+
+def describe_range(param: Param) -> str:
+    parts = []
+    if param.min is not None:
+        parts.append(f">= {param.min:g}")
+    if param.max is not None:
+        parts.append(f"<= {param.max:g}")
+    if param.multiple_of:
+        parts.append(f"multiple of {param.multiple_of}")
+    return ", ".join(parts)
+
+
+def _as_number(param: Param, value: Any, integer: bool) -> int | float:
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool):
+        raise ValueError(f"{param.name} must be {kind}, got {value!r}")
+    try:
+        number = float(str(value).strip()) if not isinstance(value, int | float) else value
+    except ValueError:
+        raise ValueError(f"{param.name} must be {kind}, got {value!r}") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"{param.name} must be a finite number, got {value!r}")
+    if integer:
+        if float(number) != int(number):
+            raise ValueError(f"{param.name} must be a whole number, got {value!r}")
+        number = int(number)
+    else:
+        number = float(number)
+    expected = describe_range(param)
+    if param.min is not None and number < param.min or param.max is not None and number > param.max:
+        raise ValueError(f"{param.name} must be {expected}, got {value!r}")
+    if param.multiple_of and number % param.multiple_of:
+        raise ValueError(f"{param.name} must be a multiple of {param.multiple_of}, got {value!r}")
+    return number
+
+
+def coerce(param: Param, value: Any) -> Any:
+    """Convert a raw value to `param`'s type; raises ValueError saying what was expected."""
+    if param.kind in ("int", "seed"):
+        return _as_number(param, value, integer=True)
+    if param.kind == "float":
+        return _as_number(param, value, integer=False)
+    if param.kind == "bool":
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        raise ValueError(f"{param.name} must be true or false, got {value!r}")
+    if isinstance(value, dict | list) and not param.accumulate:
+        raise ValueError(f"{param.name} must be a single text value, got a {type(value).__name__}")
+    if param.kind == "choice":
+        chosen = param.choose(str(value)) if param.choose else None
+        if chosen is None:
+            raise ValueError(f"{param.name} {value!r} is not one of: {param.choices_help}")
+        return chosen
+    if param.accumulate:
+        items = value if isinstance(value, list) else [value]
+        return [_check_replace(param, item) for item in items]
+    if param.kind in ("path", "model"):
+        text = str(value).strip()
+        if not text:
+            raise ValueError(f"{param.name} must name a file, folder or model, got an empty value")
+        return text
+    return "" if value is None else str(value)
+
+
+def _check_replace(param: Param, item: Any) -> str:
+    text = str(item)
+    if "=" not in text:
+        raise ValueError(f"{param.name} must look like `find = replace`, got {text!r}")
+    return text
+
+
+def apply_prompt_replace(prompt: str, rules: Iterable[str]) -> str:
+    """Apply `find = replace` rules in order, as the Infinity Grid Generator does."""
+    for rule in rules:
+        find, replace = (part.strip() for part in rule.split("=", 1))
+        prompt = prompt.replace(find, replace)
+    return prompt
