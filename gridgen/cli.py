@@ -1,0 +1,215 @@
+"""The `gridgen` command line: run, validate, params, html.
+
+Errors a user can cause are printed as `FILE:LINE:COL: message` lines, all of them, and the
+command exits 2; an interrupted run exits 130; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from pathlib import Path
+
+from gridgen import params as P
+from gridgen.backends import load_backend
+from gridgen.backends.base import BackendContext
+from gridgen.errors import GridError, Location, Problem, SpecError
+from gridgen.plan import Plan, make_plan
+from gridgen.spec import load_spec
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    overrides, problems = {}, []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            problems.append(Problem(f"--set expects key=value, got {pair!r}", Location(None)))
+            continue
+        overrides[name.strip()] = value.strip()
+    if problems:
+        raise SpecError(problems)
+    return overrides
+
+
+def _context(args, spec_path: Path, out_dir: Path | None, models_dir: str | None) -> BackendContext:
+    chosen = args.models_dir or os.environ.get("GRIDGEN_MODELS_DIR") or models_dir
+    models = None
+    if chosen:
+        models = Path(chosen) if Path(chosen).is_absolute() or args.models_dir else spec_path.parent / chosen
+    return BackendContext(spec_dir=spec_path.parent.resolve(), out_dir=out_dir, models_dir=models,
+                          device=args.device, dtype=args.dtype, max_batch=args.batch_size)
+
+
+def _load(args) -> tuple[Plan, list[Problem], Path]:
+    """Spec, backend and plan; raises SpecError with every problem the dry checks find."""
+    spec_path = Path(args.spec)
+    overrides = _parse_sets(args.set or [])
+    registry = P.Registry()
+    # The backend is chosen before the spec is validated, because it decides which params are known.
+    backend_name = args.backend or _peek_backend(spec_path)
+    out_dir = Path(args.out) if getattr(args, "out", None) else None
+    backend = load_backend(backend_name, _context(args, spec_path, out_dir, None))
+    for extra in backend.extra_params():
+        registry.add(extra)
+    spec = load_spec(spec_path, overrides=overrides, registry=registry, supported=backend.supported_params(),
+                     strict=args.strict)
+    if spec.meta.models_dir and not args.models_dir:
+        backend.context.models_dir = _context(args, spec_path, out_dir, spec.meta.models_dir).models_dir
+    if out_dir is None:
+        out_dir = (spec.folder / spec.meta.outpath) if spec.meta.outpath else Path("out") / spec_path.stem
+    backend.context.out_dir = out_dir
+    from gridgen.store import previous_random_seed
+
+    seed = previous_random_seed(out_dir) if not getattr(args, "overwrite", False) else None
+    plan = make_plan(spec, backend, registry, seed if seed is not None else random.randrange(2**32))
+    problems = list(spec.warnings) + plan.validate()
+    if args.strict:
+        problems = [Problem(f"{p.message} (an error because of --strict)", p.location)
+                    if p.severity == "warning" else p for p in problems]
+    if any(p.severity == "error" for p in problems):
+        raise SpecError(problems)
+    return plan, problems, out_dir
+
+
+def _peek_backend(spec_path: Path) -> str:
+    """The `backend:` a spec asks for, read without validating the rest (validation needs the backend)."""
+    from gridgen.spec.yamlnodes import read_yaml
+
+    root = read_yaml(spec_path)
+    grid = root.get("grid") if root.kind == "map" else None
+    node = grid.get("backend") if grid is not None and grid.kind == "map" else None
+    return str(node.value) if node is not None and node.kind == "scalar" and node.value else "diffusers"
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+
+
+def cmd_validate(args) -> int:
+    plan, problems, _ = _load(args)
+    _print_problems(problems)
+    skipped = sum(1 for cell in plan.cells() if cell.skip)
+    print(f"{args.spec}: ok, {plan.total} cells ({plan.total - skipped} to render, {skipped} skipped), "
+          f"{len(plan.spec.axes)} axes")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    plan, problems, out_dir = _load(args)
+    _print_problems(problems)
+    if args.dry_run:
+        return _dry_run(plan, out_dir)
+    from gridgen.executors.local import run_local
+    from gridgen.store import Store
+
+    store = Store(out_dir, plan.spec, plan.random_seed, overwrite=args.overwrite)
+    try:
+        summary = run_local(plan, store, max_batch=args.batch_size, show_progress=not args.quiet)
+    finally:
+        plan.backend.close()
+    for line in summary.lines():
+        print(line)
+    print(f"open {(out_dir / 'index.html').resolve()}")
+    if summary.interrupted:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_BAD_INPUT if summary.failed else EXIT_OK
+
+
+def _dry_run(plan: Plan, out_dir: Path) -> int:
+    from gridgen.store import read_journal
+
+    done = read_journal(out_dir / "journal.jsonl")
+    cells = list(plan.cells()) if plan.total <= 100_000 else None
+    if cells is not None:
+        skipped = sum(1 for c in cells if c.skip)
+        already = sum(1 for c in cells if not c.skip and c.key in done)
+        print(f"{plan.total} cells: {plan.total - skipped - already} to render, {skipped} skipped, "
+              f"{already} already done")
+    else:
+        print(f"{plan.total} cells")
+    loads = plan.loads()
+    print(f"{len(loads)} model load(s):")
+    for line in loads:
+        print(f"  {line}")
+    print(f"output: {out_dir}")
+    return EXIT_OK
+
+
+def cmd_params(args) -> int:
+    registry = P.Registry()
+    for param in registry:
+        aliases = ", ".join(param.aliases)
+        detail = P.describe_range(param) or param.choices_help
+        default = "" if param.default is None else f" (default {param.default})"
+        print(f"{param.name}: {param.kind}{default}")
+        if aliases:
+            print(f"    aliases: {aliases}")
+        if detail:
+            print(f"    values: {detail}")
+        print(f"    {param.help}")
+    return EXIT_OK
+
+
+def cmd_html(args) -> int:
+    from gridgen import explorer
+
+    explorer.rebuild(Path(args.outdir))
+    print(f"wrote {(Path(args.outdir) / 'index.html').resolve()}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gridgen", description="Render Stable Diffusion settings as a grid.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def spec_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("spec", help="the grid spec (YAML)")
+        cmd.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a base param (repeatable)")
+        cmd.add_argument("--strict", action="store_true", help="treat warnings (unsupported params) as errors")
+        cmd.add_argument("--backend", help="backend name (default: the spec's `backend:` or diffusers)")
+        cmd.add_argument("--models-dir", help="folder where bare model names are looked up (env GRIDGEN_MODELS_DIR)")
+        cmd.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+        cmd.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+        cmd.add_argument("--batch-size", type=int, default=8, help="most cells denoised together")
+        return cmd
+
+    run = spec_command("run", "render a grid")
+    run.add_argument("--out", help="output folder (default: the spec's outpath, else out/<spec name>)")
+    run.add_argument("--dry-run", action="store_true", help="validate and plan without loading any model")
+    run.add_argument("--overwrite", action="store_true", help="render every cell again")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+    spec_command("validate", "check a grid spec without rendering").set_defaults(func=cmd_validate)
+    sub.add_parser("params", help="list every parameter").set_defaults(func=cmd_params)
+    html = sub.add_parser("html", help="rebuild index.html and data.js of an output folder")
+    html.add_argument("outdir")
+    html.set_defaults(func=cmd_html)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as err:
+        _print_problems(err.problems)
+        errors = sum(1 for p in err.problems if p.severity == "error")
+        print(f"{errors} problem(s) found; nothing was rendered", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except GridError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("\naborted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""What each image file says about itself: A1111-style `parameters` text plus gridgen's JSON.
+
+PNG files get two text chunks (`parameters`, `gridgen`); JPEG and WebP files get the same two in
+EXIF (UserComment, as A1111 writes it, and ImageDescription), so any single file is self-describing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
+_IMAGE_DESCRIPTION = 0x010E
+
+
+def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = None) -> str:
+    """The `parameters` text A1111 writes, so tools that read A1111 images read ours."""
+    metadata = metadata or {}
+    width = metadata.get("width") or params.get("width")
+    height = metadata.get("height") or params.get("height")
+    fields = [
+        ("Steps", params.get("steps")),
+        ("Sampler", params.get("sampler")),
+        ("Schedule type", params.get("schedule") if params.get("schedule") not in (None, "automatic") else None),
+        ("CFG scale", params.get("cfg_scale")),
+        ("Seed", params.get("seed")),
+        ("Size", f"{width}x{height}" if width and height else None),
+        ("Model", params.get("model")),
+        ("VAE", params.get("vae") if params.get("vae") not in (None, "auto") else None),
+        ("Clip skip", params.get("clip_skip") if (params.get("clip_skip") or 1) > 1 else None),
+    ]
+    lines = [params.get("prompt", "")]
+    if params.get("negative_prompt"):
+        lines.append(f"Negative prompt: {params['negative_prompt']}")
+    lines.append(", ".join(f"{name}: {_format(value)}" for name, value in fields if value is not None))
+    return "\n".join(lines)
+
+
+def _format(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def encode_image(image: Image.Image, fmt: str, parameters: str, record: dict[str, Any]) -> bytes:
+    """The bytes of `image` in `fmt` (png, jpg, webp) with both metadata blocks embedded."""
+    gridgen_json = json.dumps(record, sort_keys=True, ensure_ascii=True)
+    buffer = io.BytesIO()
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", parameters)
+        info.add_text("gridgen", gridgen_json)
+        image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
+        return buffer.getvalue()
+    exif = Image.Exif()
+    exif[_IMAGE_DESCRIPTION] = gridgen_json
+    exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = b"UNICODE\0" + parameters.encode("utf-16-be")
+    if fmt == "jpg":
+        image.convert("RGB").save(buffer, format="JPEG", quality=92, exif=exif)
+    elif fmt == "webp":
+        image.save(buffer, format="WEBP", quality=92, exif=exif)
+    else:
+        raise ValueError(f"unknown image format {fmt!r}")
+    return buffer.getvalue()
+
+
+def read_metadata(path) -> dict[str, Any]:
+    """`{"parameters": str, "gridgen": dict}` from an image gridgen wrote (empty keys when absent)."""
+    with Image.open(path) as image:
+        if image.format == "PNG":
+            text = image.text
+            return {"parameters": text.get("parameters", ""), "gridgen": json.loads(text.get("gridgen", "{}"))}
+        exif = image.getexif()
+        raw = exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT, b"")
+        parameters = raw[8:].decode("utf-16-be") if isinstance(raw, bytes) and raw.startswith(b"UNICODE") else ""
+        return {"parameters": parameters, "gridgen": json.loads(exif.get(_IMAGE_DESCRIPTION) or "{}")}

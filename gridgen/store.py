@@ -1,0 +1,148 @@
+"""Owns a grid's output folder: images, thumbnails, the journal, and the explorer's data.
+
+Layout (see DESIGN.md): `index.html data.js grid.json spec.yaml journal.jsonl images/ thumbs/`.
+Every file is written to a temporary name and renamed. A cell counts as done only when its image
+exists and its journal line is on disk; the journal line is written last, so a run killed at any
+moment resumes with nothing half-written taken for done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PIL import Image
+
+from gridgen import explorer
+from gridgen.backends.base import Result
+from gridgen.fsutil import append_line, atomic_write_bytes, atomic_write_text
+from gridgen.metadata import a1111_parameters, encode_image
+from gridgen.spec.model import GridSpec
+
+THUMB_SIZE = 256
+_DATA_INTERVAL_S = 1.0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_journal(path: Path) -> dict[str, dict[str, Any]]:
+    """Journal entries by cell key; a torn last line (a kill mid-write) is ignored."""
+    entries: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return entries
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and "key" in entry:
+            entries[entry["key"]] = entry
+    return entries
+
+
+def previous_random_seed(out_dir: Path) -> int | None:
+    """The random seed an earlier run of this grid chose for `seed: -1`, so a resume keeps it."""
+    try:
+        return json.loads((Path(out_dir) / "grid.json").read_text(encoding="utf-8")).get("random_seed")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class Store:
+    """The output folder of one grid run. `write` may be called from several threads."""
+
+    def __init__(self, out_dir: Path, spec: GridSpec, random_seed: int, overwrite: bool = False):
+        self.out_dir = Path(out_dir)
+        self.spec = spec
+        self.random_seed = random_seed
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_temp_files()
+        self.journal_path = self.out_dir / "journal.jsonl"
+        if overwrite and self.journal_path.exists():
+            self.journal_path.unlink()
+        self.entries = {key: entry for key, entry in read_journal(self.journal_path).items()
+                        if (self.out_dir / entry.get("file", "")).is_file()}
+        self.progress = {"total": spec.cell_count, "done": len(self.entries), "skipped": 0, "failed": 0,
+                         "running": False, "updated": _now()}
+        self._lock = threading.Lock()
+        self._last_data = 0.0
+        atomic_write_text(self.out_dir / "spec.yaml",
+                          yaml.safe_dump(spec.resolved, sort_keys=False, allow_unicode=True))
+
+    def _remove_temp_files(self) -> None:
+        for leftover in self.out_dir.rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+    def is_done(self, key: str) -> bool:
+        return key in self.entries
+
+    def write(self, result: Result) -> None:
+        """Encode and save one finished cell, then journal it. Safe to call from worker threads."""
+        cell = result.cell
+        params = cell.params
+        fmt = params.get("format") or self.spec.meta.format
+        image = result.image.convert("RGB")
+        parameters = a1111_parameters(params, result.metadata)
+        record = {"key": cell.key, "coords": list(cell.coords), "params": params,
+                  "metadata": result.metadata, "timings": result.timings}
+        atomic_write_bytes(self.out_dir / cell.image_path, encode_image(image, fmt, parameters, record))
+        thumb = image.copy()
+        thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        atomic_write_bytes(self.out_dir / cell.thumb_path, encode_image(thumb, "webp", parameters, record))
+        entry = {
+            **record, "index": cell.index, "seed": params.get("seed"), "file": cell.image_path,
+            "thumb": cell.thumb_path, "hash": hashlib.sha1(image.tobytes()).hexdigest(),
+            "time": round(sum(result.timings.values()), 4), "parameters": parameters, "finished": _now(),
+        }
+        line = json.dumps(entry, sort_keys=True, default=str)
+        with self._lock:
+            append_line(self.journal_path, line)
+            self.entries[cell.key] = entry
+            self.progress["done"] = len(self.entries)
+        self.publish()
+
+    def publish(self, force: bool = False, running: bool | None = None) -> None:
+        """Rewrite data.js and grid.json (at most once a second unless forced)."""
+        with self._lock:
+            if running is not None:
+                self.progress["running"] = running
+            now = time.monotonic()
+            if not force and now - self._last_data < _DATA_INTERVAL_S:
+                return
+            self._last_data = now
+            self.progress["updated"] = _now()
+            data = self.page_data()
+        explorer.write_data(self.out_dir, data)
+
+    def write_page(self) -> None:
+        explorer.write_page(self.out_dir, self.page_data())
+
+    def page_data(self) -> dict[str, Any]:
+        spec = self.spec
+        meta = spec.meta
+        cells = {
+            key: {"image": e["file"], "thumb": e["thumb"], "seed": e.get("seed"), "params": e.get("params", {}),
+                  "time": e.get("time"), "hash": e.get("hash"), "parameters": e.get("parameters", "")}
+            for key, e in self.entries.items()
+        }
+        return {
+            "version": 1, "title": meta.title, "author": meta.author, "description": meta.description,
+            "stylesheet": meta.stylesheet, "format": meta.format, "page": dict(meta.page),
+            "random_seed": self.random_seed,
+            "axes": [{"id": axis.id, "title": axis.title, "description": axis.description, "default": axis.default,
+                      "values": [{"id": v.id, "title": v.title, "description": v.description, "skip": v.skip,
+                                  "show": v.show, "params": v.params} for v in axis.values]}
+                     for axis in spec.axes],
+            "base_params": spec.base_params, "cells": cells, "progress": dict(self.progress),
+        }
+
+    def load_image(self, key: str) -> Image.Image:
+        return Image.open(self.out_dir / self.entries[key]["file"])
