@@ -189,6 +189,7 @@ class _Loader:
     # -- axes ------------------------------------------------------------------------------------
 
     def axis(self, key: str, key_where: Location, node: Node) -> Axis | None:
+        problems_before = len(self.problems)
         axis = Axis(id=slugify(key), title=str(key), location=key_where)
         if node.kind in ("scalar", "seq"):
             axis.values = self.list_values(key, node)
@@ -214,6 +215,8 @@ class _Loader:
             if default_entry is not None:
                 axis.default = self.default(axis, default_entry[1])
         if not axis.values:
+            if len(self.problems) > problems_before:
+                return None  # its values are already reported; "empty" would only repeat them
             where = node.location if node.kind != "map" else key_where
             self.error(f"axis '{key}' is empty; give it at least one value", where)
             return None
