@@ -1,0 +1,68 @@
+"""Loads a Stable Diffusion folder's components onto a device, and picks that device and dtype.
+
+Loading never reaches the network (`local_files_only`); a folder that is incomplete or corrupt
+becomes a `ModelError` naming the path and what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gridgen.errors import ModelError
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise ModelError(f"unknown dtype {name!r}; use one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+@dataclass
+class Components:
+    """The loaded parts of one txt2img pipeline, plus the scheduler config samplers are built from."""
+
+    tokenizer: Any
+    text_encoder: Any
+    unet: Any
+    vae: Any
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_components(model: Path, vae: Path | None, device: torch.device, dtype: torch.dtype) -> Components:
+    """Load `model` (with `vae` in place of its own, when given); raises ModelError."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from safetensors import SafetensorError
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    where = vae or model / "vae"
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(model / "tokenizer", local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(model / "text_encoder", local_files_only=True)
+        unet = UNet2DConditionModel.from_pretrained(model / "unet", local_files_only=True)
+        autoencoder = AutoencoderKL.from_pretrained(where, local_files_only=True)
+        # Any scheduler class reads the raw dict, which keeps keys meant for other schedulers (e.g. clip_sample).
+        scheduler_config = dict(DDIMScheduler.load_config(model / "scheduler", local_files_only=True))
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        raise ModelError(f"cannot load model {model}" + (f" with vae {vae}" if vae else "")
+                         + f": {exc}; check that the folder is a complete diffusers Stable Diffusion "
+                         f"folder (re-download or re-convert it)") from exc
+    # Cast after loading: the dtype keyword is spelled differently across the supported library versions.
+    for module in (text_encoder, unet, autoencoder):
+        module.to(device=device, dtype=dtype).eval()
+    return Components(tokenizer, text_encoder, unet, autoencoder, scheduler_config, device, dtype)

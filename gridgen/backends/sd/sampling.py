@@ -1,0 +1,70 @@
+"""The guidance wrapper and the denoising loop, kept apart as k-diffusion keeps them.
+
+`guided_denoiser` turns a UNet plus per-sample conditioning into one function eps(x, t) for the
+whole batch; `sample` runs any diffusers scheduler over such a function. All randomness is drawn
+per sample from the cell's own seed, so a cell renders the same alone or inside any batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float]) -> Denoiser:
+    """eps(x, t) with classifier-free guidance at each sample's own scale.
+
+    Rows whose scale is <= 1 use the conditional prediction alone, so their unconditional half is
+    never sent through the UNet. Latents stay fp32 outside the UNet call whatever its dtype.
+    """
+    device = cond.device
+    guided = torch.tensor([i for i, s in enumerate(scales) if s > 1], dtype=torch.long, device=device)
+    # Unguided rows get scale 1, which makes the guidance formula return their conditional eps exactly.
+    scale = torch.tensor([s if s > 1 else 1.0 for s in scales], dtype=torch.float32, device=device)
+    scale = scale.view(-1, 1, 1, 1)
+    context = torch.cat([cond, uncond[guided]])
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        x_in = torch.cat([x, x[guided]]).to(unet.dtype)
+        eps = unet(x_in, t, encoder_hidden_states=context).sample.float()
+        eps_cond = eps[:batch]
+        eps_uncond = eps_cond.clone()
+        eps_uncond[guided] = eps[batch:]
+        return eps_uncond + scale * (eps_cond - eps_uncond)
+
+    return denoise
+
+
+def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.device
+                  ) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """One fp32 noise sample per seed, drawn on the CPU so every device starts from the same latents.
+
+    Returns the generators too: ancestral samplers keep drawing step noise from them.
+    """
+    generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+    noise = torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in generators])
+    return noise.to(device), generators
+
+
+def step_noise_kwargs(scheduler, seeds: Sequence[int], generators: list[torch.Generator]) -> dict[str, Any]:
+    """Make a scheduler's step noise per sample, and return the keyword arguments its `step` needs for that."""
+    if hasattr(scheduler, "noise_sampler_seed"):
+        # DPMSolverSDEScheduler grows one Brownian tree per sample when handed a list of seeds.
+        scheduler.noise_sampler_seed = [int(seed) for seed in seeds]
+    accepts = inspect.signature(scheduler.step).parameters
+    # diffusers draws a batch's step noise row by row when given one generator per row.
+    return {"generator": generators} if "generator" in accepts else {}
+
+
+def sample(denoise: Denoiser, scheduler, latents: torch.Tensor, step_kwargs: dict[str, Any]) -> torch.Tensor:
+    """Run `scheduler` (its timesteps already set) from `latents` to the denoised latents."""
+    for t in scheduler.timesteps:
+        eps = denoise(scheduler.scale_model_input(latents, t), t)
+        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+    return latents
