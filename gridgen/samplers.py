@@ -8,6 +8,7 @@ scheduler with `make_scheduler`.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +120,7 @@ def scheduler_choice(sampler_name: str, schedule: str = "automatic") -> Schedule
     return SchedulerChoice(sampler.scheduler, tuple(sorted(config.items())))
 
 
+@functools.lru_cache(maxsize=None)
 def unsupported_schedule(sampler_name: str, schedule: str) -> str | None:
     """Why a sampler cannot use a schedule type, or None when it can (checked against the class signature)."""
     import inspect

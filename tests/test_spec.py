@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-import pytest
-
 from gridgen.spec import load_spec
 from tests.spec_helpers import problems_of, write_spec
 

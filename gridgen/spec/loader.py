@@ -139,7 +139,7 @@ class _Loader:
         block = self.mapping(node, what)
         if block is None:
             return values, locations
-        for name, key_where, value_node in block.entries:
+        for name, _, value_node in block.entries:
             parsed = self.param(name, self.raw_value(value_node), value_node.location)
             if parsed is None:
                 continue
@@ -354,7 +354,7 @@ class _Loader:
             axes = inc_fields.get("axes")
             if axes is None or self.mapping(axes[1], f"axes of {path.name}") is None:
                 if axes is None:
-                    self.error(f"included file has no `axes:` block", Location(path, 1, 1))
+                    self.error("included file has no `axes:` block", Location(path, 1, 1))
                 continue
             entries.extend(axes[1].entries)
         return entries

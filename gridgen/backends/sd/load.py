@@ -47,22 +47,27 @@ class Components:
 def load_components(model: Path, vae: Path | None, device: torch.device, dtype: torch.dtype) -> Components:
     """Load `model` (with `vae` in place of its own, when given); raises ModelError."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers.utils import is_accelerate_available
     from safetensors import SafetensorError
     from transformers import CLIPTextModel, CLIPTokenizer
 
     where = vae or model / "vae"
+    # diffusers casts its own models (keeping any fp32-only modules); it streams weights only with accelerate.
+    diffusers_kwargs = {"torch_dtype": dtype, "local_files_only": True,
+                        "low_cpu_mem_usage": is_accelerate_available()}
     try:
         tokenizer = CLIPTokenizer.from_pretrained(model / "tokenizer", local_files_only=True)
         text_encoder = CLIPTextModel.from_pretrained(model / "text_encoder", local_files_only=True)
-        unet = UNet2DConditionModel.from_pretrained(model / "unet", local_files_only=True)
-        autoencoder = AutoencoderKL.from_pretrained(where, local_files_only=True)
-        # Any scheduler class reads the raw dict, which keeps keys meant for other schedulers (e.g. clip_sample).
+        unet = UNet2DConditionModel.from_pretrained(model / "unet", **diffusers_kwargs)
+        autoencoder = AutoencoderKL.from_pretrained(where, **diffusers_kwargs)
+        # The file's raw dict, keys meant for other schedulers (clip_sample, ...) included; samplers build from it.
         scheduler_config = dict(DDIMScheduler.load_config(model / "scheduler", local_files_only=True))
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise ModelError(f"cannot load model {model}" + (f" with vae {vae}" if vae else "")
                          + f": {exc}; check that the folder is a complete diffusers Stable Diffusion "
                          f"folder (re-download or re-convert it)") from exc
-    # Cast after loading: the dtype keyword is spelled differently across the supported library versions.
-    for module in (text_encoder, unet, autoencoder):
-        module.to(device=device, dtype=dtype).eval()
+    # transformers spells its dtype keyword differently across the supported versions, so it is cast here.
+    text_encoder.to(device=device, dtype=dtype).eval()
+    unet.to(device).eval()
+    autoencoder.to(device).eval()
     return Components(tokenizer, text_encoder, unet, autoencoder, scheduler_config, device, dtype)

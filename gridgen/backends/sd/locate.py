@@ -22,10 +22,10 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # The components a txt2img Stable Diffusion 1.x/2.x folder must have, and the classes this backend loads.
 _EXPECTED = {
-    "unet": "UNet2DConditionModel",
-    "vae": "AutoencoderKL",
-    "text_encoder": "CLIPTextModel",
-    "tokenizer": "CLIPTokenizer",
+    "unet": ("UNet2DConditionModel",),
+    "vae": ("AutoencoderKL",),
+    "text_encoder": ("CLIPTextModel",),
+    "tokenizer": ("CLIPTokenizer", "CLIPTokenizerFast"),
 }
 
 
@@ -125,30 +125,38 @@ class ModelInfo:
     vae_factor: int  # pixels per latent cell
     native_size: int  # the side in pixels the UNet was built for
     text_layers: int  # transformer layers in the text encoder, the largest useful clip_skip
-    unsupported: str | None  # why this backend cannot run the folder, or None
 
 
 def vae_factor(vae_dir: Path) -> int:
+    """Pixels per latent cell: the VAE halves the size between each pair of its blocks (SD's has 4 blocks)."""
     return 2 ** (len(_read_json(vae_dir / "config.json").get("block_out_channels", [0] * 4)) - 1)
+
+
+def _unsupported(path: Path, index: dict[str, Any], unet: dict[str, Any]) -> str | None:
+    kind = index.get("_class_name", "diffusers")
+    for component, class_names in _EXPECTED.items():
+        declared = (index.get(component) or [None, None])[1]
+        if declared not in class_names:
+            return (f"{path} is a {kind} folder whose {component} is {declared}; gridgen's diffusers backend "
+                    f"runs Stable Diffusion 1.x/2.x txt2img models only so far")
+    if "text_encoder_2" in index or unet.get("addition_embed_type"):
+        return f"{path} is a {kind} folder (SDXL-style, two text encoders); only SD 1.x/2.x is supported so far"
+    if unet.get("in_channels", 4) != 4:
+        return (f"{path} has a UNet with {unet.get('in_channels')} input channels (an inpainting, depth or "
+                f"pix2pix model); only txt2img models (4 channels) are supported so far")
+    return None
 
 
 @lru_cache(maxsize=64)
 def read_model_info(path: Path) -> ModelInfo:
-    """Read a pipeline folder's configs; raises ModelError when they are missing or unreadable."""
+    """Read a pipeline folder's configs; raises ModelError when they are unreadable or describe a model
+    this backend cannot run."""
     index = _read_json(path / "model_index.json")
-    unsupported = None
-    for component, class_name in _EXPECTED.items():
-        declared = index.get(component) or [None, None]
-        if declared[1] != class_name:
-            unsupported = (f"{path} is a {index.get('_class_name', 'diffusers')} folder whose {component} is "
-                           f"{declared[1]}; gridgen's diffusers backend runs Stable Diffusion 1.x/2.x txt2img "
-                           f"models ({class_name}) only so far")
-            break
     unet = _read_json(path / "unet" / "config.json")
-    if unsupported is None and unet.get("in_channels", 4) != 4:
-        unsupported = (f"{path} has a UNet with {unet.get('in_channels')} input channels (an inpainting, depth or "
-                       f"pix2pix model); only txt2img models (4 channels) are supported so far")
+    reason = _unsupported(path, index, unet)
+    if reason:
+        raise ModelError(reason)
     factor = vae_factor(path / "vae")
     text = _read_json(path / "text_encoder" / "config.json")
     return ModelInfo(path=path, vae_factor=factor, native_size=int(unet.get("sample_size", 64)) * factor,
-                     text_layers=int(text.get("num_hidden_layers", 12)), unsupported=unsupported)
+                     text_layers=int(text.get("num_hidden_layers", 12)))

@@ -7,12 +7,13 @@ negative prompts across many cells, and re-encoding them would be wasted text-en
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 
 
 class PromptEncoder:
-    """Encodes texts to (N, tokens, dim) embeddings, caching up to `capacity` of them (least recently used go)."""
+    """Encodes texts to (tokens, dim) embeddings, caching up to `capacity` of them (least recently used go)."""
 
     def __init__(self, tokenizer, text_encoder, capacity: int = 1024):
         self.tokenizer = tokenizer
@@ -22,17 +23,19 @@ class PromptEncoder:
         self.misses = 0
         self._cache: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
 
-    def __call__(self, texts: list[str], clip_skip: int = 1) -> torch.Tensor:
-        missing = list(dict.fromkeys(t for t in texts if (t, clip_skip) not in self._cache))
-        self.hits += len(texts) - len(missing)
+    def __call__(self, requests: Sequence[tuple[str, int]]) -> torch.Tensor:
+        """Embeddings for each (text, clip_skip) request, stacked in request order."""
+        missing = [key for key in dict.fromkeys(requests) if key not in self._cache]
+        self.hits += len(requests) - len(missing)
         self.misses += len(missing)
-        if missing:
-            for text, embedding in zip(missing, self._encode(missing, clip_skip), strict=True):
+        for clip_skip in sorted({skip for _, skip in missing}):
+            texts = [text for text, skip in missing if skip == clip_skip]
+            for text, embedding in zip(texts, self._encode(texts, clip_skip), strict=True):
                 self._cache[(text, clip_skip)] = embedding
         rows = []
-        for text in texts:
-            self._cache.move_to_end((text, clip_skip))
-            rows.append(self._cache[(text, clip_skip)])
+        for key in requests:
+            self._cache.move_to_end(key)
+            rows.append(self._cache[key])
         while len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
         return torch.stack(rows)

@@ -1,0 +1,192 @@
+"""The built-in `diffusers` backend: Stable Diffusion txt2img on diffusers' models and schedulers.
+
+It validates a cell's params from config files alone, keeps the last model loaded, and renders a
+batch of cells that share a sampler, step count and size while each keeps its own prompt,
+negative prompt, seed, CFG scale and CLIP skip. The pieces live in `gridgen.backends.sd`.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from gridgen.backends.base import BackendContext, ParamProblem, Result
+from gridgen.backends.sd import images, sampling
+from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
+from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
+from gridgen.backends.sd.text import PromptEncoder
+from gridgen.errors import ModelError
+from gridgen.params import Registry
+from gridgen.samplers import make_scheduler, scheduler_choice, unsupported_schedule
+
+if TYPE_CHECKING:
+    from gridgen.params import Param
+    from gridgen.plan import Cell
+
+SUPPORTED_PARAMS = frozenset({
+    "prompt", "negative_prompt", "prompt_replace", "seed", "steps", "cfg_scale", "sampler", "schedule",
+    "width", "height", "out_width", "out_height", "model", "vae", "clip_skip", "format",
+})
+_DEFAULTS = Registry().defaults()
+
+
+class DiffusersBackend:
+    name = "diffusers"
+
+    def __init__(self, context: BackendContext):
+        self.context = context
+        self._load_key: Hashable | None = None
+        self._components: Components | None = None
+        self.prompts: PromptEncoder | None = None  # the loaded model's text-embedding cache
+
+    def supported_params(self) -> set[str]:
+        return set(SUPPORTED_PARAMS)
+
+    def extra_params(self) -> list[Param]:
+        return []
+
+    # Resolution: the same answers for validate, the keys and render.
+
+    def _model_path(self, params: dict[str, Any]) -> Path:
+        return resolve_model(str(params["model"]), Path(self.context.spec_dir), self._models_dir())
+
+    def _vae_path(self, params: dict[str, Any]) -> Path | None:
+        return resolve_vae(str(params["vae"]), Path(self.context.spec_dir), self._models_dir())
+
+    def _models_dir(self) -> Path | None:
+        return Path(self.context.models_dir) if self.context.models_dir else None
+
+    def _size(self, params: dict[str, Any]) -> tuple[int, int]:
+        native = read_model_info(self._model_path(params)).native_size
+        return int(params.get("width") or native), int(params.get("height") or native)
+
+    def validate(self, params: dict[str, Any]) -> list[ParamProblem]:
+        params = {**_DEFAULTS, **params}
+        problems: list[ParamProblem] = []
+        info = None
+        try:
+            info = read_model_info(self._model_path(params))
+        except ModelError as exc:
+            problems.append(ParamProblem("model", str(exc)))
+        factor = info.vae_factor if info else None
+        try:
+            vae = self._vae_path(params)
+            factor = vae_factor(vae) if vae else factor
+        except ModelError as exc:
+            problems.append(ParamProblem("vae", str(exc)))
+        try:
+            reason = unsupported_schedule(str(params["sampler"]), str(params["schedule"]))
+        except ValueError as exc:
+            problems.append(ParamProblem("sampler", str(exc)))
+        else:
+            if reason:
+                problems.append(ParamProblem("schedule", reason))
+        for side in ("width", "height"):
+            value = params.get(side)
+            if factor and value is not None and (value < 8 * factor or value % factor):
+                problems.append(ParamProblem(side, f"{side} {value} does not fit this model: it must be at least "
+                                                   f"{8 * factor} and a multiple of {factor} (the VAE's scale)"))
+        clip_skip = int(params["clip_skip"])
+        if info and clip_skip > info.text_layers:
+            problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
+                                                      f"layers of this model's text encoder"))
+        return problems
+
+    def load_key(self, params: dict[str, Any]) -> Hashable:
+        params = {**_DEFAULTS, **params}
+        vae = self._vae_path(params)
+        return str(self._model_path(params)), str(vae) if vae else "auto"
+
+    def describe_load(self, params: dict[str, Any]) -> str:
+        model, vae = self.load_key(params)
+        return f"model {model} (vae {vae})"
+
+    def batch_key(self, params: dict[str, Any]) -> Hashable:
+        params = {**_DEFAULTS, **params}
+        # The scheduler choice, not the sampler's name: names that build the same scheduler can share a batch.
+        choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
+        return self.load_key(params), choice, int(params["steps"]), *self._size(params)
+
+    def render(self, cells: list[Cell]) -> Iterator[Result]:
+        size = max(1, int(self.context.max_batch))
+        for start in range(0, len(cells), size):
+            # The batch is finished before anything is yielded, so no torch mode leaks into the caller.
+            yield from self._render_batch(cells[start:start + size])
+
+    def _ensure_loaded(self, params: dict[str, Any]) -> Components:
+        key = self.load_key(params)
+        if self._components is None or key != self._load_key:
+            self.close()
+            device = pick_device(self.context.device)
+            self._components = load_components(self._model_path(params), self._vae_path(params), device,
+                                               pick_dtype(self.context.dtype, device))
+            self.prompts = PromptEncoder(self._components.tokenizer, self._components.text_encoder)
+            self._load_key = key
+        return self._components
+
+    @torch.inference_mode()
+    def _render_batch(self, cells: list[Cell]) -> list[Result]:
+        batch = [{**_DEFAULTS, **cell.params} for cell in cells]
+        first = batch[0]
+        parts = self._ensure_loaded(first)
+        width, height = self._size(first)
+        factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+        clock = _Clock(parts.device)
+
+        skips = [int(p["clip_skip"]) for p in batch]
+        cond = self.prompts([(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)])
+        uncond = self.prompts([(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)])
+        text_time = clock.lap()
+
+        scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
+                                   parts.scheduler_config)
+        scheduler.set_timesteps(int(first["steps"]), device=parts.device)
+        seeds = [int(p["seed"]) for p in batch]
+        noise, generators = sampling.initial_noise(
+            seeds, (parts.unet.config.in_channels, height // factor, width // factor), parts.device)
+        denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch])
+        latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
+                                  sampling.step_noise_kwargs(scheduler, seeds, generators))
+        denoise_time = clock.lap()
+        decoded = images.decode(parts.vae, latents)
+        decode_time = clock.lap()
+
+        share = 1 / len(cells)
+        timings = {"text": text_time * share, "denoise": denoise_time * share, "decode": decode_time * share}
+        return [
+            Result(cell, images.resize(image, params.get("out_width"), params.get("out_height")),
+                   metadata={"model": str(params["model"]), "model_path": self._load_key[0],
+                             "vae": self._load_key[1], "sampler": str(params["sampler"]),
+                             "scheduler": type(scheduler).__name__, "device": str(parts.device),
+                             "dtype": str(parts.dtype).removeprefix("torch."), "width": width, "height": height},
+                   timings=dict(timings))
+            for cell, params, image in zip(cells, batch, decoded, strict=True)
+        ]
+
+    def close(self) -> None:
+        self._components = None
+        self.prompts = None
+        self._load_key = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class _Clock:
+    """Wall time between laps, waiting for queued GPU work so each lap is charged to its own stage."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.last = time.perf_counter()
+
+    def lap(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        return elapsed

@@ -1,0 +1,46 @@
+"""Launches Debian's Chromium through Playwright for the browser tests.
+
+Never a browser downloaded by `playwright install`: the tests use /usr/bin/chromium, with every
+background service that could reach the network turned off. Where Chromium or Playwright is
+missing the browser tests are skipped on a developer's machine and fail under CI (`CI` set),
+so CI can never pass without running them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"browser tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def sync_playwright():
+    """Playwright's sync entry point, or a skip (a failure under CI) when it cannot run here."""
+    try:
+        from playwright.sync_api import sync_playwright as start
+    except ImportError:
+        _unavailable("the `playwright` Python package is not installed (pip install playwright)")
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    return start()
+
+
+def launch(playwright):
+    """Debian's Chromium, headless."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
