@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         _print_problems(err.problems)
         errors = sum(1 for p in err.problems if p.severity == "error")
-        print(f"{errors} problem(s) found; nothing was rendered", file=sys.stderr)
+        print(f"{errors} problem(s) found", file=sys.stderr)
         return EXIT_BAD_INPUT
     except GridError as err:
         print(f"error: {err}", file=sys.stderr)

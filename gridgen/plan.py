@@ -94,9 +94,10 @@ class Plan:
         ordered_axes = [axes[i] for i in self.order]
         fmt = self.spec.meta.format
         warned: set[str] = set()
-        for picked in itertools.product(*(axis.values for axis in ordered_axes)):
-            by_axis = {self.order[pos]: value for pos, value in enumerate(picked)}
-            values = [by_axis[i] for i in range(len(axes))]
+        for picked in itertools.product(*(enumerate(axis.values) for axis in ordered_axes)):
+            by_axis = {self.order[pos]: chosen for pos, chosen in enumerate(picked)}
+            positions = [by_axis[i][0] for i in range(len(axes))]
+            values = [by_axis[i][1] for i in range(len(axes))]
             coords = tuple(v.id for v in values)
             params, locations = resolve_params(self.spec, values, self.defaults, self.random_seed)
             for kind in strip_extra_networks(params):
@@ -107,7 +108,7 @@ class Plan:
                         "from the prompt", locations.get("prompt"), "warning"))
             key = cell_key(coords)
             ext = params.get("format") or fmt
-            yield Cell(index=_product_index(axes, values), key=key, coords=coords, params=params,
+            yield Cell(index=_product_index(axes, positions), key=key, coords=coords, params=params,
                        skip=any(v.skip for v in values), image_path=f"images/{key}.{ext}",
                        thumb_path=f"thumbs/{key}.webp", param_locations=locations)
 
@@ -135,10 +136,10 @@ class Plan:
         return list(problems.values()) + self.warnings
 
 
-def _product_index(axes: list[Axis], values: list[AxisValue]) -> int:
+def _product_index(axes: list[Axis], positions: list[int]) -> int:
     index = 0
-    for axis, value in zip(axes, values, strict=True):
-        index = index * len(axis.values) + axis.values.index(value)
+    for axis, position in zip(axes, positions, strict=True):
+        index = index * len(axis.values) + position
     return index
 
 

@@ -39,7 +39,7 @@ SAMPLERS: tuple[Sampler, ...] = (
     # diffusers has no ancestral single-step solver; the second-order single-step DPM-Solver++
     # is the closest deterministic relative, and the sampler's description says so.
     Sampler("DPM++ 2S a", "DPMSolverSinglestepScheduler",
-            {"algorithm_type": "dpmsolver++", "solver_order": 2},
+            {"algorithm_type": "dpmsolver++", "solver_order": 2, "lower_order_final": True},
             aliases=("dpmpp_2s_ancestral", "dpmpp_2s_a")),
     Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2},
             aliases=("dpmpp_2m", "dpm++2m")),
@@ -120,7 +120,7 @@ def scheduler_choice(sampler_name: str, schedule: str = "automatic") -> Schedule
     return SchedulerChoice(sampler.scheduler, tuple(sorted(config.items())))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def unsupported_schedule(sampler_name: str, schedule: str) -> str | None:
     """Why a sampler cannot use a schedule type, or None when it can (checked against the class signature)."""
     import inspect

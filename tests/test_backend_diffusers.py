@@ -303,6 +303,13 @@ def test_corrupt_weights_raise_model_error_with_the_path(tmp_path):
         list(backend.render([make_cell(model="broken")]))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_a_missing_gpu_is_a_user_error(tmp_path):
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cuda"))
+    with pytest.raises(GridError, match="--device cpu"):
+        list(backend.render([make_cell()]))
+
+
 def test_close_frees_and_the_next_render_reloads(tmp_path):
     backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu"))
     first = render_one(backend)

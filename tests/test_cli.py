@@ -57,7 +57,7 @@ def test_validate_ok_and_bad(tmp_path, capsys):
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:2:10: steps must be" in err
-    assert f"{bad}:3:14: cfg_scale must be a number" in err
+    assert f"{bad}:3:14: axis 'cfg_scale': 'x' is not a number" in err
 
 
 def test_bad_set_and_unknown_backend(tmp_path, capsys):

@@ -43,6 +43,7 @@ class DiffusersBackend:
         self._load_key: Hashable | None = None
         self._components: Components | None = None
         self.prompts: PromptEncoder | None = None  # the loaded model's text-embedding cache
+        self._resolved: dict[tuple, Path | None | ModelError] = {}
 
     def supported_params(self) -> set[str]:
         return set(SUPPORTED_PARAMS)
@@ -53,16 +54,34 @@ class DiffusersBackend:
     # Resolution: the same answers for validate, the keys and render.
 
     def _model_path(self, params: dict[str, Any]) -> Path:
-        return resolve_model(str(params["model"]), Path(self.context.spec_dir), self._models_dir())
+        return self._resolve(resolve_model, str(params["model"]))
 
     def _vae_path(self, params: dict[str, Any]) -> Path | None:
-        return resolve_vae(str(params["vae"]), Path(self.context.spec_dir), self._models_dir())
+        return self._resolve(resolve_vae, str(params["vae"]))
+
+    def _resolve(self, resolver, value: str):
+        # Failed lookups are remembered too: a grid repeats the same missing name in every cell.
+        key = (resolver, value, self.context.spec_dir, self.context.models_dir)
+        if key not in self._resolved:
+            try:
+                self._resolved[key] = resolver(value, Path(self.context.spec_dir), self._models_dir())
+            except ModelError as exc:
+                self._resolved[key] = exc
+        found = self._resolved[key]
+        if isinstance(found, ModelError):
+            raise found
+        return found
 
     def _models_dir(self) -> Path | None:
         return Path(self.context.models_dir) if self.context.models_dir else None
 
     def _size(self, params: dict[str, Any]) -> tuple[int, int]:
-        native = read_model_info(self._model_path(params)).native_size
+        if params.get("width") and params.get("height"):
+            return int(params["width"]), int(params["height"])
+        try:
+            native = read_model_info(self._model_path(params)).native_size
+        except ModelError:
+            native = 0  # validate() reports the missing model; planning goes on
         return int(params.get("width") or native), int(params.get("height") or native)
 
     def validate(self, params: dict[str, Any]) -> list[ParamProblem]:
@@ -98,9 +117,18 @@ class DiffusersBackend:
         return problems
 
     def load_key(self, params: dict[str, Any]) -> Hashable:
+        # Planning asks for keys before validation has spoken, so an unresolvable name stands for itself.
         params = {**_DEFAULTS, **params}
-        vae = self._vae_path(params)
-        return str(self._model_path(params)), str(vae) if vae else "auto"
+        try:
+            model = str(self._model_path(params))
+        except ModelError:
+            model = str(params["model"])
+        try:
+            vae = self._vae_path(params)
+            vae_key = str(vae) if vae else "auto"
+        except ModelError:
+            vae_key = str(params["vae"])
+        return model, vae_key
 
     def describe_load(self, params: dict[str, Any]) -> str:
         model, vae = self.load_key(params)

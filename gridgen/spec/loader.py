@@ -381,8 +381,6 @@ class _Loader:
             self.read_variables(fields["variables"][1])
         axis_entries = self.included_axes(root, self.path.parent, (self.path.resolve(),))
         grid_node = fields.get("grid", (None, None))[1]
-        if grid_node is None:
-            self.warn("no `grid:` block; using defaults for title, author and format", Location(self.path, 1, 1))
         meta, base, base_locations = self.meta(grid_node)
         for name, raw in overrides.items():
             parsed = self.param(name, raw, Location(None))
@@ -426,9 +424,7 @@ class _Loader:
 
 
 def _title_of(raw: Any) -> str:
-    if isinstance(raw, float) and raw.is_integer():
-        return f"{raw:.1f}"
-    return str(raw)
+    return f"{raw:g}" if isinstance(raw, float) else str(raw)
 
 
 def resolved_form(spec: GridSpec, variables: dict[str, str]) -> dict[str, Any]:

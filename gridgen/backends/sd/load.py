@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 
-from gridgen.errors import ModelError
+from gridgen.errors import GridError, ModelError
+
+# A progress bar per model load would interleave with the grid's own progress bar.
+transformers.utils.logging.disable_progress_bar()
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -20,7 +24,13 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise GridError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GridError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use --device cpu or auto")
+    return device
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
