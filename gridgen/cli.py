@@ -7,17 +7,13 @@ command exits 2; an interrupted run exits 130; anything else is a bug and keeps 
 from __future__ import annotations
 
 import argparse
-import os
-import random
 import sys
 from pathlib import Path
 
 from gridgen import params as P
-from gridgen.backends import load_backend
-from gridgen.backends.base import BackendContext
 from gridgen.errors import GridError, Location, Problem, SpecError
-from gridgen.plan import Plan, make_plan
-from gridgen.spec import load_spec
+from gridgen.plan import Plan
+from gridgen.runner import RunOptions, execute, prepare
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -35,54 +31,11 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def _context(args, spec_path: Path, out_dir: Path | None, models_dir: str | None) -> BackendContext:
-    chosen = args.models_dir or os.environ.get("GRIDGEN_MODELS_DIR") or models_dir
-    models = None
-    if chosen:
-        models = Path(chosen) if Path(chosen).is_absolute() or args.models_dir else spec_path.parent / chosen
-    return BackendContext(spec_dir=spec_path.parent.resolve(), out_dir=out_dir, models_dir=models,
-                          device=args.device, dtype=args.dtype, max_batch=args.batch_size)
-
-
-def _load(args) -> tuple[Plan, list[Problem], Path]:
-    """Spec, backend and plan; raises SpecError with every problem the dry checks find."""
-    spec_path = Path(args.spec)
-    overrides = _parse_sets(args.set or [])
-    registry = P.Registry()
-    # The backend is chosen before the spec is validated, because it decides which params are known.
-    backend_name = args.backend or _peek_backend(spec_path)
-    out_dir = Path(args.out) if getattr(args, "out", None) else None
-    backend = load_backend(backend_name, _context(args, spec_path, out_dir, None))
-    for extra in backend.extra_params():
-        registry.add(extra)
-    spec = load_spec(spec_path, overrides=overrides, registry=registry, supported=backend.supported_params(),
-                     strict=args.strict)
-    if spec.meta.models_dir and not args.models_dir:
-        backend.context.models_dir = _context(args, spec_path, out_dir, spec.meta.models_dir).models_dir
-    if out_dir is None:
-        out_dir = (spec.folder / spec.meta.outpath) if spec.meta.outpath else Path("out") / spec_path.stem
-    backend.context.out_dir = out_dir
-    from gridgen.store import previous_random_seed
-
-    seed = previous_random_seed(out_dir) if not getattr(args, "overwrite", False) else None
-    plan = make_plan(spec, backend, registry, seed if seed is not None else random.randrange(2**32))
-    problems = list(spec.warnings) + plan.validate()
-    if args.strict:
-        problems = [Problem(f"{p.message} (an error because of --strict)", p.location)
-                    if p.severity == "warning" else p for p in problems]
-    if any(p.severity == "error" for p in problems):
-        raise SpecError(problems)
-    return plan, problems, out_dir
-
-
-def _peek_backend(spec_path: Path) -> str:
-    """The `backend:` a spec asks for, read without validating the rest (validation needs the backend)."""
-    from gridgen.spec.yamlnodes import read_yaml
-
-    root = read_yaml(spec_path)
-    grid = root.get("grid") if root.kind == "map" else None
-    node = grid.get("backend") if grid is not None and grid.kind == "map" else None
-    return str(node.value) if node is not None and node.kind == "scalar" and node.value else "diffusers"
+def _options(args) -> RunOptions:
+    return RunOptions(out=Path(args.out) if getattr(args, "out", None) else None,
+                      overrides=_parse_sets(args.set or []), backend=args.backend, models_dir=args.models_dir,
+                      device=args.device, dtype=args.dtype, batch_size=args.batch_size, strict=args.strict,
+                      overwrite=getattr(args, "overwrite", False))
 
 
 def _print_problems(problems: list[Problem]) -> None:
@@ -91,8 +44,9 @@ def _print_problems(problems: list[Problem]) -> None:
 
 
 def cmd_validate(args) -> int:
-    plan, problems, _ = _load(args)
-    _print_problems(problems)
+    prepared = prepare(Path(args.spec), _options(args))
+    plan = prepared.plan
+    _print_problems(prepared.warnings)
     skipped = sum(1 for cell in plan.cells() if cell.skip)
     print(f"{args.spec}: ok, {plan.total} cells ({plan.total - skipped} to render, {skipped} skipped), "
           f"{len(plan.spec.axes)} axes")
@@ -100,18 +54,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    plan, problems, out_dir = _load(args)
-    _print_problems(problems)
+    options = _options(args)
+    prepared = prepare(Path(args.spec), options)
+    _print_problems(prepared.warnings)
+    out_dir = prepared.out_dir
     if args.dry_run:
-        return _dry_run(plan, out_dir)
-    from gridgen.executors.local import run_local
-    from gridgen.store import Store
-
-    store = Store(out_dir, plan.spec, plan.random_seed, overwrite=args.overwrite)
-    try:
-        summary = run_local(plan, store, max_batch=args.batch_size, show_progress=not args.quiet)
-    finally:
-        plan.backend.close()
+        return _dry_run(prepared.plan, out_dir)
+    summary = execute(prepared, options, show_progress=not args.quiet)
     for line in summary.lines():
         print(line)
     print(f"open {(out_dir / 'index.html').resolve()}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -89,22 +90,24 @@ class _StopFlag:
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
 def run_local(plan: Plan, store: Store, max_batch: int = 8, show_progress: bool = True,
-              writers: int = 2) -> RunSummary:
+              writers: int = 2, stop: threading.Event | None = None) -> RunSummary:
+    """Render every cell of `plan` not yet in `store`; `stop` ends the run after the batch in flight."""
     summary = RunSummary()
     started = time.monotonic()
-    to_render = sum(1 for cell in plan.cells() if not cell.skip and not store.is_done(cell.key))
-    store.progress["skipped"] = sum(1 for cell in plan.cells() if cell.skip)
+    to_render = skipped = 0
+    for cell in plan.cells():
+        skipped += cell.skip
+        to_render += not cell.skip and not store.is_done(cell.key)
+    store.progress["skipped"] = skipped
     store.write_page()
     store.publish(force=True, running=True)
     pending: list[Future] = []
     bar = tqdm(total=to_render, unit="img", disable=not show_progress, dynamic_ncols=True)
-    with _StopFlag() as stop, ThreadPoolExecutor(max_workers=writers, thread_name_prefix="gridgen-write") as pool:
+    with _StopFlag() as interrupt, ThreadPoolExecutor(max_workers=writers, thread_name_prefix="gridgen-write") as pool:
         for batch in batches(plan.cells(), plan, store, summary, max_batch):
             try:
                 for result in plan.backend.render(batch):
@@ -114,7 +117,7 @@ def run_local(plan: Plan, store: Store, max_batch: int = 8, show_progress: bool 
             except GridError as err:
                 _record_failure(summary, store, batch, str(err))
             pending = _settle(pending, summary, limit=2 * max_batch)
-            if stop.requested:
+            if interrupt.requested or (stop is not None and stop.is_set()):
                 summary.interrupted = True
                 break
         _settle(pending, summary, limit=0)

@@ -1,0 +1,100 @@
+"""One grid run from a spec file to a finished output folder: the steps the CLI, the viewer's
+run queue and the executors share.
+
+`prepare` loads the spec, picks the backend, plans and validates without loading a model;
+`execute` renders what is not yet on disk through the chosen executor.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gridgen import params as P
+from gridgen.backends import load_backend
+from gridgen.backends.base import BackendContext
+from gridgen.errors import Problem, SpecError
+from gridgen.plan import Plan, make_plan
+from gridgen.spec import load_spec
+from gridgen.store import Store, previous_random_seed
+
+
+@dataclass
+class RunOptions:
+    out: Path | None = None  # default: the spec's outpath, else out/<spec name> under the CWD
+    overrides: dict[str, str] = field(default_factory=dict)  # --set key=value
+    backend: str | None = None  # default: the spec's `backend:`, else diffusers
+    models_dir: str | None = None  # default: $GRIDGEN_MODELS_DIR, else the spec's models_dir
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 8
+    strict: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class Prepared:
+    plan: Plan
+    warnings: list[Problem]
+    out_dir: Path
+
+
+def _models_dir(options: RunOptions, spec_dir: Path, from_spec: str | None) -> Path | None:
+    if options.models_dir:
+        return Path(options.models_dir)
+    if os.environ.get("GRIDGEN_MODELS_DIR"):
+        return Path(os.environ["GRIDGEN_MODELS_DIR"])
+    if from_spec:
+        return Path(from_spec) if Path(from_spec).is_absolute() else spec_dir / from_spec
+    return None
+
+
+def peek_backend(spec_path: Path) -> str:
+    """The `backend:` a spec asks for, read before validation (validation needs the backend)."""
+    from gridgen.spec.yamlnodes import read_yaml
+
+    root = read_yaml(spec_path)
+    grid = root.get("grid") if root.kind == "map" else None
+    node = grid.get("backend") if grid is not None and grid.kind == "map" else None
+    return str(node.value) if node is not None and node.kind == "scalar" and node.value else "diffusers"
+
+
+def prepare(spec_path: Path, options: RunOptions) -> Prepared:
+    """Load, plan and validate; raises SpecError listing every problem found, before any model loads."""
+    spec_path = Path(spec_path)
+    registry = P.Registry()
+    context = BackendContext(spec_dir=spec_path.parent.resolve(), device=options.device, dtype=options.dtype,
+                             max_batch=options.batch_size)
+    backend = load_backend(options.backend or peek_backend(spec_path), context)
+    for extra in backend.extra_params():
+        registry.add(extra)
+    spec = load_spec(spec_path, overrides=options.overrides, registry=registry,
+                     supported=backend.supported_params(), strict=options.strict)
+    context.models_dir = _models_dir(options, spec.folder, spec.meta.models_dir)
+    out_dir = Path(options.out) if options.out else (
+        spec.folder / spec.meta.outpath if spec.meta.outpath else Path("out") / spec_path.stem)
+    context.out_dir = out_dir
+    seed = None if options.overwrite else previous_random_seed(out_dir)
+    plan = make_plan(spec, backend, registry, seed if seed is not None else random.randrange(2**32))
+    problems = list(spec.warnings) + plan.validate()
+    if options.strict:
+        problems = [Problem(f"{p.message} (an error because of --strict)", p.location)
+                    if p.severity == "warning" else p for p in problems]
+    if any(p.severity == "error" for p in problems):
+        raise SpecError(problems)
+    return Prepared(plan, problems, out_dir)
+
+
+def execute(prepared: Prepared, options: RunOptions, show_progress: bool = True,
+            stop: threading.Event | None = None):
+    """Render every cell not yet on disk; `stop` (or Ctrl-C) ends the run after the batch in flight."""
+    from gridgen.executors.local import run_local
+
+    store = Store(prepared.out_dir, prepared.plan.spec, prepared.plan.random_seed, overwrite=options.overwrite)
+    try:
+        return run_local(prepared.plan, store, max_batch=options.batch_size, show_progress=show_progress, stop=stop)
+    finally:
+        prepared.plan.backend.close()
