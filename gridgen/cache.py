@@ -76,6 +76,8 @@ class StageCache:
         return None
 
     def put(self, key: str, value: Any) -> None:
+        if self.budget_bytes <= 0 and self.spill_dir is None:
+            return  # a zero budget turns the cache off
         size = _size_of(value)
         evicted: list[tuple[str, Any]] = []
         with self._lock:
@@ -83,7 +85,7 @@ class StageCache:
                 self._bytes -= self._entries.pop(key)[1]
             self._entries[key] = (value, size)
             self._bytes += size
-            while self._bytes > self.budget_bytes and len(self._entries) > 1:
+            while self._bytes > self.budget_bytes and self._entries:
                 old_key, (old_value, old_size) = self._entries.popitem(last=False)
                 self._bytes -= old_size
                 evicted.append((old_key, old_value))

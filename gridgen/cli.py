@@ -35,7 +35,8 @@ def _options(args) -> RunOptions:
     return RunOptions(out=Path(args.out) if getattr(args, "out", None) else None,
                       overrides=_parse_sets(args.set or []), backend=args.backend, models_dir=args.models_dir,
                       device=args.device, dtype=args.dtype, batch_size=args.batch_size, strict=args.strict,
-                      overwrite=getattr(args, "overwrite", False))
+                      overwrite=getattr(args, "overwrite", False), compile=getattr(args, "compile", False),
+                      channels_last=getattr(args, "channels_last", False))
 
 
 def _print_problems(problems: list[Problem]) -> None:
@@ -113,6 +114,13 @@ def cmd_html(args) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args) -> int:
+    from gridgen.viewer.server import serve
+
+    return serve(Path(args.root), host=args.host, port=args.port, token=args.token, allow_runs=args.allow_runs,
+                 models_dir=Path(args.models_dir) if args.models_dir else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridgen", description="Render Stable Diffusion settings as a grid.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,12 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="validate and plan without loading any model")
     run.add_argument("--overwrite", action="store_true", help="render every cell again")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE (worth it on CUDA)")
+    run.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on recent GPUs)")
     run.set_defaults(func=cmd_run)
     spec_command("validate", "check a grid spec without rendering").set_defaults(func=cmd_validate)
     sub.add_parser("params", help="list every parameter").set_defaults(func=cmd_params)
     html = sub.add_parser("html", help="rebuild index.html and data.js of an output folder")
     html.add_argument("outdir")
     html.set_defaults(func=cmd_html)
+    serve = sub.add_parser("serve", help="serve every grid under a folder in the browser, with live progress")
+    serve.add_argument("root", help="the folder holding grid output folders (searched a few levels deep)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind; any but loopback needs --token")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--token", help="secret every request must carry (default: env GRIDGEN_TOKEN)")
+    serve.add_argument("--allow-runs", action="store_true", help="let the browser queue grid runs (needs --token)")
+    serve.add_argument("--models-dir", help="folder whose models browser-submitted specs may use, besides ROOT")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

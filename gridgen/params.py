@@ -47,6 +47,14 @@ def _choose_format(text: str) -> str | None:
     return {"jpeg": "jpg"}.get(value, value) if value in {"png", "jpg", "jpeg", "webp"} else None
 
 
+PIXEL_UPSCALERS = ("none", "nearest", "bilinear", "bicubic", "lanczos")
+
+
+def _choose_upscaler(text: str) -> str | None:
+    name = str(text).strip().lower()
+    return name if name in PIXEL_UPSCALERS else None
+
+
 def _choose_sampler(text: str) -> str | None:
     found = samplers.find_sampler(text)
     return found.name if found else None
@@ -84,6 +92,12 @@ CORE_PARAMS: tuple[Param, ...] = (
           aliases=("sd_vae",)),
     Param("clip_skip", "int", 1, "Use the text encoder's N-th layer from the end (A1111's CLIP skip).",
           aliases=("clip_stop_at_last_layers",), min=1, max=12, stage="text"),
+    Param("upscaler", "choice", "none",
+          "How the base image is enlarged: none, nearest, bilinear, bicubic or lanczos.",
+          choose=_choose_upscaler, choices_help=", ".join(PIXEL_UPSCALERS),
+          stage="post"),
+    Param("upscale_by", "float", 2.0, "The upscaler's scale factor.", aliases=("upscale", "scale_by"),
+          min=1, max=8, stage="post"),
     Param("format", "choice", None, "Image file format: png, jpg or webp (default: the grid's format).",
           aliases=("image_format",), choose=_choose_format, choices_help="png, jpg, webp", stage="output"),
 )

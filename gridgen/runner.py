@@ -33,6 +33,8 @@ class RunOptions:
     batch_size: int = 8
     strict: bool = False
     overwrite: bool = False
+    compile: bool = False
+    channels_last: bool = False
 
 
 @dataclass
@@ -67,7 +69,8 @@ def prepare(spec_path: Path, options: RunOptions) -> Prepared:
     spec_path = Path(spec_path)
     registry = P.Registry()
     context = BackendContext(spec_dir=spec_path.parent.resolve(), device=options.device, dtype=options.dtype,
-                             max_batch=options.batch_size)
+                             max_batch=options.batch_size, compile=options.compile,
+                             channels_last=options.channels_last)
     backend = load_backend(options.backend or peek_backend(spec_path), context)
     for extra in backend.extra_params():
         registry.add(extra)

@@ -6,9 +6,19 @@
  * of value tabs. The whole view lives in the URL hash, so a link reopens the same view. While a
  * run is in progress the page re-loads data.js every two seconds and fills in the cells that
  * landed. Plain browser JavaScript with no dependencies; works opened from file://.
+ *
+ * Large tables are windowed: only the rows and columns on screen (plus a margin) have DOM, the rest
+ * is spacer cells of the same size, re-windowed as the page scrolls. The page exposes Performance
+ * API entries for benchmarks: mark `gridgen:boot` (data.js parsed), mark `gridgen:interactive`
+ * (first grid laid out), and a `gridgen:render` measure per grid render.
+ *
+ * Other scripts (static/explorer.tools.js: save, animate, compare, flipbook, favourites panel) use
+ * the small API published as window.GridgenExplorer at the end of this file.
  */
 (function () {
   "use strict";
+
+  performance.mark("gridgen:boot");
 
   const ROLES = ["x", "y", "xs", "ys"];
   const ROLE_LABELS = { x: "X axis", y: "Y axis", xs: "X super-axis", ys: "Y super-axis" };
@@ -18,20 +28,37 @@
     { key: "scale", page: "autoscale", fallback: false, label: "Fit images to the window" },
     { key: "sticky", page: "sticky", fallback: false, label: "Sticky navigation" },
     { key: "labels", page: "sticky_labels", fallback: true, label: "Sticky row/column labels" },
+    { key: "same", page: "hide_identical", fallback: false, label: "Hide axes whose images are all identical" },
   ];
   const POLL_MS = 2000;
   const ARROWS = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
+  const SPACING = 2; // the table's border-spacing, px (explorer.css)
+  const WINDOW_MIN_CELLS = 400; // larger tables only build DOM for the cells on screen
+  const OVERSCAN_PX = 600; // how far beyond the viewport a windowed table renders
+  const SUPER_ROW_H = 30; // a Y super-axis header row in a windowed table, px
+  const LABEL_W = 136; // the row-label column of a windowed table, px
+  const MIN_CELL_PX = 128; // smaller thumbnails are scaled up (pixelated) to at least this
+  const THUMB_MAX = 256; // gridgen/store.py THUMB_SIZE
+  const MAX_CYCLE_S = 180;
 
   let data = null; // the window.GRIDGEN on show
   let axisById = new Map(); // axis id -> axis
+  let axisIndex = new Map(); // axis id -> position in data.axes (and in a cell key)
   let valueMaps = new Map(); // axis id -> Map(value id -> value)
   let defaults = null; // the view the page opens with when the URL has no hash
-  let state = null; // {roles: {x, y, xs, ys}, toggles: {key: bool}, sel: {axis: value id}, hidden: {axis: Set}}
-  let entries = []; // the table's cells by [row][col]: {td, row, col, sig}
+  // {roles: {x, y, xs, ys}, toggles: {key: bool}, sel: {axis: value id}, hidden: {axis: Set},
+  //  cycle: {axis: seconds}, filter: {axis: text}}
+  let state = null;
+  let view = null; // what the grid shows: see buildView()
+  let rendered = new Map(); // "row:col" -> {td, r, c, sig} for the cells that have DOM
   let popupAt = null; // [row, col] of the cell in the popup
   let popupSig = "";
   let pollTimer = 0;
   let loading = false;
+  let windowFrame = 0;
+  let cycleTimers = new Map(); // axis id -> interval id
+  let identicalCache = { data: null, axes: new Set() };
+  const listeners = new Map(); // event name -> [fn]
 
   /* ---------- helpers ---------- */
 
@@ -76,10 +103,20 @@
     return Math.max(low, Math.min(high, n));
   }
 
+  function on(name, fn) {
+    if (!listeners.has(name)) listeners.set(name, []);
+    listeners.get(name).push(fn);
+  }
+
+  function emit(name, detail) {
+    for (const fn of listeners.get(name) || []) fn(detail);
+  }
+
   /* ---------- view state and the URL hash ---------- */
 
   function indexAxes() {
     axisById = new Map(data.axes.map((axis) => [axis.id, axis]));
+    axisIndex = new Map(data.axes.map((axis, i) => [axis.id, i]));
     valueMaps = new Map(data.axes.map((axis) => [axis.id, new Map(axis.values.map((v) => [v.id, v]))]));
   }
 
@@ -95,11 +132,15 @@
     for (const t of TOGGLES) toggles[t.key] = typeof page[t.page] === "boolean" ? page[t.page] : t.fallback;
     const sel = {};
     const hidden = {};
+    const cycle = {};
+    const filter = {};
     for (const axis of data.axes) {
       sel[axis.id] = defaultValue(axis);
       hidden[axis.id] = new Set(axis.values.filter((v) => v.show === false).map((v) => v.id));
+      cycle[axis.id] = 0;
+      filter[axis.id] = "";
     }
-    return { roles, toggles, sel, hidden };
+    return { roles, toggles, sel, hidden, cycle, filter };
   }
 
   function defaultValue(axis) {
@@ -125,6 +166,8 @@
       if (state.sel[axis.id] !== null) pairs.push(["s." + axis.id, state.sel[axis.id]]);
       const hidden = [...state.hidden[axis.id]];
       if (hidden.length || defaults.hidden[axis.id].size) pairs.push(["h." + axis.id, hidden.join(",")]);
+      if (state.cycle[axis.id]) pairs.push(["c." + axis.id, String(state.cycle[axis.id])]);
+      if (state.filter[axis.id]) pairs.push(["f." + axis.id, state.filter[axis.id]]);
     }
     return "#" + pairs.map(([key, value]) => `${hashPart(key)}=${hashPart(value)}`).join("&");
   }
@@ -149,6 +192,9 @@
       if (hasValue(axis.id, picked)) result.sel[axis.id] = picked;
       const hidden = query.get("h." + axis.id);
       if (hidden !== null) result.hidden[axis.id] = new Set(hidden.split(",").filter((id) => hasValue(axis.id, id)));
+      const cycle = Number(query.get("c." + axis.id));
+      if (cycle > 0) result.cycle[axis.id] = clamp(cycle, 0, MAX_CYCLE_S);
+      result.filter[axis.id] = query.get("f." + axis.id) || "";
     }
     return result;
   }
@@ -176,20 +222,25 @@
     applyToggles();
     renderPickers();
     renderToggles();
+    renderFilter();
     renderTabs();
     renderShowPanel();
     renderGrid();
     renderProgress();
+    syncCycles();
   }
 
   function renderPickers() {
+    const hiddenAxes = identicalShown();
     $("pickers").replaceChildren(
       ...ROLES.map((role) => {
         const select = el(
           "select",
           { id: "pick-" + role, "data-role": role },
           el("option", { value: "" }, "(none)"),
-          ...data.axes.map((axis) => el("option", { value: axis.id }, titleOf(axis))),
+          ...data.axes.map((axis) =>
+            el("option", { value: axis.id, disabled: hiddenAxes.has(axis.id) && axis.id !== state.roles[role] }, titleOf(axis)),
+          ),
         );
         select.value = state.roles[role] || "";
         return el("label", { class: "picker" }, ROLE_LABELS[role] + " ", select);
@@ -217,7 +268,9 @@
         box.checked = state.toggles[t.key];
         return el("label", { class: "toggle" }, box, " " + t.label);
       }),
+      el("span", { id: "identical-note", class: "note" }),
     );
+    renderIdenticalNote();
   }
 
   function applyToggles() {
@@ -229,14 +282,130 @@
     if (!key) return;
     state.toggles[key] = event.target.checked;
     applyToggles();
+    if (key === "same") {
+      renderIdenticalNote();
+      renderPickers();
+      renderTabs();
+      renderGrid();
+    } else if (view && view.windowed) {
+      renderGrid(); // a windowed table's geometry depends on the toggles
+    }
     saveHash();
+  }
+
+  /* ---------- axes whose values all render the same image ---------- */
+
+  /* Axes where, for every combination of the other axes, every rendered value has the same hash. */
+  function identicalAxes() {
+    if (identicalCache.data === data) return identicalCache.axes;
+    const axes = new Set();
+    const entries = Object.entries(data.cells).filter(([, cell]) => cell && cell.hash);
+    const split = entries.map(([key, cell]) => [key.split("/"), cell.hash]);
+    data.axes.forEach((axis, a) => {
+      if (axis.values.length < 2) return;
+      const groups = new Map();
+      let compared = false;
+      for (const [parts, hash] of split) {
+        const saved = parts[a];
+        parts[a] = "";
+        const group = parts.join("/");
+        parts[a] = saved;
+        const first = groups.get(group);
+        if (first === undefined) groups.set(group, hash);
+        else if (first !== hash) return;
+        else compared = true;
+      }
+      if (compared) axes.add(axis.id);
+    });
+    identicalCache = { data, axes };
+    return axes;
+  }
+
+  /* The identical axes hidden right now (none unless the toggle is on). */
+  function identicalShown() {
+    return state.toggles.same ? identicalAxes() : new Set();
+  }
+
+  function renderIdenticalNote() {
+    const note = $("identical-note");
+    if (!note) return;
+    const hidden = [...identicalShown()].map((id) => titleOf(axisById.get(id)));
+    note.textContent = hidden.length ? `hidden (identical images): ${hidden.join(", ")}` : "";
+  }
+
+  /* The roles as the grid uses them: an axis hidden as identical plays none. */
+  function effectiveRoles() {
+    const hidden = identicalShown();
+    const roles = {};
+    for (const role of ROLES) roles[role] = hidden.has(state.roles[role]) ? null : state.roles[role];
+    return roles;
+  }
+
+  /* ---------- filter: values of an axis by title ---------- */
+
+  function matchesFilter(axisId, value) {
+    const text = (state.filter[axisId] || "").trim().toLowerCase();
+    if (!text) return true;
+    return titleOf(value).toLowerCase().includes(text) || value.id.toLowerCase().includes(text);
+  }
+
+  function renderFilter() {
+    const select = $("filter-axis");
+    if (!select) return;
+    const current = select.value;
+    select.replaceChildren(...data.axes.map((axis) => el("option", { value: axis.id }, titleOf(axis))));
+    select.value = axisById.has(current) ? current : (state.roles.x || (data.axes[0] && data.axes[0].id) || "");
+    $("filter-text").value = state.filter[select.value] || "";
+    renderFilterChips();
+  }
+
+  function renderFilterChips() {
+    const chips = data.axes
+      .filter((axis) => state.filter[axis.id])
+      .map((axis) =>
+        el(
+          "button",
+          { type: "button", class: "chip", "data-axis": axis.id, title: "Remove this filter" },
+          `${titleOf(axis)}: \u201c${state.filter[axis.id]}\u201d \u00d7`,
+        ),
+      );
+    $("filter-chips").replaceChildren(...chips);
+  }
+
+  function setFilter(axisId, text) {
+    state.filter[axisId] = text;
+    // a tab axis whose chosen value is filtered out moves to the first value that matches
+    const chosen = valueById(axisId, state.sel[axisId]);
+    if (chosen && !matchesFilter(axisId, chosen)) {
+      const match = visibleValues(axisId)[0];
+      if (match) state.sel[axisId] = match.id;
+    }
+    if ($("filter-axis").value === axisId && $("filter-text").value !== text) $("filter-text").value = text;
+    renderFilterChips();
+    renderTabs();
+    renderGrid();
+    saveHash();
+  }
+
+  function onFilterInput() {
+    setFilter($("filter-axis").value, $("filter-text").value);
+  }
+
+  function onFilterAxis() {
+    $("filter-text").value = state.filter[$("filter-axis").value] || "";
+  }
+
+  function onChipClick(event) {
+    const chip = event.target.closest(".chip");
+    if (chip) setFilter(chip.dataset.axis, "");
   }
 
   /* ---------- value tabs of the fixed axes ---------- */
 
   function fixedAxes() {
     const used = new Set(Object.values(state.roles));
-    return data.axes.filter((axis) => !used.has(axis.id));
+    const hidden = identicalShown();
+    return data.axes.filter((axis) => !used.has(axis.id) && !hidden.has(axis.id));
   }
 
   function renderTabs() {
@@ -270,6 +439,7 @@
       tab.setAttribute("aria-selected", String(selected));
       tab.tabIndex = selected ? 0 : -1;
       tab.classList.toggle("is-hidden", state.hidden[axisId].has(tab.dataset.value));
+      tab.hidden = !selected && !matchesFilter(axisId, valueById(axisId, tab.dataset.value));
     }
     const value = valueById(axisId, state.sel[axisId]);
     row.querySelector(".value-desc").innerHTML = (value && value.description) || "";
@@ -300,7 +470,7 @@
   }
 
   function stepValue(row, delta) {
-    const tabs = [...row.querySelectorAll('[role="tab"]')];
+    const tabs = [...row.querySelectorAll('[role="tab"]')].filter((tab) => !tab.hidden);
     const at = tabs.findIndex((tab) => tab.dataset.value === state.sel[row.dataset.axis]);
     const next = tabs[(at + delta + tabs.length) % tabs.length];
     selectValue(row.dataset.axis, next.dataset.value);
@@ -314,7 +484,7 @@
     if (tab) tab.focus();
   }
 
-  /* ---------- advanced: which values are shown ---------- */
+  /* ---------- advanced: which values are shown, auto-cycle ---------- */
 
   function renderShowPanel() {
     $("show-values").replaceChildren(...data.axes.map(showFieldset));
@@ -330,7 +500,23 @@
         " " + titleOf(v),
       ),
     );
-    const fieldset = el("fieldset", { "data-axis": axis.id }, el("legend", {}, el("label", {}, all, " " + titleOf(axis))), ...boxes);
+    const cycle = el("input", {
+      type: "number",
+      class: "cycle-input",
+      min: 0,
+      max: MAX_CYCLE_S,
+      step: "any",
+      value: state.cycle[axis.id] || 0,
+      "data-cycle": axis.id,
+      "aria-label": `Auto-cycle ${titleOf(axis)} every N seconds (0: off)`,
+    });
+    const fieldset = el(
+      "fieldset",
+      { "data-axis": axis.id },
+      el("legend", {}, el("label", {}, all, " " + titleOf(axis))),
+      el("div", { class: "cycle" }, el("label", {}, "Auto-cycle every ", cycle, " s"), el("span", { class: "note" }, " (0 = off)")),
+      ...boxes,
+    );
     syncShowFieldset(fieldset);
     return fieldset;
   }
@@ -345,6 +531,7 @@
 
   function onShowChange(event) {
     const box = event.target;
+    if (box.dataset.cycle) return onCycleChange(box);
     const axis = axisById.get(box.dataset.axis);
     if (!axis) return;
     const hidden = state.hidden[axis.id];
@@ -359,31 +546,133 @@
     saveHash();
   }
 
-  /* ---------- the grid ---------- */
+  function onCycleChange(input) {
+    const seconds = Number(input.value);
+    state.cycle[input.dataset.cycle] = Number.isFinite(seconds) ? clamp(seconds, 0, MAX_CYCLE_S) : 0;
+    if (String(state.cycle[input.dataset.cycle]) !== input.value) input.value = state.cycle[input.dataset.cycle];
+    syncCycles();
+    saveHash();
+  }
+
+  /* One timer per axis with an auto-cycle period: it steps the axis's chosen value. */
+  function syncCycles() {
+    for (const [axisId, timer] of cycleTimers) {
+      clearInterval(timer.id);
+      if (timer.seconds !== state.cycle[axisId]) cycleTimers.delete(axisId);
+    }
+    const next = new Map();
+    for (const axis of data.axes) {
+      const seconds = state.cycle[axis.id];
+      if (seconds > 0) next.set(axis.id, { seconds, id: setInterval(() => cycleStep(axis.id), seconds * 1000) });
+    }
+    cycleTimers = next;
+  }
+
+  function cycleStep(axisId) {
+    const values = visibleValues(axisId);
+    if (!values.length) return;
+    const at = values.findIndex((v) => v.id === state.sel[axisId]);
+    selectValue(axisId, values[(at + 1) % values.length].id);
+    emit("cycle", axisId);
+  }
+
+  /* ---------- the grid: what it shows ---------- */
 
   function visibleValues(axisId) {
     if (!axisId) return [null];
-    return axisById.get(axisId).values.filter((v) => !state.hidden[axisId].has(v.id));
+    return axisById.get(axisId).values.filter((v) => !state.hidden[axisId].has(v.id) && matchesFilter(axisId, v));
   }
 
   /* The table's rows (or columns): every visible super-axis value times every visible axis value. */
-  function lines(superRole, role) {
+  function lines(superAxis, axis) {
     const result = [];
-    for (const outer of visibleValues(state.roles[superRole])) {
-      for (const inner of visibleValues(state.roles[role])) result.push({ outer, inner });
+    for (const outer of visibleValues(superAxis)) {
+      for (const inner of visibleValues(axis)) result.push({ outer, inner });
     }
     return result;
   }
 
+  /* The size a cell shows its thumbnail at, from the images' size (a store thumb fits 256 px). */
+  function thumbSize() {
+    let w = 0;
+    let h = 0;
+    for (const key in data.cells) {
+      const params = data.cells[key] && data.cells[key].params;
+      if (params && params.width > 0 && params.height > 0) {
+        w = params.width;
+        h = params.height;
+      }
+      break;
+    }
+    const base = data.base_params || {};
+    if (!(w > 0 && h > 0)) [w, h] = base.width > 0 && base.height > 0 ? [base.width, base.height] : [512, 512];
+    const fit = Math.min(1, THUMB_MAX / Math.max(w, h));
+    const tw = Math.max(1, Math.round(w * fit));
+    const th = Math.max(1, Math.round(h * fit));
+    const up = Math.max(1, Math.ceil(MIN_CELL_PX / Math.max(tw, th)));
+    return { w: tw * up, h: th * up, pixelated: up > 1, ratio: `${w} / ${h}` };
+  }
+
+  function buildView() {
+    const roles = effectiveRoles();
+    const idx = {};
+    for (const role of ROLES) idx[role] = roles[role] ? axisIndex.get(roles[role]) : -1;
+    const rows = lines(roles.ys, roles.y);
+    const cols = lines(roles.xs, roles.x);
+    const size = thumbSize();
+    const windowed = rows.length * cols.length > WINDOW_MIN_CELLS;
+    let cellW = size.w;
+    let cellH = size.h;
+    if (windowed && state.toggles.scale && cols.length) {
+      const room = $("grid").clientWidth - 32 - LABEL_W - SPACING * (cols.length + 2);
+      cellW = Math.max(8, Math.floor(room / cols.length));
+      cellH = Math.max(8, Math.round((cellW * size.h) / size.w));
+    }
+    // display rows: a cell row is its index in `rows`; a Y super-axis header row is {value}
+    const display = [];
+    let block;
+    rows.forEach((row, r) => {
+      if (roles.ys && row.outer !== block) {
+        block = row.outer;
+        display.push({ value: block });
+      }
+      display.push(r);
+    });
+    const offsets = new Float64Array(display.length + 1);
+    for (let d = 0; d < display.length; d++) {
+      offsets[d + 1] = offsets[d] + (typeof display[d] === "number" ? cellH : SUPER_ROW_H) + SPACING;
+    }
+    return {
+      roles,
+      idx,
+      base: baseValues(),
+      rows,
+      cols,
+      display,
+      offsets,
+      windowed,
+      cellW,
+      cellH,
+      colPitch: cellW + SPACING,
+      pixelated: size.pixelated,
+      ratio: size.ratio,
+      win: null,
+    };
+  }
+
+  /* The chosen value of every axis, in axes order. */
+  function baseValues() {
+    return data.axes.map((axis) => valueById(axis.id, state.sel[axis.id]));
+  }
+
   /* The value of every axis, in axes order, for the cell at (row, col). */
   function cellValues(row, col) {
-    const pinned = new Map([
-      [state.roles.ys, row.outer],
-      [state.roles.y, row.inner],
-      [state.roles.xs, col.outer],
-      [state.roles.x, col.inner],
-    ]);
-    return data.axes.map((axis) => (pinned.has(axis.id) ? pinned.get(axis.id) : valueById(axis.id, state.sel[axis.id])));
+    const values = view.base.slice();
+    if (view.idx.ys >= 0) values[view.idx.ys] = row.outer;
+    if (view.idx.y >= 0) values[view.idx.y] = row.inner;
+    if (view.idx.xs >= 0) values[view.idx.xs] = col.outer;
+    if (view.idx.x >= 0) values[view.idx.x] = col.inner;
+    return values;
   }
 
   function describeCell(values) {
@@ -394,30 +683,127 @@
     return { key, kind: cell ? "done" : "pending", cell };
   }
 
+  /* The values (in axes order) of the cell with this key, or null when the key is not in the grid. */
+  function valuesOfKey(key) {
+    const ids = String(key).split("/");
+    if (ids.length !== data.axes.length) return null;
+    const values = data.axes.map((axis, i) => valueById(axis.id, ids[i]));
+    return values.every(Boolean) ? values : null;
+  }
+
   function cellLabel(values) {
     return data.axes.map((axis, i) => `${titleOf(axis)}: ${values[i] ? titleOf(values[i]) : "?"}`).join(", ");
   }
 
+  /* ---------- the grid: the table ---------- */
+
   function renderGrid() {
-    const rows = lines("ys", "y");
-    const cols = lines("xs", "x");
-    entries = [];
+    const start = performance.now();
+    view = buildView();
+    const previous = rendered;
+    rendered = new Map();
+    const { rows, cols } = view;
     if (!rows.length || !cols.length) {
-      $("grid").replaceChildren(el("p", { class: "empty" }, "No values are shown: turn some on under Advanced."));
+      $("grid").replaceChildren(el("p", { class: "empty" }, "No values are shown: turn some on under Advanced, or clear the filter."));
+      finishRender(start);
       return;
     }
-    const table = el("table", { class: "grid" }, colgroup(cols), gridHead(cols), gridBody(rows, cols));
-    table.style.setProperty("--cell-ratio", cellRatio());
+    view.win = view.windowed ? guessWindow() : { r0: 0, r1: view.display.length, c0: 0, c1: cols.length };
+    const table = el("table", { class: "grid" + (view.windowed ? " windowed" : "") + (view.pixelated ? " pixelated" : "") });
+    table.style.setProperty("--cell-ratio", view.ratio);
+    table.style.setProperty("--cell-w", view.cellW + "px");
+    table.style.setProperty("--cell-h", view.cellH + "px");
+    if (view.windowed) {
+      table.style.setProperty("--label-w", LABEL_W + "px");
+      table.style.width = LABEL_W + SPACING * 2 + cols.length * view.colPitch + "px";
+    }
+    fillTable(table, previous);
     $("grid").replaceChildren(table);
+    if (view.windowed) updateWindow();
+    finishRender(start);
   }
 
-  function cellRatio() {
-    const base = data.base_params || {};
-    return base.width > 0 && base.height > 0 ? `${base.width} / ${base.height}` : "1";
+  /* Lay the page out now, so the measure covers the whole cost, and tell the tools. */
+  function finishRender(start) {
+    void document.body.offsetHeight;
+    performance.measure("gridgen:render", { start, end: performance.now() });
+    emit("render", view);
   }
 
-  function colgroup(cols) {
-    return el("colgroup", {}, el("col", { class: "label-col" }), ...cols.map(() => el("col")));
+  /* Before the table is in the page: the rows and columns a viewport at the top of the grid shows. */
+  function guessWindow() {
+    const top = Math.max(0, $("grid").getBoundingClientRect().top + 80);
+    return windowAround(-top, innerHeight - top, -LABEL_W, innerWidth - LABEL_W);
+  }
+
+  /* The display rows and columns that cover the given body-relative box, plus the overscan. */
+  function windowAround(top, bottom, left, right) {
+    const [r0, r1] = rowRange(top - OVERSCAN_PX, bottom + OVERSCAN_PX);
+    const c0 = clamp(Math.floor((left - OVERSCAN_PX) / view.colPitch), 0, view.cols.length);
+    const c1 = clamp(Math.ceil((right + OVERSCAN_PX) / view.colPitch), c0, view.cols.length);
+    return { r0, r1, c0, c1 };
+  }
+
+  /* Display rows [d0, d1) that intersect body-relative y in [top, bottom). */
+  function rowRange(top, bottom) {
+    const offsets = view.offsets;
+    const n = view.display.length;
+    let lo = 0;
+    let hi = n;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (offsets[mid + 1] <= top) lo = mid + 1;
+      else hi = mid;
+    }
+    let end = lo;
+    while (end < n && offsets[end] < bottom) end++;
+    return [lo, Math.max(lo, end)];
+  }
+
+  /* Re-window a windowed table when the viewport has moved past what is rendered. */
+  function updateWindow() {
+    windowFrame = 0;
+    if (!view || !view.windowed || !view.win) return;
+    const table = $("grid").querySelector("table.grid");
+    if (!table || !table.tBodies[0] || !table.tBodies[0].rows.length) return;
+    const bodyTop = table.tBodies[0].rows[0].getBoundingClientRect().top;
+    const colsLeft = table.getBoundingClientRect().left + SPACING * 2 + LABEL_W;
+    const [d0, d1] = rowRange(-bodyTop, innerHeight - bodyTop);
+    const v0 = clamp(Math.floor(-colsLeft / view.colPitch), 0, view.cols.length);
+    const v1 = clamp(Math.ceil((innerWidth - colsLeft) / view.colPitch), v0, view.cols.length);
+    const win = view.win;
+    if (d0 >= win.r0 && d1 <= win.r1 && v0 >= win.c0 && v1 <= win.c1) return;
+    view.win = windowAround(-bodyTop, innerHeight - bodyTop, -colsLeft, innerWidth - colsLeft);
+    fillTable(table, rendered);
+  }
+
+  function scheduleWindow() {
+    if (!windowFrame && view && view.windowed) windowFrame = requestAnimationFrame(updateWindow);
+  }
+
+  /* Build the table's colgroup, head and body for view.win, reusing the cells `previous` had. */
+  function fillTable(table, previous) {
+    const reuse = previous;
+    rendered = new Map();
+    table.replaceChildren(colgroup(), gridHead(), gridBody(reuse));
+  }
+
+  function spacerWidths() {
+    const { c0, c1 } = view.win;
+    return {
+      left: c0 > 0 ? c0 * view.colPitch - SPACING : 0,
+      right: c1 < view.cols.length ? (view.cols.length - c1) * view.colPitch - SPACING : 0,
+    };
+  }
+
+  function colgroup() {
+    const { c0, c1 } = view.win;
+    const spacers = spacerWidths();
+    const cols = [el("col", { class: "label-col" })];
+    if (spacers.left) cols.push(el("col", { style: `width:${spacers.left}px` }));
+    for (let c = c0; c < c1; c++) cols.push(el("col", view.windowed ? { style: `width:${view.cellW}px` } : {}));
+    if (spacers.right) cols.push(el("col", { style: `width:${spacers.right}px` }));
+    return el("colgroup", {}, ...cols);
   }
 
   function labelCell(value, attrs) {
@@ -433,51 +819,82 @@
   function cornerCell(attrs) {
     const arrows = { xs: "\u21d2", x: "\u2192", ys: "\u21d3", y: "\u2193" };
     const names = Object.keys(arrows)
-      .filter((role) => state.roles[role])
-      .map((role) => el("div", {}, `${titleOf(axisById.get(state.roles[role]))} ${arrows[role]}`));
+      .filter((role) => view.roles[role])
+      .map((role) => el("div", {}, `${titleOf(axisById.get(view.roles[role]))} ${arrows[role]}`));
     return el("th", Object.assign({ class: "corner" }, attrs), ...names);
   }
 
-  function gridHead(cols) {
+  function spacerCell(tag, width) {
+    return width ? el(tag, { class: "spacer", "aria-hidden": "true" }) : null;
+  }
+
+  function gridHead() {
+    const { c0, c1 } = view.win;
+    const spacers = spacerWidths();
     const head = el("thead");
-    if (state.roles.xs) {
-      const supers = visibleValues(state.roles.xs);
-      const span = cols.length / supers.length;
+    const labels = [];
+    for (let c = c0; c < c1; c++) labels.push(labelCell(view.cols[c].inner, { class: "col-label", scope: "col" }));
+    if (view.roles.xs) {
+      const supers = [];
+      for (let c = c0; c < c1; ) {
+        const outer = view.cols[c].outer;
+        let end = c;
+        while (end < c1 && view.cols[end].outer === outer) end++;
+        supers.push(labelCell(outer, { class: "super-label", colspan: end - c, scope: "colgroup" }));
+        c = end;
+      }
       head.append(
         el(
           "tr",
           { class: "super-head" },
           cornerCell({ rowspan: 2 }),
-          ...supers.map((v) => labelCell(v, { class: "super-label", colspan: span, scope: "colgroup" })),
+          spacerCell("th", spacers.left),
+          ...supers,
+          spacerCell("th", spacers.right),
         ),
-        el("tr", {}, ...cols.map((col) => labelCell(col.inner, { class: "col-label", scope: "col" }))),
+        el("tr", {}, spacerCell("th", spacers.left), ...labels, spacerCell("th", spacers.right)),
       );
     } else {
-      head.append(el("tr", {}, cornerCell({}), ...cols.map((col) => labelCell(col.inner, { class: "col-label", scope: "col" }))));
+      head.append(el("tr", {}, cornerCell({}), spacerCell("th", spacers.left), ...labels, spacerCell("th", spacers.right)));
     }
     return head;
   }
 
-  function gridBody(rows, cols) {
-    const body = el("tbody");
-    let block;
-    rows.forEach((row, r) => {
-      if (state.roles.ys && row.outer !== block) {
-        block = row.outer;
-        body.append(superRow(block, cols.length + 1));
+  function gridBody(previous) {
+    const { r0, r1, c0, c1 } = view.win;
+    const spacers = spacerWidths();
+    const span = 1 + (spacers.left ? 1 : 0) + (c1 - c0) + (spacers.right ? 1 : 0);
+    const fragment = document.createDocumentFragment();
+    if (r0 > 0) fragment.append(spacerRow(view.offsets[r0] - SPACING, span));
+    const rowStyle = view.windowed ? `height:${view.cellH}px` : null;
+    for (let d = r0; d < r1; d++) {
+      const item = view.display[d];
+      if (typeof item !== "number") {
+        fragment.append(superRow(item.value, span));
+        continue;
       }
-      const tr = el("tr", {}, labelCell(row.inner, { class: "row-label", scope: "row" }));
-      entries.push(
-        cols.map((col, c) => {
-          const entry = { td: el("td", { class: "cell", "data-row": r, "data-col": c }), row, col, sig: "" };
-          fillCell(entry);
-          tr.append(entry.td);
-          return entry;
-        }),
-      );
-      body.append(tr);
-    });
+      const tr = el("tr", { style: rowStyle }, labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }));
+      if (spacers.left) tr.append(el("td", { class: "spacer" }));
+      for (let c = c0; c < c1; c++) {
+        const id = item + ":" + c;
+        let entry = previous && previous.get(id);
+        if (!entry) entry = { td: el("td", { class: "cell", "data-row": item, "data-col": c }), r: item, c, sig: "" };
+        fillCell(entry);
+        rendered.set(id, entry);
+        tr.append(entry.td);
+      }
+      if (spacers.right) tr.append(el("td", { class: "spacer" }));
+      fragment.append(tr);
+    }
+    const n = view.display.length;
+    if (r1 < n) fragment.append(spacerRow(view.offsets[n] - view.offsets[r1] - SPACING, span));
+    const body = el("tbody");
+    body.append(fragment);
     return body;
+  }
+
+  function spacerRow(height, span) {
+    return el("tr", { class: "spacer-row", "aria-hidden": "true" }, el("td", { colspan: span, style: `height:${height}px` }));
   }
 
   function superRow(value, span) {
@@ -487,19 +904,24 @@
       el("span", { class: "label-title" }, titleOf(value)),
       value.description ? el("div", { class: "desc", html: value.description }) : null,
     );
-    return el("tr", { class: "super-row" }, el("th", { class: "super-label", colspan: span, scope: "rowgroup" }, label));
+    return el(
+      "tr",
+      { class: "super-row", style: view.windowed ? `height:${SUPER_ROW_H}px` : null },
+      el("th", { class: "super-label", colspan: span, scope: "rowgroup" }, label),
+    );
   }
 
   /* (Re)fill one table cell; does nothing when what it shows has not changed. */
   function fillCell(entry) {
-    const values = cellValues(entry.row, entry.col);
+    const values = cellValues(view.rows[entry.r], view.cols[entry.c]);
     const info = describeCell(values);
-    const sig = cellSig(info);
+    const sig = cellSig(info) + (info.kind === "done" && favourites.has(info.key) ? "|*" : "");
     if (sig === entry.sig) return;
     entry.sig = sig;
     entry.td.dataset.key = info.key;
     entry.td.dataset.state = info.kind;
     entry.td.replaceChildren(cellContent(info, values, false));
+    if (info.kind === "done") entry.td.append(starButton(info.key));
   }
 
   function cellSig(info) {
@@ -518,16 +940,26 @@
       alt: label,
       loading: full ? null : "lazy",
       decoding: "async",
+      width: full ? null : view.cellW,
+      height: full ? null : view.cellH,
     });
     return full ? img : el("a", { class: "cell-link", href: urlOf(info.cell.image), title: label }, img);
   }
 
   function refreshCells() {
-    for (const line of entries) for (const entry of line) fillCell(entry);
+    if (view) view.base = baseValues();
+    for (const entry of rendered.values()) fillCell(entry);
     refreshPopup();
+    emit("cells", view);
   }
 
   function onGridClick(event) {
+    const star = event.target.closest("button.star");
+    if (star) {
+      event.preventDefault();
+      toggleFavourite(star.dataset.key);
+      return;
+    }
     const link = event.target.closest("a.cell-link");
     if (!link) return;
     event.preventDefault();
@@ -535,11 +967,83 @@
     openPopup(Number(td.dataset.row), Number(td.dataset.col));
   }
 
-  /* Placeholders take the size of the first thumbnail that loads. */
-  function onImageLoad(event) {
-    const img = event.target;
-    if (img.tagName !== "IMG" || document.documentElement.style.getPropertyValue("--thumb-w")) return;
-    document.documentElement.style.setProperty("--thumb-w", img.naturalWidth + "px");
+  /* ---------- favourites: stars keyed by cell key ---------- */
+  /*
+   * The store is the one thing to replace for server-backed favourites:
+   * GridgenExplorer.favourites.useStore({load() -> keys or Promise of keys, save(keys)}).
+   * The default keeps them in localStorage, per page path.
+   */
+
+  const localFavouriteStore = {
+    name: "gridgen:favourites:" + location.pathname,
+    load() {
+      try {
+        const keys = JSON.parse(localStorage.getItem(this.name) || "[]");
+        return Array.isArray(keys) ? keys.map(String) : [];
+      } catch (err) {
+        return [];
+      }
+    },
+    save(keys) {
+      try {
+        localStorage.setItem(this.name, JSON.stringify(keys));
+      } catch (err) {
+        // storage full or disabled: the stars last until the page closes
+      }
+    },
+  };
+  let favouriteStore = localFavouriteStore;
+  let favourites = new Set();
+
+  function loadFavourites() {
+    return Promise.resolve(favouriteStore.load()).then((keys) => {
+      favourites = new Set(keys || []);
+      favouritesChanged(false);
+    });
+  }
+
+  function useFavouriteStore(store) {
+    favouriteStore = store || localFavouriteStore;
+    return loadFavourites();
+  }
+
+  function setFavourite(key, starred) {
+    if (!key || favourites.has(key) === starred) return;
+    if (starred) favourites.add(key);
+    else favourites.delete(key);
+    favouritesChanged(true);
+  }
+
+  function toggleFavourite(key) {
+    setFavourite(key, !favourites.has(key));
+  }
+
+  function favouritesChanged(save) {
+    if (save) favouriteStore.save([...favourites]);
+    for (const entry of rendered.values()) fillCell(entry);
+    syncPopupStar();
+    const count = $("favourites-count");
+    if (count) count.textContent = favourites.size ? String(favourites.size) : "";
+    emit("favourites", favourites);
+  }
+
+  function starButton(key) {
+    const starred = favourites.has(key);
+    return el(
+      "button",
+      {
+        type: "button",
+        class: starred ? "star starred" : "star",
+        "data-key": key,
+        "aria-pressed": String(starred),
+        title: starred ? "Starred: click to unstar" : "Star this image",
+      },
+      starred ? "\u2605" : "\u2606",
+    );
+  }
+
+  function onStorage(event) {
+    if (favouriteStore === localFavouriteStore && event.key === localFavouriteStore.name) loadFavourites();
   }
 
   /* ---------- popup ---------- */
@@ -557,11 +1061,17 @@
     if ($("popup").open) $("popup").close();
   }
 
+  /* The values and description of the cell in the popup (or null when it is closed). */
+  function popupCell() {
+    if (!popupAt || !view || !view.rows[popupAt[0]] || !view.cols[popupAt[1]]) return null;
+    const values = cellValues(view.rows[popupAt[0]], view.cols[popupAt[1]]);
+    return { values, info: describeCell(values) };
+  }
+
   function refreshPopup() {
-    if (!popupAt) return;
-    const entry = entries[popupAt[0]][popupAt[1]];
-    const values = cellValues(entry.row, entry.col);
-    const info = describeCell(values);
+    const current = popupCell();
+    if (!current) return;
+    const { values, info } = current;
     const sig = cellSig(info);
     if (sig === popupSig) return;
     popupSig = sig;
@@ -572,7 +1082,25 @@
     $("popup-parameters").textContent = (info.cell && info.cell.parameters) || "";
     $("popup-copy").hidden = !(info.cell && info.cell.parameters);
     $("popup-copied").textContent = "";
+    const open = $("popup-open");
+    if (open) {
+      open.hidden = !info.cell;
+      if (info.cell) open.href = urlOf(info.cell.image);
+    }
+    syncPopupStar();
+    emit("popup", current);
     if (!$("popup").contains(document.activeElement)) $("popup").focus();
+  }
+
+  function syncPopupStar() {
+    const button = $("popup-star");
+    const current = popupCell();
+    if (!button || !current) return;
+    const done = current.info.kind === "done";
+    const starred = done && favourites.has(current.info.key);
+    button.hidden = !done;
+    button.setAttribute("aria-pressed", String(starred));
+    button.textContent = starred ? "\u2605 Starred" : "\u2606 Star";
   }
 
   function metaRows(values, cell) {
@@ -595,15 +1123,26 @@
   }
 
   function onPopupKey(event) {
-    if (!(event.key in ARROWS) || !popupAt || !$("popup").open) return;
+    if (!popupAt || !$("popup").open) return;
+    if ((event.key === "s" || event.key === "*") && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      const current = popupCell();
+      if (current && current.info.kind === "done") toggleFavourite(current.info.key);
+      return;
+    }
+    if (!(event.key in ARROWS)) return;
     event.preventDefault();
     const [down, right] = ARROWS[event.key];
-    openPopup(clamp(popupAt[0] + down, 0, entries.length - 1), clamp(popupAt[1] + right, 0, entries[0].length - 1));
+    openPopup(clamp(popupAt[0] + down, 0, view.rows.length - 1), clamp(popupAt[1] + right, 0, view.cols.length - 1));
   }
 
   /* A click on the backdrop (the dialog itself, outside its content) closes the popup. */
   function onPopupClick(event) {
     if (event.target === $("popup")) closePopup();
+  }
+
+  function onPopupStar() {
+    const current = popupCell();
+    if (current) toggleFavourite(current.info.key);
   }
 
   async function copyParameters() {
@@ -672,9 +1211,11 @@
     const reshaped = JSON.stringify(next.axes) !== JSON.stringify(data.axes);
     data = next;
     if (reshaped) setup();
+    else if (state.toggles.same) renderAll();
     else refreshCells();
     renderProgress();
     syncPolling();
+    emit("data", data);
   }
 
   /* ---------- start ---------- */
@@ -692,18 +1233,60 @@
     $("tabs").addEventListener("click", onTabClick);
     $("tabs").addEventListener("keydown", onTabKey);
     $("show-values").addEventListener("change", onShowChange);
+    $("filter-text").addEventListener("input", onFilterInput);
+    $("filter-axis").addEventListener("change", onFilterAxis);
+    $("filter-chips").addEventListener("click", onChipClick);
     $("grid").addEventListener("click", onGridClick);
-    $("grid").addEventListener("load", onImageLoad, true);
     document.addEventListener("keydown", onPopupKey);
     $("popup").addEventListener("click", onPopupClick);
     $("popup").addEventListener("close", () => (popupAt = null));
     $("popup-close").addEventListener("click", closePopup);
     $("popup-copy").addEventListener("click", copyParameters);
+    $("popup-star").addEventListener("click", onPopupStar);
     window.addEventListener("hashchange", onHashChange);
+    window.addEventListener("scroll", scheduleWindow, { passive: true });
+    window.addEventListener("resize", () => (view && view.windowed && state.toggles.scale ? renderGrid() : scheduleWindow()));
+    window.addEventListener("storage", onStorage);
     new ResizeObserver(() => {
       document.documentElement.style.setProperty("--nav-h", $("controls").offsetHeight + "px");
     }).observe($("controls"));
   }
+
+  /* ---------- the API the page's other scripts use ---------- */
+
+  window.GridgenExplorer = {
+    get data() {
+      return data;
+    },
+    get state() {
+      return state;
+    },
+    get view() {
+      return view;
+    },
+    el,
+    urlOf,
+    titleOf,
+    valueById,
+    visibleValues,
+    cellValues,
+    describeCell,
+    valuesOfKey,
+    cellLabel,
+    metaRows,
+    popupCell,
+    openPopup,
+    closePopup,
+    selectValue,
+    on,
+    favourites: {
+      has: (key) => favourites.has(key),
+      keys: () => [...favourites],
+      set: setFavourite,
+      toggle: toggleFavourite,
+      useStore: useFavouriteStore,
+    },
+  };
 
   function boot() {
     data = window.GRIDGEN;
@@ -715,8 +1298,11 @@
     }
     data.cells = data.cells || {};
     bindEvents();
+    favourites = new Set(localFavouriteStore.load());
     setup();
     syncPolling();
+    favouritesChanged(false);
+    performance.mark("gridgen:interactive");
   }
 
   boot();

@@ -48,7 +48,8 @@ def _fresh_resolution():
 
 @pytest.fixture(scope="module")
 def backend():
-    instance = DiffusersBackend(BackendContext(spec_dir=Path.cwd(), device="cpu"))
+    # No stage cache here: these tests must see every cell rendered, not served from an earlier test.
+    instance = DiffusersBackend(BackendContext(spec_dir=Path.cwd(), device="cpu", cache_bytes=0))
     yield instance
     instance.close()
 
@@ -137,12 +138,13 @@ def test_cfg_matters(backend):
 
 def test_unguided_cells_skip_the_unconditional_pass(backend):
     with inputs_of(backend, "unet") as calls:
-        list(backend.render([make_cell(0, cfg_scale=1.0), make_cell(1, cfg_scale=7.0), make_cell(2, cfg_scale=1.0)]))
+        cells = [make_cell(0, cfg_scale=1.0), make_cell(1, cfg_scale=7.0), make_cell(2, cfg_scale=1.0, seed=3)]
+        list(backend.render(cells))
     assert [len(x) for x in calls] == [4] * STEPS  # 3 conditional rows + 1 unconditional
 
 
 def test_max_batch_splits_long_lists():
-    small = DiffusersBackend(BackendContext(spec_dir=Path.cwd(), device="cpu", max_batch=2))
+    small = DiffusersBackend(BackendContext(spec_dir=Path.cwd(), device="cpu", max_batch=2, cache_bytes=0))
     with inputs_of(small, "unet") as calls:
         results = list(small.render([make_cell(i, seed=i) for i in range(5)]))
     assert sorted(r.cell.index for r in results) == [0, 1, 2, 3, 4]

@@ -28,6 +28,17 @@ class BackendContext:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
     dtype: str = "auto"  # "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", "bf16"
     max_batch: int = 8
+    cache_bytes: int = 1 << 30  # in-memory budget of the stage cache; the rest spills to out_dir/.cache
+    compile: bool = False  # torch.compile the UNet and the VAE decoder (CUDA; compiles once per shape)
+    channels_last: bool = False  # NHWC memory format for the convolutions (faster on recent GPUs)
+
+
+class BatchOutOfMemory(Exception):
+    """The device ran out of memory on a batch; the executor retries it in halves."""
+
+    def __init__(self, size: int):
+        super().__init__(f"out of device memory on a batch of {size}")
+        self.size = size
 
 
 @dataclass
@@ -68,8 +79,14 @@ class Backend(Protocol):
     def describe_load(self, params: dict[str, Any]) -> str:
         """One line naming what `load_key` loads, for the dry run."""
 
+    def fit_batch(self, params: dict[str, Any], wanted: int) -> int:
+        """How many cells of this batch key fit the device at once (at most `wanted`)."""
+
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         """Render cells that share a batch key."""
+
+    def stats(self) -> list[str]:
+        """Lines for the run summary (cache hits and the like)."""
 
     def close(self) -> None:
         """Free models and caches."""

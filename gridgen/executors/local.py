@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from gridgen.backends.base import BatchOutOfMemory, Result
 from gridgen.errors import GridError
 from gridgen.plan import Cell, Plan
 from gridgen.store import Store
@@ -32,6 +33,7 @@ class RunSummary:
     wall_s: float = 0.0
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the backend's own counters (caches, ...)
 
     @property
     def images_per_s(self) -> float:
@@ -41,12 +43,37 @@ class RunSummary:
         return [
             f"rendered {self.rendered}, skipped {self.skipped}, already done {self.resumed}, failed {self.failed}",
             f"wall time {self.wall_s:.1f} s, {self.images_per_s:.2f} images/s",
+            *self.notes,
         ]
 
 
+class BatchLimit:
+    """The most cells of one batch key sent to the backend at once.
+
+    It starts at the user's batch size, may be lowered by the backend's measurement of what fits,
+    and is halved for the rest of the run when the device runs out of memory anyway.
+    """
+
+    def __init__(self, size: int):
+        self.default = max(1, size)
+        self._by_key: dict = {}
+
+    def size(self, key) -> int:
+        return self._by_key.get(key, self.default)
+
+    def lower(self, key, size: int) -> None:
+        self._by_key[key] = max(1, min(self.size(key), size))
+
+    def known(self, key) -> bool:
+        return key in self._by_key
+
+
 def batches(cells: Iterator[Cell], plan: Plan, store: Store, summary: RunSummary,
-            max_batch: int) -> Iterator[list[Cell]]:
-    """Group consecutive cells to render that share a batch key, at most `max_batch` at a time."""
+            limit: BatchLimit) -> Iterator[list[Cell]]:
+    """Group consecutive cells to render that share a batch key, at most `limit.size` at a time.
+
+    The first time a batch key comes up, the backend may measure how many of its cells fit the device.
+    """
     batch: list[Cell] = []
     batch_key = None
     for cell in cells:
@@ -57,7 +84,9 @@ def batches(cells: Iterator[Cell], plan: Plan, store: Store, summary: RunSummary
             summary.resumed += 1
             continue
         key = plan.backend.batch_key(cell.params)
-        if batch and (key != batch_key or len(batch) >= max_batch):
+        if not limit.known(key):
+            limit.lower(key, plan.backend.fit_batch(cell.params, limit.size(key)))
+        if batch and (key != batch_key or len(batch) >= limit.size(batch_key)):
             yield batch
             batch = []
         batch_key = key
@@ -108,9 +137,10 @@ def run_local(plan: Plan, store: Store, max_batch: int = 8, show_progress: bool 
     pending: list[Future] = []
     bar = tqdm(total=to_render, unit="img", disable=not show_progress, dynamic_ncols=True)
     with _StopFlag() as interrupt, ThreadPoolExecutor(max_workers=writers, thread_name_prefix="gridgen-write") as pool:
-        for batch in batches(plan.cells(), plan, store, summary, max_batch):
+        limit = BatchLimit(max_batch)
+        for batch in batches(plan.cells(), plan, store, summary, limit):
             try:
-                for result in plan.backend.render(batch):
+                for result in render_halving(plan.backend, batch, limit, plan.backend.batch_key(batch[0].params)):
                     pending.append(pool.submit(store.write, result))
                     summary.rendered += 1
                     bar.update(1)
@@ -123,8 +153,26 @@ def run_local(plan: Plan, store: Store, max_batch: int = 8, show_progress: bool 
         _settle(pending, summary, limit=0)
     bar.close()
     summary.wall_s = time.monotonic() - started
+    summary.notes = plan.backend.stats()
     store.publish(force=True, running=False)
     return summary
+
+
+def render_halving(backend, batch: list[Cell], limit: BatchLimit, key) -> Iterator[Result]:
+    """Render a batch; when the device runs out of memory, retry it in halves and keep the smaller size."""
+    try:
+        results = list(backend.render(batch))  # whole batch or nothing, so a retry never duplicates a cell
+    except BatchOutOfMemory:
+        if len(batch) == 1:
+            raise GridError(f"out of device memory on a single cell ({batch[0].key}); lower width/height, "
+                            "use --dtype fp16 or a smaller model") from None
+        half = len(batch) // 2
+        limit.lower(key, half)
+        print(f"out of device memory on a batch of {len(batch)}; retrying in batches of {half}", file=sys.stderr)
+        yield from render_halving(backend, batch[:half], limit, key)
+        yield from render_halving(backend, batch[half:], limit, key)
+        return
+    yield from results
 
 
 def _record_failure(summary: RunSummary, store: Store, batch: list[Cell], message: str) -> None:

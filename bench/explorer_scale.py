@@ -1,0 +1,185 @@
+"""Explorer scale benchmark: a 10,000-cell grid in headless Chromium, timed with the Performance API.
+
+Synthesizes output folders (tiny WebP thumbs, data written by gridgen's own explorer writer), opens
+each from file:// in Debian's Chromium through Playwright, and prints
+
+- time to interactive: the page's `gridgen:interactive` mark (first grid rendered and laid out),
+  measured from navigation start, against the 1 s target;
+- axis switches: the page's `gridgen:render` measures (state change -> DOM built -> layout done) and
+  the wall time from the <select> change to the next animation frame, against the 100 ms target.
+
+Two layouts: a 100 x 100 grid of two axes (X/Y swapped back and forth), and a 10 x 10 x 10 x 10 grid
+with X/Y super-axes (10,000 cells in one nested table; X and Y traded with the super-axes).
+Reports ratios (measured / target): below 1.0 meets the target. Not a test: nothing asserts.
+
+    .venv/bin/python bench/explorer_scale.py [--runs 3] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from gridgen.explorer import write_data, write_page
+
+CHROMIUM = "/usr/bin/chromium"
+TTI_TARGET_MS = 1000.0
+SWITCH_TARGET_MS = 100.0
+PALETTE = [(200, 60, 60), (60, 160, 80), (60, 90, 200), (220, 180, 40), (150, 70, 180), (40, 170, 170)]
+
+
+def _thumbs() -> list[bytes]:
+    out = []
+    for rgb in PALETTE:
+        buffer = io.BytesIO()
+        Image.new("RGB", (16, 16), rgb).save(buffer, "WEBP")
+        out.append(buffer.getvalue())
+    return out
+
+
+def synthesize(out: Path, shape: list[tuple[str, int]], page: dict) -> int:
+    """Write a finished grid of the given axes (name, size) to `out`; returns the number of cells."""
+    axes = [
+        {
+            "id": name,
+            "title": name.upper(),
+            "description": f"axis {name}",
+            "default": None,
+            "values": [
+                {"id": f"{name}{i}", "title": f"{name} {i}", "description": "", "skip": False, "show": True,
+                 "params": {name: i}}
+                for i in range(size)
+            ],
+        }
+        for name, size in shape
+    ]
+    thumbs = _thumbs()
+    cells: dict[str, dict] = {}
+    keys: list[list[str]] = [[]]
+    for axis in axes:
+        keys = [prefix + [v["id"]] for prefix in keys for v in axis["values"]]
+    for n, coords in enumerate(keys):
+        key = "/".join(coords)
+        thumb = out / "thumbs" / f"{key}.webp"
+        thumb.parent.mkdir(parents=True, exist_ok=True)
+        thumb.write_bytes(thumbs[n % len(thumbs)])
+        params = {"prompt": "a lighthouse at dusk, oil painting", "negative_prompt": "blurry", "steps": 20,
+                  "sampler": "Euler a", "cfg_scale": 7.0, "seed": n, "width": 64, "height": 64,
+                  "model": "gridgen-tiny"}
+        cells[key] = {
+            "image": f"images/{key}.png", "thumb": f"thumbs/{key}.webp", "seed": n, "params": params,
+            "time": 0.42, "hash": f"{n:040x}",
+            "parameters": f"a lighthouse at dusk, oil painting\nNegative prompt: blurry\nSteps: 20, "
+                          f"Sampler: Euler a, CFG scale: 7.0, Seed: {n}, Size: 64x64, Model: gridgen-tiny",
+        }
+    data = {
+        "version": 1, "title": "scale bench", "author": "", "description": "", "stylesheet": "", "format": "png",
+        "page": {"show_descriptions": True, "autoscale": False, "sticky": False, "sticky_labels": True, **page},
+        "axes": axes, "base_params": {"width": 64, "height": 64}, "cells": cells,
+        "progress": {"total": len(cells), "done": len(cells), "skipped": 0, "failed": 0, "running": False},
+    }
+    write_page(out, data)
+    write_data(out, data)
+    return len(cells)
+
+
+SWITCH_JS = """async ([role, axis]) => {
+  const select = document.getElementById('pick-' + role);
+  const start = performance.now();
+  select.value = axis;
+  select.dispatchEvent(new Event('change', {bubbles: true}));
+  await new Promise(resolve => requestAnimationFrame(() => setTimeout(resolve, 0)));
+  const frame = performance.now() - start;
+  const measures = performance.getEntriesByName('gridgen:render', 'measure');
+  return {frame, render: measures[measures.length - 1].duration, cells: document.querySelectorAll('td.cell').length};
+}"""
+
+
+def measure(browser, out: Path, switches: list[tuple[str, str]], runs: int) -> dict:
+    tti, boot, first_cells = [], [], 0
+    frames, renders, cells = [], [], 0
+    for _ in range(runs):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(out.joinpath("index.html").as_uri())
+        page.wait_for_function("performance.getEntriesByName('gridgen:interactive').length > 0", timeout=60000)
+        marks = page.evaluate("""() => ({
+          tti: performance.getEntriesByName('gridgen:interactive')[0].startTime,
+          boot: performance.getEntriesByName('gridgen:boot')[0].startTime,
+          cells: document.querySelectorAll('td.cell').length})""")
+        tti.append(marks["tti"])
+        boot.append(marks["boot"])
+        first_cells = marks["cells"]
+        for role, axis in switches:
+            result = page.evaluate(SWITCH_JS, [role, axis])
+            frames.append(result["frame"])
+            renders.append(result["render"])
+            cells = result["cells"]
+        if errors:
+            raise SystemExit(f"page errors: {errors}")
+        context.close()
+    return {"tti": tti, "boot": boot, "first_cells": first_cells, "frames": frames, "renders": renders,
+            "cells": cells}
+
+
+def _fmt(values: list[float]) -> str:
+    return f"median {statistics.median(values):7.1f} ms  max {max(values):7.1f} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="page loads per layout")
+    parser.add_argument("--keep", help="write the synthesized grids here and keep them")
+    args = parser.parse_args(argv)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("needs the playwright Python package", file=sys.stderr)
+        return 1
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gridgen-scale-"))
+    layouts = [
+        ("100 x 100 (2 axes)", [("a", 100), ("b", 100)], {"x_axis": "a", "y_axis": "b"},
+         [("x", "b"), ("x", "a")] * 3),
+        ("10^4 nested (4 axes)", [("a", 10), ("b", 10), ("c", 10), ("d", 10)],
+         {"x_axis": "a", "y_axis": "b", "x_super_axis": "c", "y_super_axis": "d"},
+         [("x", "c"), ("y", "d"), ("x", "a"), ("y", "b")] * 2),
+    ]
+    results = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        for name, shape, page, switches in layouts:
+            out = root / name.split()[0].replace("^", "")
+            count = synthesize(out, shape, page)
+            size = (out / "data.js").stat().st_size
+            stats = measure(browser, out, switches, args.runs)
+            results.append((name, count, size, stats))
+        browser.close()
+    print(f"explorer scale bench (headless Chromium, file://, {args.runs} loads per layout)")
+    for name, count, size, stats in results:
+        tti = statistics.median(stats["tti"])
+        frame = statistics.median(stats["frames"])
+        render = statistics.median(stats["renders"])
+        print(f"\n{name}: {count} cells, data.js {size / 1e6:.1f} MB, "
+              f"{stats['first_cells']} cells in the DOM after load, {stats['cells']} after switching")
+        print(f"  data.js parsed (gridgen:boot)   {_fmt(stats['boot'])}")
+        print(f"  time to interactive             {_fmt(stats['tti'])}  ratio {tti / TTI_TARGET_MS:.2f}")
+        print(f"  axis switch, render + layout    {_fmt(stats['renders'])}  ratio {render / SWITCH_TARGET_MS:.2f}")
+        print(f"  axis switch, to next frame      {_fmt(stats['frames'])}  ratio {frame / SWITCH_TARGET_MS:.2f}")
+    print("\nratio = measured / target (1 s to interactive, 100 ms per switch); below 1.00 meets it")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

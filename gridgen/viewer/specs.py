@@ -1,0 +1,215 @@
+"""Owns the checks on a grid spec submitted through the browser, before it is queued and again
+before it runs: a run name that stays inside the root, includes and model/image paths that lie
+under the root or the models folder, and everything `runner.prepare` checks.
+
+The spec is written to a hidden file in the root for the check (so relative paths resolve against
+the root, as for a spec saved there) and removed afterwards. Problems come back as the CLI prints
+them, `FILE:LINE:COL: message`, with the file shown under the name the user gave it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gridgen import params as P
+from gridgen.errors import GridError, Location, Problem, SpecError
+from gridgen.resources import data_dir
+from gridgen.runner import Prepared, RunOptions, prepare
+from gridgen.spec.yamlnodes import Node, read_yaml
+from gridgen.tiny import TINY_MODEL_NAME
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# Where the diffusers backend looks inside a models folder, per param (A1111's layout).
+MODEL_SUBFOLDERS = {"model": "Stable-diffusion", "vae": "VAE"}
+MAX_INCLUDE_DEPTH = 10
+
+
+class SubmissionError(Exception):
+    """The spec cannot run; `problems` are lines to show the user."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class Checked:
+    prepared: Prepared
+    options: RunOptions
+    warnings: list[str]
+
+
+def run_name(name: str | None, filename: str | None) -> str:
+    """The output folder name: the one given, else a slug of the file name; raises SubmissionError."""
+    given = (name or "").strip()
+    if not given:
+        stem = Path(filename or "").stem
+        given = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "grid"
+    if not NAME.match(given):
+        raise SubmissionError([f"run name {given!r}: use letters, digits, '.', '_' and '-' (at most 80), "
+                               "starting with a letter or digit"])
+    return given
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    return any(real == root or root in real.parents for root in roots)
+
+
+# ---- includes -----------------------------------------------------------------------------------
+
+
+def _include_candidates(name: str, base: Path) -> list[Path]:
+    """The files `include: name` may read, in the loader's order (gridgen/spec/loader.py)."""
+    relative = Path(name)
+    if relative.parts and relative.parts[0] == "axes":
+        relative = Path(*relative.parts[1:])
+    return [base / name, data_dir("axes") / relative]
+
+
+def _include_problems(node: Node, base: Path, allowed: list[Path], depth: int = 0) -> list[Problem]:
+    problems: list[Problem] = []
+    if node.kind != "map" or depth > MAX_INCLUDE_DEPTH:
+        return problems
+    for key, _, value in node.entries:
+        if key.strip().lower() != "include":
+            continue
+        for item in value.items if value.kind == "seq" else [value]:
+            if item.kind != "scalar" or item.value is None or not str(item.value).strip():
+                continue  # the loader reports it
+            name = str(item.value).strip()
+            found = next((c for c in _include_candidates(name, base) if c.is_file()), None)
+            if found is None:
+                continue  # the loader reports it, with where it looked
+            if not _under(found, allowed):
+                problems.append(Problem(f"include '{name}' lies outside the root and the models folder; a spec "
+                                        "sent from the browser may only include files there or gridgen's axes/",
+                                        item.location))
+                continue
+            try:
+                included = read_yaml(found)
+            except SpecError:
+                continue  # the loader reports it
+            problems += _include_problems(included, found.parent, allowed, depth + 1)
+    return problems
+
+
+# ---- model and image paths ----------------------------------------------------------------------
+
+
+def _candidates(name: str, value: str, spec_dir: Path, models_dir: Path | None) -> list[Path]:
+    """Where the backend looks for `value`, in its order (gridgen/backends/sd/locate.py)."""
+    raw = Path(value).expanduser()
+    if raw.is_absolute():
+        return [raw]
+    candidates = [spec_dir / raw]
+    if models_dir is not None:
+        roots = [models_dir] + ([models_dir / MODEL_SUBFOLDERS[name]] if name in MODEL_SUBFOLDERS else [])
+        for root in roots:
+            candidates += [root / raw, *(root / f"{raw}{suffix}" for suffix in SINGLE_FILE_SUFFIXES)]
+    return candidates
+
+
+def path_problem(name: str, kind: str, value: str, spec_dir: Path, models_dir: Path | None,
+                 allowed: list[Path]) -> str | None:
+    """Why `value` of a path-valued param may not be used by a browser-submitted spec, or None."""
+    if kind == "model" and (value == TINY_MODEL_NAME or value.lower() == "auto"):
+        return None
+    for candidate in _candidates(name, value, spec_dir, models_dir):
+        if candidate.exists():
+            if _under(candidate, allowed):
+                return None
+            return (f"{name} {value!r} is {candidate.resolve()}, outside the root and the models folder; a spec "
+                    "sent from the browser may only use models and images there")
+    return (f"{name} {value!r} is not found under the root or the models folder; a spec sent from the browser may "
+            f"only use models and images there (or the embedded {TINY_MODEL_NAME}); Hugging Face ids are not looked up")
+
+
+def _path_kinds(prepared: Prepared) -> dict[str, str]:
+    registry = P.Registry()
+    extra = getattr(prepared.plan.backend, "extra_params", None)
+    for param in extra() if callable(extra) else []:
+        registry.add(param)
+    return {param.name: param.kind for param in registry if param.kind in ("path", "model")}
+
+
+def _effective_models_dir(prepared: Prepared, options: RunOptions) -> Path | None:
+    context = getattr(prepared.plan.backend, "context", None)
+    if context is not None:
+        return Path(context.models_dir) if context.models_dir else None
+    spec = prepared.plan.spec
+    chosen = options.models_dir or os.environ.get("GRIDGEN_MODELS_DIR") or spec.meta.models_dir
+    if not chosen:
+        return None
+    return Path(chosen) if Path(chosen).is_absolute() else spec.folder / chosen
+
+
+def _params_problems(prepared: Prepared, options: RunOptions, spec_dir: Path, allowed: list[Path]) -> list[Problem]:
+    """Every path-valued param any cell can resolve to (defaults, grid params, each axis value)."""
+    plan = prepared.plan
+    spec = plan.spec
+    kinds = _path_kinds(prepared)
+    models_dir = _effective_models_dir(prepared, options)
+    layers: list[tuple[dict[str, Any], dict[str, Location]]] = [(plan.defaults, {}),
+                                                                (spec.base_params, spec.base_locations)]
+    layers += [(value.params, value.param_locations) for axis in spec.axes for value in axis.values]
+    problems, seen = [], set()
+    for params, locations in layers:
+        for name, value in params.items():
+            if name not in kinds or value is None or (name, str(value)) in seen:
+                continue
+            seen.add((name, str(value)))
+            reason = path_problem(name, kinds[name], str(value).strip(), spec_dir, models_dir, allowed)
+            if reason:
+                problems.append(Problem(reason, locations.get(name)))
+    return problems
+
+
+# ---- the whole check ------------------------------------------------------------------------------
+
+
+def _shown(problem: Problem, temp: Path, filename: str) -> str:
+    location = problem.location
+    if location is not None and location.file is not None and Path(location.file) == temp:
+        location = Location(Path(filename), location.line, location.col)
+    return str(Problem(problem.message.replace(str(temp), filename), location, problem.severity))
+
+
+def check(text: str, filename: str, name: str, root: Path, models_dir: Path | None) -> Checked:
+    """Validate a browser-submitted spec that renders to `root/name`; raises SubmissionError.
+
+    On success the caller owns `prepared` (execute it, or close its backend)."""
+    root = root.resolve()
+    allowed = [root] + ([models_dir.resolve()] if models_dir else [])
+    temp = root / f".gridgen-spec-{uuid.uuid4().hex}.yaml"
+    options = RunOptions(out=root / name, models_dir=str(models_dir) if models_dir else None)
+    temp.write_text(text, encoding="utf-8")
+    try:
+        try:
+            problems = _include_problems(read_yaml(temp), root, allowed + [data_dir("axes").resolve()])
+        except SpecError as err:
+            problems = err.problems
+        if problems:
+            raise SubmissionError([_shown(p, temp, filename) for p in problems])
+        try:
+            prepared = prepare(temp, options)
+        except SpecError as err:
+            raise SubmissionError([_shown(p, temp, filename) for p in err.problems]) from None
+        except GridError as err:
+            raise SubmissionError([str(err).replace(str(temp), filename)]) from None
+        problems = _params_problems(prepared, options, root, allowed)
+        if problems:
+            prepared.plan.backend.close()
+            raise SubmissionError([_shown(p, temp, filename) for p in problems])
+        return Checked(prepared, options, [_shown(p, temp, filename) for p in prepared.warnings])
+    finally:
+        temp.unlink(missing_ok=True)
