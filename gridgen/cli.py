@@ -36,7 +36,9 @@ def _options(args) -> RunOptions:
                       overrides=_parse_sets(args.set or []), backend=args.backend, models_dir=args.models_dir,
                       device=args.device, dtype=args.dtype, batch_size=args.batch_size, strict=args.strict,
                       overwrite=getattr(args, "overwrite", False), compile=getattr(args, "compile", False),
-                      channels_last=getattr(args, "channels_last", False))
+                      channels_last=getattr(args, "channels_last", False),
+                      executor=getattr(args, "executor", "local"), ray_address=getattr(args, "ray_address", None),
+                      gpus_per_worker=getattr(args, "gpus_per_worker", 1.0), workers=getattr(args, "workers", None))
 
 
 def _print_problems(problems: list[Problem]) -> None:
@@ -121,6 +123,15 @@ def cmd_serve(args) -> int:
                  models_dir=Path(args.models_dir) if args.models_dir else None)
 
 
+
+def cmd_export(args) -> int:
+    from gridgen.export import export_grid
+
+    paths = export_grid(Path(args.outdir), x=args.x, y=args.y, output=Path(args.output), fixes=args.fix or [],
+                        thumbs=args.thumbs, max_pixels=args.max_pixels)
+    for path in paths:
+        print(f"wrote {path}")
+    return EXIT_OK
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridgen", description="Render Stable Diffusion settings as a grid.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE (worth it on CUDA)")
     run.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on recent GPUs)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local: this process; ray: one worker per GPU of a Ray cluster (pip install gridgen[ray])")
+    run.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                     help="the Ray cluster to use (default: start a local one sized to this machine)")
+    run.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs each ray worker holds (0: CPU workers)")
+    run.add_argument("--workers", type=int, help="ray workers to start (default: one per GPU, or one per 2 CPUs)")
     run.set_defaults(func=cmd_run)
     spec_command("validate", "check a grid spec without rendering").set_defaults(func=cmd_validate)
     sub.add_parser("params", help="list every parameter").set_defaults(func=cmd_params)
@@ -158,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-runs", action="store_true", help="let the browser queue grid runs (needs --token)")
     serve.add_argument("--models-dir", help="folder whose models browser-submitted specs may use, besides ROOT")
     serve.set_defaults(func=cmd_serve)
+    export = sub.add_parser("export", help="draw one labelled grid image (A1111-style) of an output folder")
+    export.add_argument("outdir", help="the grid's output folder (holds grid.json)")
+    export.add_argument("--x", required=True, metavar="AXIS", help="axis (id or title) laid out as columns")
+    export.add_argument("--y", metavar="AXIS", help="axis laid out as rows (default: one row)")
+    export.add_argument("--fix", action="append", metavar="AXIS=VALUE", help="value of another axis (repeatable)")
+    export.add_argument("--thumbs", action="store_true", help="draw the thumbnails instead of the full images")
+    export.add_argument("--max-pixels", type=int, default=60_000_000, help="pixel limit per file; larger grids "
+                        "are split into NAME-1.png, NAME-2.png, ...")
+    export.add_argument("-o", "--output", default="grid.png", help="image file to write (.png, .jpg or .webp)")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

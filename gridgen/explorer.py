@@ -67,12 +67,14 @@ def write_page(out_dir: Path, data: dict[str, Any]) -> None:
 def rebuild(out_dir: Path) -> None:
     """Regenerate index.html, static/ and data.js of an output folder from its grid.json."""
     out_dir = Path(out_dir)
-    data = _read_grid_json(out_dir)
+    data = read_grid_json(out_dir)
     write_page(out_dir, data)
     write_data(out_dir, data)
 
 
-def _read_grid_json(out_dir: Path) -> dict[str, Any]:
+def read_grid_json(out_dir: Path) -> dict[str, Any]:
+    """The grid data of an output folder (its grid.json); a GridError says what is wrong with it."""
+    out_dir = Path(out_dir)
     path = out_dir / "grid.json"
     if not out_dir.is_dir():
         raise GridError(f"{out_dir} is not a folder: pass the output folder of a grid (e.g. out/<grid>)")

@@ -16,10 +16,12 @@ from pathlib import Path
 from gridgen import params as P
 from gridgen.backends import load_backend
 from gridgen.backends.base import BackendContext
-from gridgen.errors import Problem, SpecError
+from gridgen.errors import GridError, Problem, SpecError
 from gridgen.plan import Plan, make_plan
 from gridgen.spec import load_spec
 from gridgen.store import Store, previous_random_seed
+
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -35,6 +37,10 @@ class RunOptions:
     overwrite: bool = False
     compile: bool = False
     channels_last: bool = False
+    executor: str = "local"  # "local" (this process) or "ray" (one worker per GPU of a Ray cluster)
+    ray_address: str | None = None  # "auto" or HOST:PORT of a running cluster; default: start a local one
+    gpus_per_worker: float = 1.0  # GPUs each ray worker holds (0: CPU workers)
+    workers: int | None = None  # ray workers to start (default: one per GPU, or one per 2 CPUs)
 
 
 @dataclass
@@ -93,11 +99,19 @@ def prepare(spec_path: Path, options: RunOptions) -> Prepared:
 
 def execute(prepared: Prepared, options: RunOptions, show_progress: bool = True,
             stop: threading.Event | None = None):
-    """Render every cell not yet on disk; `stop` (or Ctrl-C) ends the run after the batch in flight."""
-    from gridgen.executors.local import run_local
-
+    """Render every cell not yet on disk; `stop` (or Ctrl-C) ends the run after the batch(es) in flight."""
+    if options.executor not in EXECUTORS:
+        raise GridError(f"unknown executor {options.executor!r}; use one of {', '.join(EXECUTORS)}")
     store = Store(prepared.out_dir, prepared.plan.spec, prepared.plan.random_seed, overwrite=options.overwrite)
     try:
+        if options.executor == "ray":
+            from gridgen.executors.ray_executor import run_ray
+
+            return run_ray(prepared.plan, store, options, address=options.ray_address,
+                           gpus_per_worker=options.gpus_per_worker, workers=options.workers,
+                           show_progress=show_progress, stop=stop)
+        from gridgen.executors.local import run_local
+
         return run_local(prepared.plan, store, max_batch=options.batch_size, show_progress=show_progress, stop=stop)
     finally:
         prepared.plan.backend.close()

@@ -3,7 +3,12 @@
 Layout (see DESIGN.md): `index.html data.js grid.json spec.yaml journal.jsonl images/ thumbs/`.
 Every file is written to a temporary name and renamed. A cell counts as done only when its image
 exists and its journal line is on disk; the journal line is written last, so a run killed at any
-moment resumes with nothing half-written taken for done.
+moment resumes with nothing half-written taken for done. A cell that failed gets a journal line
+marked `failed` (no image), which never counts as done, so a rerun tries it again.
+
+The JSON embedded in each image holds what the cell is (key, coords, params, the backend's
+metadata), never how long it took: timings go to the journal line only, so the same cell rendered
+by any executor gives a byte-identical file.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from PIL import Image
@@ -25,6 +30,9 @@ from gridgen.fsutil import append_line, atomic_write_bytes, atomic_write_text
 from gridgen.metadata import a1111_parameters, encode_image
 from gridgen.spec.model import GridSpec
 
+if TYPE_CHECKING:
+    from gridgen.plan import Cell
+
 THUMB_SIZE = 256
 _DATA_INTERVAL_S = 1.0
 
@@ -34,7 +42,8 @@ def _now() -> str:
 
 
 def read_journal(path: Path) -> dict[str, dict[str, Any]]:
-    """Journal entries by cell key; a torn last line (a kill mid-write) is ignored."""
+    """Entries of finished cells by cell key; a torn last line (a kill mid-write) and the lines of
+    failed cells are ignored."""
     entries: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return entries
@@ -43,7 +52,7 @@ def read_journal(path: Path) -> dict[str, dict[str, Any]]:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(entry, dict) and "key" in entry:
+        if isinstance(entry, dict) and "key" in entry and not entry.get("failed") and entry.get("file"):
             entries[entry["key"]] = entry
     return entries
 
@@ -91,15 +100,14 @@ class Store:
         fmt = params.get("format") or self.spec.meta.format
         image = result.image.convert("RGB")
         parameters = a1111_parameters(params, result.metadata)
-        record = {"key": cell.key, "coords": list(cell.coords), "params": params,
-                  "metadata": result.metadata, "timings": result.timings}
+        record = {"key": cell.key, "coords": list(cell.coords), "params": params, "metadata": result.metadata}
         atomic_write_bytes(self.out_dir / cell.image_path, encode_image(image, fmt, parameters, record))
         thumb = image.copy()
         thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
         atomic_write_bytes(self.out_dir / cell.thumb_path, encode_image(thumb, "webp", parameters, record))
         entry = {
-            **record, "index": cell.index, "seed": params.get("seed"), "file": cell.image_path,
-            "thumb": cell.thumb_path, "hash": hashlib.sha1(image.tobytes()).hexdigest(),
+            **record, "timings": result.timings, "index": cell.index, "seed": params.get("seed"),
+            "file": cell.image_path, "thumb": cell.thumb_path, "hash": hashlib.sha1(image.tobytes()).hexdigest(),
             "time": round(sum(result.timings.values()), 4), "parameters": parameters, "finished": _now(),
         }
         line = json.dumps(entry, sort_keys=True, default=str)
@@ -108,6 +116,13 @@ class Store:
             self.entries[cell.key] = entry
             self.progress["done"] = len(self.entries)
         self.publish()
+
+    def write_failure(self, cell: Cell, error: str) -> None:
+        """Journal that `cell` failed, with the error; it stays not done, so a rerun renders it again."""
+        line = json.dumps({"key": cell.key, "coords": list(cell.coords), "index": cell.index, "failed": True,
+                           "error": error, "finished": _now()}, sort_keys=True, default=str)
+        with self._lock:
+            append_line(self.journal_path, line)
 
     def publish(self, force: bool = False, running: bool | None = None) -> None:
         """Rewrite data.js and grid.json (at most once a second unless forced)."""

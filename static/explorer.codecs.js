@@ -2,9 +2,10 @@
  * gridgen explorer codecs: the file formats the page writes itself, with no dependencies.
  * Written for gridgen; part of gridgen and under its license.
  *
- * - encodeGif(frames, options): an animated GIF89a from ImageData frames. One global 256-colour
- *   palette by median cut over a sample of every frame's pixels, nearest-colour mapping through a
- *   cache, and the GIF variant of LZW (variable code size 9..12 bits, clear code at 4096 entries).
+ * - encodeGif(frames, options): an animated GIF89a from ImageData frames. One global palette: the
+ *   frames' own colours when they have at most 256 (exact), else 256 by median cut over a sample
+ *   of every frame's pixels with nearest-colour mapping through a cache; then the GIF variant of
+ *   LZW (variable code size 9..12 bits, clear code at 4096 entries).
  * - muxAnimatedWebp(stills, options): an animated WebP from still WebP files (what a canvas's
  *   toBlob("image/webp") makes): each still's VP8/VP8L/ALPH chunks go into an ANMF frame, under a
  *   VP8X header with the animation flag and an ANIM chunk. No pixel is re-encoded.
@@ -133,6 +134,30 @@
     return { start, end, channel, range: ranges[channel], mean: sum.map((s) => Math.round(s / n)) };
   }
 
+  /* When every frame together has at most 256 colours: those colours, and an exact mapping. */
+  function exactPalette(frames) {
+    const index = new Map();
+    for (const frame of frames) {
+      const px = frame.data;
+      for (let i = 0; i < px.length; i += 4) {
+        const key = (px[i] << 16) | (px[i + 1] << 8) | px[i + 2];
+        if (!index.has(key)) {
+          if (index.size === 256) return null;
+          index.set(key, index.size);
+        }
+      }
+    }
+    const palette = new Uint8Array(256 * 3);
+    for (const [key, i] of index) palette.set([key >> 16, (key >> 8) & 0xff, key & 0xff], i * 3);
+    const map = (frame) => {
+      const px = frame.data;
+      const out = new Uint8Array(frame.width * frame.height);
+      for (let i = 0, o = 0; i < px.length; i += 4, o++) out[o] = index.get((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+      return out;
+    };
+    return { palette, size: Math.max(1, index.size), map };
+  }
+
   /* Palette indices of a frame: nearest palette colour, cached per 6-bit-per-channel colour. */
   function mapFrame(frame, palette, size, cache) {
     const px = frame.data;
@@ -228,7 +253,8 @@
     if (!frames.length) throw new Error("no frames to encode");
     const width = frames[0].width;
     const height = frames[0].height;
-    const { palette, size } = medianCut(samplePixels(frames, 120000), 256);
+    const exact = exactPalette(frames);
+    const { palette, size } = exact || medianCut(samplePixels(frames, 120000), 256);
     const cache = new Int16Array(1 << 18).fill(-1);
     const out = new ByteWriter(width * height * frames.length + 4096);
     out.ascii("GIF89a");
@@ -263,7 +289,7 @@
       out.u16(width);
       out.u16(height);
       out.byte(0);
-      lzw(mapFrame(frame, palette, size, cache), 8, out);
+      lzw(exact ? exact.map(frame) : mapFrame(frame, palette, size, cache), 8, out);
       if (opts.onProgress) opts.onProgress(i + 1, frames.length);
       await new Promise((resolve) => setTimeout(resolve, 0));
     }

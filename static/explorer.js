@@ -700,6 +700,7 @@
   function renderGrid() {
     const start = performance.now();
     view = buildView();
+    document.body.classList.toggle("small-images", view.pixelated);
     const previous = rendered;
     rendered = new Map();
     const { rows, cols } = view;
@@ -1209,10 +1210,17 @@
     if (!next || next === data || !Array.isArray(next.axes)) return;
     next.cells = next.cells || {};
     const reshaped = JSON.stringify(next.axes) !== JSON.stringify(data.axes);
+    const hiddenBefore = [...identicalShown()].join("/");
     data = next;
     if (reshaped) setup();
-    else if (state.toggles.same) renderAll();
-    else refreshCells();
+    else if ([...identicalShown()].join("/") !== hiddenBefore) {
+      // new cells changed which axes render identical images
+      renderIdenticalNote();
+      renderPickers();
+      renderTabs();
+      renderGrid();
+      refreshPopup();
+    } else refreshCells();
     renderProgress();
     syncPolling();
     emit("data", data);
@@ -1279,6 +1287,9 @@
     closePopup,
     selectValue,
     on,
+    // gridgen serve (static/viewer.js): hand the page new data of window.GRIDGEN's shape when cells
+    // land; it refreshes in place, as after re-loading data.js. Unused when opened from disk.
+    update: (next) => data && takeData(next),
     favourites: {
       has: (key) => favourites.has(key),
       keys: () => [...favourites],

@@ -44,3 +44,23 @@ def sync_playwright():
 def launch(playwright):
     """Debian's Chromium, headless."""
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+LOCAL_SCHEMES = ("file://", "blob:", "data:")
+
+
+class PageWatch:
+    """Records a page's console errors, uncaught exceptions and requests, for after-test checks."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def assert_clean(self) -> None:
+        """No error logged, and every request stayed on the machine (file://, or blob:/data: the page made)."""
+        assert self.errors == []
+        assert self.requests, "the request recorder saw nothing"
+        assert [url for url in self.requests if not url.startswith(LOCAL_SCHEMES)] == []

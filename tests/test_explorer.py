@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gridgen.errors import GridError
-from gridgen.explorer import rebuild, write_data, write_page
+from gridgen.explorer import ASSETS, rebuild, write_data, write_page
 from gridgen.resources import data_dir
 
 DATA_JS = re.compile(r"\Awindow\.GRIDGEN = (.*);\n\Z", re.DOTALL)
@@ -92,8 +92,9 @@ def test_write_data_handles_ten_thousand_cells(tmp_path):
 
 def test_write_page_writes_index_and_static_files(tmp_path):
     write_page(tmp_path, grid_data())
-    for name in ("explorer.js", "explorer.css"):
+    for name in ASSETS:
         assert (tmp_path / "static" / name).read_bytes() == (data_dir("static") / name).read_bytes()
+        assert re.search(rf'"static/{re.escape(name)}\?v=[0-9a-f]+"', (tmp_path / "index.html").read_text())
     html = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert '<script src="data.js"></script>' in html
     assert re.search(r'<script src="static/explorer\.js\?v=[0-9a-f]+"></script>', html)
@@ -123,9 +124,8 @@ def test_stylesheet_cannot_close_its_style_tag(tmp_path):
 def test_page_references_only_local_files(tmp_path):
     write_page(tmp_path, grid_data())
     html = (tmp_path / "index.html").read_text(encoding="utf-8")
-    js = (tmp_path / "static" / "explorer.js").read_text(encoding="utf-8")
-    css = (tmp_path / "static" / "explorer.css").read_text(encoding="utf-8")
-    for text in (html, js, css):
+    assets = [(tmp_path / "static" / name).read_text(encoding="utf-8") for name in ASSETS]
+    for text in (html, *assets):
         assert "http:" not in text and "https:" not in text
     for ref in re.findall(r'(?:src|href)="([^"]*)"', html):
         assert not ref.startswith(("/", "//")) and ":" not in ref, ref

@@ -58,6 +58,11 @@ def api_grids():
     return jsonify(grids=summaries())
 
 
+@blueprint.get("/favicon.ico")
+def favicon():
+    return Response(status=204)
+
+
 @blueprint.get("/_viewer/<name>")
 def asset(name: str):
     if name not in VIEWER_ASSETS:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import Flask, Response, jsonify, redirect, request
 
@@ -47,13 +47,16 @@ def deny(status: int, message: str) -> Response:
 
 def _raw_path() -> str:
     raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.path
-    return raw.split("?", 1)[0]
+    raw = raw.split("?", 1)[0].split("#", 1)[0]
+    return raw if raw.startswith("/") else urlsplit(raw).path  # absolute-form: http://host/path
 
 
 def _unsafe_target() -> str | None:
     raw = _raw_path()
     if _BAD_ENCODED.search(raw):
         return "encoded slashes, backslashes, dots and NULs are not allowed in URLs"
+    if "//" in raw:
+        return "empty path segments (as in an absolute path after a prefix) are not allowed in URLs"
     for path in (raw, request.path):
         if "\\" in path or "\x00" in path:
             return "backslashes are not allowed in URLs"

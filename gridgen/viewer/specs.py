@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from gridgen import params as P
+from gridgen.backends import load_backend
+from gridgen.backends.base import BackendContext
 from gridgen.errors import GridError, Location, Problem, SpecError
 from gridgen.resources import data_dir
-from gridgen.runner import Prepared, RunOptions, prepare
+from gridgen.runner import Prepared, RunOptions, peek_backend, prepare
+from gridgen.spec import load_spec
+from gridgen.spec.model import GridSpec
 from gridgen.spec.yamlnodes import Node, read_yaml
 from gridgen.tiny import TINY_MODEL_NAME
 
@@ -134,32 +138,34 @@ def path_problem(name: str, kind: str, value: str, spec_dir: Path, models_dir: P
             f"only use models and images there (or the embedded {TINY_MODEL_NAME}); Hugging Face ids are not looked up")
 
 
-def _path_kinds(prepared: Prepared) -> dict[str, str]:
-    registry = P.Registry()
-    extra = getattr(prepared.plan.backend, "extra_params", None)
-    for param in extra() if callable(extra) else []:
-        registry.add(param)
-    return {param.name: param.kind for param in registry if param.kind in ("path", "model")}
+def _loaded(temp: Path, options: RunOptions):
+    """The spec parsed as `runner.prepare` parses it (same backend, same registry), before the backend
+    validates anything: validation reads model configs, which must not happen for a path outside."""
+    backend = load_backend(options.backend or peek_backend(temp), BackendContext(spec_dir=temp.parent))
+    try:
+        registry = P.Registry()
+        for extra in backend.extra_params():
+            registry.add(extra)
+        spec = load_spec(temp, registry=registry, supported=backend.supported_params())
+    finally:
+        backend.close()
+    return spec, registry
 
 
-def _effective_models_dir(prepared: Prepared, options: RunOptions) -> Path | None:
-    context = getattr(prepared.plan.backend, "context", None)
-    if context is not None:
-        return Path(context.models_dir) if context.models_dir else None
-    spec = prepared.plan.spec
+def _models_dir(spec: GridSpec, options: RunOptions) -> Path | None:
+    """The models folder `runner.prepare` will use for this spec."""
     chosen = options.models_dir or os.environ.get("GRIDGEN_MODELS_DIR") or spec.meta.models_dir
     if not chosen:
         return None
     return Path(chosen) if Path(chosen).is_absolute() else spec.folder / chosen
 
 
-def _params_problems(prepared: Prepared, options: RunOptions, spec_dir: Path, allowed: list[Path]) -> list[Problem]:
-    """Every path-valued param any cell can resolve to (defaults, grid params, each axis value)."""
-    plan = prepared.plan
-    spec = plan.spec
-    kinds = _path_kinds(prepared)
-    models_dir = _effective_models_dir(prepared, options)
-    layers: list[tuple[dict[str, Any], dict[str, Location]]] = [(plan.defaults, {}),
+def _params_problems(spec: GridSpec, registry: P.Registry, options: RunOptions, allowed: list[Path]) -> list[Problem]:
+    """Every path-valued param any cell can resolve to: the defaults, the grid's params, each axis value
+    (a cell's params are those layers merged)."""
+    kinds = {param.name: param.kind for param in registry if param.kind in ("path", "model")}
+    models_dir = _models_dir(spec, options)
+    layers: list[tuple[dict[str, Any], dict[str, Location]]] = [(registry.defaults(), {}),
                                                                 (spec.base_params, spec.base_locations)]
     layers += [(value.params, value.param_locations) for axis in spec.axes for value in axis.values]
     problems, seen = [], set()
@@ -168,7 +174,7 @@ def _params_problems(prepared: Prepared, options: RunOptions, spec_dir: Path, al
             if name not in kinds or value is None or (name, str(value)) in seen:
                 continue
             seen.add((name, str(value)))
-            reason = path_problem(name, kinds[name], str(value).strip(), spec_dir, models_dir, allowed)
+            reason = path_problem(name, kinds[name], str(value).strip(), spec.folder, models_dir, allowed)
             if reason:
                 problems.append(Problem(reason, locations.get(name)))
     return problems
@@ -192,24 +198,28 @@ def check(text: str, filename: str, name: str, root: Path, models_dir: Path | No
     allowed = [root] + ([models_dir.resolve()] if models_dir else [])
     temp = root / f".gridgen-spec-{uuid.uuid4().hex}.yaml"
     options = RunOptions(out=root / name, models_dir=str(models_dir) if models_dir else None)
-    temp.write_text(text, encoding="utf-8")
+    try:
+        temp.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise SubmissionError([f"cannot write the spec under the root to check it: {err.strerror or err}"]) from None
+
+    def refuse(problems: list[Problem]) -> SubmissionError:
+        return SubmissionError([_shown(p, temp, filename) for p in problems])
+
     try:
         try:
             problems = _include_problems(read_yaml(temp), root, allowed + [data_dir("axes").resolve()])
-        except SpecError as err:
-            problems = err.problems
-        if problems:
-            raise SubmissionError([_shown(p, temp, filename) for p in problems])
-        try:
+            if problems:
+                raise refuse(problems)
+            spec, registry = _loaded(temp, options)
+            problems = _params_problems(spec, registry, options, allowed)
+            if problems:
+                raise refuse(problems)
             prepared = prepare(temp, options)
         except SpecError as err:
-            raise SubmissionError([_shown(p, temp, filename) for p in err.problems]) from None
+            raise refuse(err.problems) from None
         except GridError as err:
             raise SubmissionError([str(err).replace(str(temp), filename)]) from None
-        problems = _params_problems(prepared, options, root, allowed)
-        if problems:
-            prepared.plan.backend.close()
-            raise SubmissionError([_shown(p, temp, filename) for p in problems])
         return Checked(prepared, options, [_shown(p, temp, filename) for p in prepared.warnings])
     finally:
         temp.unlink(missing_ok=True)

@@ -1,0 +1,388 @@
+"""Trains the gridgen-tiny model family on the procedural shapes data set: `python -m gridgen.tiny.train`.
+
+`--variant txt2img` trains, from nothing, the three parts of a Stable Diffusion 1.x folder, shrunk
+until they train on a 2-core CPU in well under an hour:
+
+1. an `AutoencoderKL` (factor 4: 64 px images <-> 4x16x16 latents), on freshly drawn images;
+2. with the VAE frozen, a pool of latents is encoded once, and a `UNet2DConditionModel` (4 input
+   channels, epsilon prediction on SD's noise schedule) learns to denoise them, conditioned by a
+   `CLIPTextModel` trained with it; 10% of the captions are dropped to the empty prompt so
+   classifier-free guidance works. The UNet and text encoder saved are an EMA of their weights.
+
+The tokenizer is a word-level `CLIPTokenizer`: its BPE merges join every grammar word into one
+token. Everything is drawn from `--seed`, so a run is repeatable on the same machine; the defaults
+are the settings that made the shipped weights. CUDA is used when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gridgen.tiny import TINY_MODEL_DIR
+from gridgen.tiny import data as shapes
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+MAX_TOKENS = 16  # the longest grammar caption is 9 tokens with its start and end tokens
+TEXT_HIDDEN = 64
+VARIANTS = ("txt2img",)
+# SD 1.x's noise schedule, written as the folder's scheduler config. The DDIM/PNDM keys ride along
+# (diffusers keeps them as hidden config) so those samplers get SD's settings when built from it.
+SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon", "timestep_spacing": "leading", "steps_offset": 1,
+    "interpolation_type": "linear", "use_karras_sigmas": False,
+    "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True,
+}
+
+
+@dataclass
+class Settings:
+    """Training settings; the defaults made the shipped weights."""
+
+    seed: int = 0
+    vae_steps: int = 1000
+    vae_batch: int = 32
+    vae_lr: float = 2e-3
+    vae_kl_weight: float = 1e-6
+    pool_size: int = 20000  # images encoded once for the UNet
+    unet_steps: int = 4000
+    unet_batch: int = 64
+    unet_lr: float = 2e-3
+    warmup: int = 200
+    caption_dropout: float = 0.1
+    min_snr: float = 5.0  # min-SNR loss weighting
+    ema_decay: float = 0.999
+    log_every: int = 50
+    checkpoint_every: int = 0  # save the pipeline every N UNet steps too (0: only at the end)
+
+
+# Tokenizer
+
+
+def _bpe_pieces(word: str, merges: list[tuple[str, str]]) -> list[str]:
+    """How CLIP's BPE splits `word` with `merges` (lowest rank first, as the tokenizers library does)."""
+    rank = {pair: i for i, pair in enumerate(merges)}
+    symbols = [*word[:-1], word[-1] + "</w>"]
+    while len(symbols) > 1:
+        best = min(range(len(symbols) - 1), key=lambda i: rank.get((symbols[i], symbols[i + 1]), math.inf))
+        if (symbols[best], symbols[best + 1]) not in rank:
+            break
+        symbols[best:best + 2] = [symbols[best] + symbols[best + 1]]
+    return symbols
+
+
+def word_level_vocab(words: tuple[str, ...] = shapes.GRAMMAR_WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP BPE vocabulary and merge list under which each of `words` is exactly one token.
+
+    A word's merges are appended after the earlier words' ones, joining whatever pieces the earlier
+    merges leave, so they never change how an earlier word splits. Characters outside the grammar's
+    words are not in the vocabulary and become the unknown token.
+    """
+    tokens = [BOS, EOS]
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        for symbol in [*word[:-1], word[-1] + "</w>"]:
+            if symbol not in tokens:
+                tokens.append(symbol)
+    for word in words:
+        pieces = _bpe_pieces(word, merges)
+        while len(pieces) > 1:
+            merges.append((pieces[0], pieces[1]))
+            pieces[:2] = [pieces[0] + pieces[1]]
+            if pieces[0] not in tokens:
+                tokens.append(pieces[0])
+    return {token: i for i, token in enumerate(tokens)}, merges
+
+
+def write_tokenizer_files(folder: Path) -> None:
+    """vocab.json and merges.txt, which CLIPTokenizer reads when tokenizer.json is absent (transformers 4.x)."""
+    vocab, merges = word_level_vocab()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+
+
+def build_tokenizer(workdir: Path):
+    from transformers import CLIPTokenizer
+
+    write_tokenizer_files(workdir)
+    tokenizer = CLIPTokenizer.from_pretrained(workdir, model_max_length=MAX_TOKENS)
+    for word in shapes.GRAMMAR_WORDS:
+        ids = tokenizer(word, add_special_tokens=False).input_ids
+        assert ids == [tokenizer.convert_tokens_to_ids(word + "</w>")], f"{word!r} is not one token: {ids}"
+    return tokenizer
+
+
+# Models
+
+
+def build_text_encoder(tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=TEXT_HIDDEN, intermediate_size=2 * TEXT_HIDDEN,
+        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=MAX_TOKENS,
+        projection_dim=TEXT_HIDDEN, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+
+
+def build_vae():
+    from diffusers import AutoencoderKL
+
+    # Factor 4 (three blocks): 64 px images have 16x16 latents, room enough to draw a 16 px shape.
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=64, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32), norm_num_groups=8, mid_block_add_attention=False,
+    )
+
+
+def build_unet(in_channels: int = 4):
+    from diffusers import UNet2DConditionModel
+
+    # 16x16 -> 8x8 -> 4x4; attention (self and cross) at 8x8 and 4x4, where it is cheap.
+    return UNet2DConditionModel(
+        sample_size=16, in_channels=in_channels, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_HIDDEN, attention_head_dim=32, norm_num_groups=8,
+    )
+
+
+# Training helpers
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup, then a cosine decay to 5% of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Logger:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.start:7.1f}s] {message}", flush=True)
+
+
+def images_tensor(samples: list[shapes.Sample], device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(shapes.to_tensor_array(samples)).to(device)
+
+
+def train_vae(vae, settings: Settings, device: torch.device, log: Logger) -> None:
+    vae.to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    running = 0.0
+    for step in range(settings.vae_steps):
+        for group in opt.param_groups:
+            group["lr"] = settings.vae_lr * lr_factor(step, settings.vae_steps, settings.warmup)
+        x = images_tensor(shapes.make_batch(settings.seed * 1_000_003 + step, settings.vae_batch), device)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + settings.vae_kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        running += loss.item()
+        if (step + 1) % settings.log_every == 0:
+            log(f"vae step {step + 1}/{settings.vae_steps} loss {running / settings.log_every:.4f}")
+            running = 0.0
+    vae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_pool(vae, settings: Settings, device: torch.device, log: Logger):
+    """Latent mean and std of `pool_size` fresh images, with each image's caption index; sets the
+    VAE's scaling factor so the scaled latents have unit variance."""
+    samples = shapes.make_batch(settings.seed * 1_000_003 + 999_999_937, settings.pool_size)
+    means, stds = [], []
+    for start in range(0, len(samples), 256):
+        posterior = vae.encode(images_tensor(samples[start:start + 256], device)).latent_dist
+        means.append(posterior.mean.cpu())
+        stds.append(posterior.std.cpu())
+    mean, std = torch.cat(means), torch.cat(stds)
+    scale = 1.0 / float(mean.std())
+    vae.register_to_config(scaling_factor=scale)
+    captions = torch.tensor([CAPTION_INDEX[s.caption] for s in samples])
+    log(f"encoded {len(samples)} images: latent mean {float(mean.mean()):+.3f} std {float(mean.std()):.3f} "
+        f"(scaling factor {scale:.4f}), posterior std {float(std.mean()):.4f}; "
+        f"recon MAE {reconstruction_error(vae, samples[:256], device):.4f}")
+    return mean * scale, std * scale, captions
+
+
+@torch.no_grad()
+def reconstruction_error(vae, samples: list[shapes.Sample], device: torch.device) -> float:
+    x = images_tensor(samples, device)
+    return float((vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1) - x).abs().mean() / 2)
+
+
+ALL_CAPTIONS = [shapes.caption(c, s, b) for c in shapes.COLORS for s in shapes.SHAPES for b in shapes.BACKGROUNDS]
+CAPTION_INDEX = {text: i for i, text in enumerate(ALL_CAPTIONS)}
+EMPTY = len(ALL_CAPTIONS)  # index of the dropped (empty) caption
+
+
+class Ema:
+    """An exponential moving average of some modules' parameters, with the usual warmup of the decay."""
+
+    def __init__(self, modules: list[torch.nn.Module], decay: float):
+        self.modules = modules
+        self.copies = [copy.deepcopy(m).eval().requires_grad_(False) for m in modules]
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for module, shadow in zip(self.modules, self.copies, strict=True):
+            for p, q in zip(module.parameters(), shadow.parameters(), strict=True):
+                q.lerp_(p.detach(), 1 - decay)
+
+
+def train_unet(unet, text_encoder, tokenizer, pool, settings: Settings, device: torch.device, log: Logger,
+               checkpoint: Callable[[int, Ema], None] | None = None) -> Ema:
+    mean, std, captions = pool
+    ids = tokenizer([*ALL_CAPTIONS, ""], padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids.to(device)
+    alphas_cumprod = torch.linspace(SCHEDULER_CONFIG["beta_start"] ** 0.5, SCHEDULER_CONFIG["beta_end"] ** 0.5,
+                                    SCHEDULER_CONFIG["num_train_timesteps"], dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1 - alphas_cumprod, 0).float().to(device)
+    unet.to(device).train()
+    text_encoder.to(device).train()
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=settings.unet_lr, betas=(0.9, 0.99), weight_decay=0.01)
+    ema = Ema([unet, text_encoder], settings.ema_decay)
+    gen = torch.Generator().manual_seed(settings.seed + 12345)
+    running, clock = 0.0, time.perf_counter()
+    for step in range(settings.unet_steps):
+        for group in opt.param_groups:
+            group["lr"] = settings.unet_lr * lr_factor(step, settings.unet_steps, settings.warmup)
+        index = torch.randint(0, len(mean), (settings.unet_batch,), generator=gen)
+        latents = mean[index] + std[index] * torch.randn(mean[index].shape, generator=gen)
+        flip = torch.rand(settings.unet_batch, generator=gen) < 0.5  # every shape is left-right symmetric
+        latents = torch.where(flip.view(-1, 1, 1, 1), latents.flip(-1), latents)
+        caption = torch.where(torch.rand(settings.unet_batch, generator=gen) < settings.caption_dropout,
+                              torch.full_like(captions[index], EMPTY), captions[index])
+        t = torch.randint(0, len(alphas_cumprod), (settings.unet_batch,), generator=gen)
+        noise = torch.randn(latents.shape, generator=gen)
+        latents, noise, caption, t = (v.to(device) for v in (latents, noise, caption, t))
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        context = text_encoder(ids[caption]).last_hidden_state
+        pred = unet(noisy, t, encoder_hidden_states=context).sample
+        snr = a.view(-1) / (1 - a.view(-1))
+        weight = torch.clamp(snr, max=settings.min_snr) / snr
+        loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update()
+        running += loss.item()
+        if (step + 1) % settings.log_every == 0:
+            rate = (time.perf_counter() - clock) / settings.log_every
+            log(f"unet step {step + 1}/{settings.unet_steps} loss {running / settings.log_every:.4f} "
+                f"({rate:.2f}s/step)")
+            running, clock = 0.0, time.perf_counter()
+        if checkpoint and settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0:
+            checkpoint(step + 1, ema)
+    return ema
+
+
+# Saving
+
+
+def save_txt2img(out: Path, tokenizer, text_encoder, unet, vae) -> Path:
+    """Write a StableDiffusionPipeline folder to `out`, replacing it.
+
+    The UNet and VAE are stored in fp16 (diffusers loads them in the dtype asked for); the text
+    encoder stays fp32, since transformers would otherwise load it, and run it, in fp16.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=copy.deepcopy(vae).cpu().half(), text_encoder=copy.deepcopy(text_encoder).cpu().float(),
+        tokenizer=tokenizer, unet=copy.deepcopy(unet).cpu().half(),
+        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        staged = Path(tmp) / "model"
+        pipe.save_pretrained(staged, safe_serialization=True)
+        write_tokenizer_files(staged / "tokenizer")
+        for path in staged.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        if out.exists():
+            shutil.rmtree(out)
+        staged.rename(out)
+    return out
+
+
+def train_txt2img(out: Path, settings: Settings) -> Path:
+    log = Logger()
+    device = pick_device()
+    torch.manual_seed(settings.seed)
+    log(f"txt2img on {device}: {json.dumps(asdict(settings))}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(Path(tmp))
+    text_encoder, vae, unet = build_text_encoder(tokenizer), build_vae(), build_unet()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    log(f"params: vae {count(vae):,}, unet {count(unet):,}, text encoder {count(text_encoder):,}")
+    train_vae(vae, settings, device, log)
+    pool = encode_pool(vae, settings, device, log)
+
+    def checkpoint(step: int, ema: Ema) -> None:
+        save_txt2img(out, tokenizer, ema.copies[1], ema.copies[0], vae)
+        log(f"checkpoint at step {step} -> {out}")
+
+    ema = train_unet(unet, text_encoder, tokenizer, pool, settings, device, log, checkpoint)
+    save_txt2img(out, tokenizer, ema.copies[1], ema.copies[0], vae)
+    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+    log(f"wrote {out} ({size / 1e6:.2f} MB)")
+    return Path(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=VARIANTS, default="txt2img")
+    parser.add_argument("--out", type=Path, default=TINY_MODEL_DIR, help="folder to write (default: %(default)s)")
+    for field in fields(Settings):
+        flags = ["--" + field.name.replace("_", "-")] + (["--steps"] if field.name == "unet_steps" else [])
+        parser.add_argument(*flags, dest=field.name, type=type(field.default), default=field.default,
+                            help=f"(default: {field.default})")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    np.random.seed(settings.seed)
+    train_txt2img(args.out, settings)
+
+
+if __name__ == "__main__":
+    main()
