@@ -42,8 +42,8 @@ def ray_cluster():
     ray.shutdown()
 
 
-def _ray_options(out: Path, **extra) -> RunOptions:
-    return RunOptions(out=out, batch_size=extra.pop("batch_size", 2), executor="ray", workers=2, **extra)
+def _ray_options(out: Path, batch_size: int = 2, workers: int = 2) -> RunOptions:
+    return RunOptions(out=out, batch_size=batch_size, executor="ray", workers=workers)
 
 
 def _journal(out: Path) -> list[dict]:
@@ -147,7 +147,7 @@ def _kill_one_worker(landed: threading.Event, killed: list[str]) -> None:
 
 
 def test_killed_worker_loses_nothing(ray_cluster, tmp_path):
-    spec = write_spec(tmp_path, GRID.replace("seed: 1, 2, 3", "seed: 1, 2, 3, 4, 5, 6").replace("steps: 3", "steps: 8"))
+    spec = write_spec(tmp_path, GRID.replace("seed: 1, 2, 3", "seed: 1, 2, 3, 4, 5, 6"))
     options = _ray_options(tmp_path / "out", batch_size=1)
     prepared = prepare(spec, options)
     store = _store_signalling(prepared)
@@ -202,7 +202,7 @@ def test_batch_failing_three_times_is_journaled_and_the_rest_completes(ray_clust
               broken: {{params: {{model: "{broken}"}}}}
           seed: 1, 2, 3
         """)
-    options = _ray_options(tmp_path / "out", batch_size=4)
+    options = _ray_options(tmp_path / "out", batch_size=4, workers=1)  # its retries go to the same worker
     summary = execute(prepare(spec, options), options, show_progress=False)
     assert (summary.rendered, summary.failed) == (3, 3)
     assert any("cannot load model" in error and "failed 3 times" in error for error in summary.errors)
@@ -216,10 +216,10 @@ def test_batch_failing_three_times_is_journaled_and_the_rest_completes(ray_clust
 
 def test_resume_after_stopping_the_driver(ray_cluster, tmp_path):
     spec = write_spec(tmp_path, GRID.replace("seed: 1, 2, 3", "seed: 1, 2, 3, 4, 5, 6"))
-    options = _ray_options(tmp_path / "out", batch_size=2)
+    options = _ray_options(tmp_path / "out", batch_size=2, workers=1)
     prepared = prepare(spec, options)
     store = _store_signalling(prepared)
-    first = run_ray(prepared.plan, store, options, workers=2, show_progress=False, stop=store.landed)
+    first = run_ray(prepared.plan, store, options, workers=1, show_progress=False, stop=store.landed)
     assert first.interrupted and 0 < first.rendered < 24 and first.failed == 0
     journal = _journal(tmp_path / "out")
     assert len(journal) == first.rendered

@@ -305,7 +305,7 @@ def _connect(ray, address: str | None) -> bool:
             ray.init(address=address, logging_level="WARNING")
         except (ConnectionError, RuntimeError, ValueError) as err:
             where = address or os.environ.get("RAY_ADDRESS")
-            raise GridError(f"cannot connect to the Ray cluster at {where}: {err}; start one with "
+            raise GridError(f"cannot connect to the Ray cluster at {where}: {str(err).rstrip('.')}; start one with "
                             "`ray start --head`, or leave out --ray-address to use this machine alone") from None
         return True
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")

@@ -55,18 +55,19 @@ class Settings:
     seed: int = 0
     vae_steps: int = 1000
     vae_batch: int = 32
+    vae_crop: int = 32  # the VAE trains on random crops of this side (it is fully convolutional)
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
     pool_size: int = 20000  # images encoded once for the UNet
-    unet_steps: int = 4000
+    unet_steps: int = 3000
     unet_batch: int = 64
     unet_lr: float = 2e-3
     warmup: int = 200
     caption_dropout: float = 0.1
     min_snr: float = 5.0  # min-SNR loss weighting
-    ema_decay: float = 0.999
+    ema_decay: float = 0.998
     log_every: int = 50
-    checkpoint_every: int = 0  # save the pipeline every N UNet steps too (0: only at the end)
+    checkpoint_every: int = 0  # also save the pipeline every N UNet steps, to OUT-stepN (0: only at the end)
 
 
 # Tokenizer
@@ -171,10 +172,12 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warmup, then a cosine decay to 5% of the peak."""
+def lr_factor(step: int, total: int | None, warmup: int) -> float:
+    """Linear warmup, then a cosine decay to 5% of the peak at `total`, or constant when `total` is None."""
     if step < warmup:
         return (step + 1) / warmup
+    if total is None:
+        return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -198,7 +201,8 @@ def train_vae(vae, settings: Settings, device: torch.device, log: Logger) -> Non
     for step in range(settings.vae_steps):
         for group in opt.param_groups:
             group["lr"] = settings.vae_lr * lr_factor(step, settings.vae_steps, settings.warmup)
-        x = images_tensor(shapes.make_batch(settings.seed * 1_000_003 + step, settings.vae_batch), device)
+        x = random_crops(images_tensor(shapes.make_batch(settings.seed * 1_000_003 + step, settings.vae_batch),
+                                       device), settings.vae_crop, step)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
         loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + settings.vae_kl_weight * posterior.kl().mean()
@@ -211,6 +215,13 @@ def train_vae(vae, settings: Settings, device: torch.device, log: Logger) -> Non
             log(f"vae step {step + 1}/{settings.vae_steps} loss {running / settings.log_every:.4f}")
             running = 0.0
     vae.eval().requires_grad_(False)
+
+
+def random_crops(x: torch.Tensor, side: int, seed: int) -> torch.Tensor:
+    if side >= x.shape[-1]:
+        return x
+    offsets = np.random.default_rng(seed).integers(0, x.shape[-1] - side + 1, size=(len(x), 2))
+    return torch.stack([img[:, y:y + side, x0:x0 + side] for img, (y, x0) in zip(x, offsets, strict=True)])
 
 
 @torch.no_grad()
@@ -279,7 +290,9 @@ def train_unet(unet, text_encoder, tokenizer, pool, settings: Settings, device: 
     running, clock = 0.0, time.perf_counter()
     for step in range(settings.unet_steps):
         for group in opt.param_groups:
-            group["lr"] = settings.unet_lr * lr_factor(step, settings.unet_steps, settings.warmup)
+            # constant after warmup: the weights after N steps do not depend on the total, so the
+            # checkpoint at step N of a longer run is exactly what `--steps N` ships
+            group["lr"] = settings.unet_lr * lr_factor(step, None, settings.warmup)
         index = torch.randint(0, len(mean), (settings.unet_batch,), generator=gen)
         latents = mean[index] + std[index] * torch.randn(mean[index].shape, generator=gen)
         flip = torch.rand(settings.unet_batch, generator=gen) < 0.5  # every shape is left-right symmetric
@@ -357,8 +370,8 @@ def train_txt2img(out: Path, settings: Settings) -> Path:
     pool = encode_pool(vae, settings, device, log)
 
     def checkpoint(step: int, ema: Ema) -> None:
-        save_txt2img(out, tokenizer, ema.copies[1], ema.copies[0], vae)
-        log(f"checkpoint at step {step} -> {out}")
+        where = save_txt2img(Path(f"{out}-step{step}"), tokenizer, ema.copies[1], ema.copies[0], vae)
+        log(f"checkpoint at step {step} -> {where}")
 
     ema = train_unet(unet, text_encoder, tokenizer, pool, settings, device, log, checkpoint)
     save_txt2img(out, tokenizer, ema.copies[1], ema.copies[0], vae)

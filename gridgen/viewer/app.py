@@ -42,7 +42,6 @@ def create_app(root: Path, *, token: str | None = None, allow_runs: bool = False
     # The request-size limit covers a spec of max_upload_bytes plus the form or JSON around it; the
     # spec text itself is checked against max_upload_bytes exactly (runs.py).
     app.config["MAX_CONTENT_LENGTH"] = 2 * max_upload_bytes + 16 * 1024
-    app.config["JSON_SORT_KEYS"] = False
     state = ViewerState(root=root, token=token, allow_runs=allow_runs, models_dir=models,
                         max_upload_bytes=max_upload_bytes, db=Database(root / DB_NAME))
     app.extensions[EXTENSION] = state
