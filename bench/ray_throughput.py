@@ -55,7 +55,7 @@ class Rate:
     steady: float  # images/s once every worker has landed a batch
 
     def line(self, label: str) -> str:
-        return (f"{label:<28} {self.images} images in {self.wall_s:5.1f} s = {self.images / self.wall_s:5.2f} img/s "
+        return (f"{label:<32} {self.images} images in {self.wall_s:5.1f} s = {self.images / self.wall_s:5.2f} img/s "
                 f"end to end, {self.steady:5.2f} img/s steady")
 
 
@@ -114,18 +114,23 @@ def main() -> int:
     cpus = os.cpu_count() or 1
     print(f"machine: {cpus} CPUs, load average {os.getloadavg()[0]:.1f} before the runs "
           "(a shared machine skews these figures)")
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         spec = write_spec(folder, TINY_MODEL_DIR, args.cells, args.size, args.steps)
         print(f"tiny grid: {args.cells} cells, {args.size} px, {args.steps} steps, batch {args.batch_size}, "
-              "CPU workers")
+              "CPU workers (torch threads in brackets)")
+        # A Ray instance of one CPU first, so the single worker gets one thread like each of the two later.
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
         one = ray_rate(spec, folder / "one", args.batch_size, 1, 0, "cpu")
-        print(one.line(f"ray, 1 CPU worker (x{cpus})"))
+        ray.shutdown()
+        print(one.line("ray, 1 worker on 1 CPU (x1)"))
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         two = ray_rate(spec, folder / "two", args.batch_size, 2, 0, "cpu")
-        print(two.line(f"ray, 2 CPU workers (x{max(1, cpus // 2)})"))
+        print(two.line(f"ray, 2 workers on {cpus} CPUs (x{max(1, cpus // 2)})"))
         print(f"ratio 2 / 1 workers: {two.images / two.wall_s / (one.images / one.wall_s):.2f}x end to end, "
               f"{two.steady / one.steady:.2f}x steady")
+        wide = ray_rate(spec, folder / "wide", args.batch_size, 1, 0, "cpu")
+        print(wide.line(f"ray, 1 worker on {cpus} CPUs (x{cpus})"))
         if torch.cuda.is_available() and ray.cluster_resources().get("GPU", 0) >= 1:
             sys.path.insert(0, str(Path(__file__).resolve().parent))
             from grid_throughput import sd15_random

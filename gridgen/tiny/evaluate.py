@@ -208,12 +208,25 @@ def sampler_cases() -> list[Case]:
     return cases(seeds=SEEDS[:1])
 
 
+def contact_sheet(images: Sequence[np.ndarray], columns: int):
+    from PIL import Image
+
+    rows = -(-len(images) // columns)
+    side = images[0].shape[0]
+    sheet = np.full((rows * (side + 2), columns * (side + 2), 3), 255, dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        sheet[r * (side + 2):r * (side + 2) + side, c * (side + 2):c * (side + 2) + side] = image
+    return Image.fromarray(sheet)
+
+
 def main(argv: list[str] | None = None) -> None:
     from gridgen.samplers import SAMPLERS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=TINY_MODEL_DIR)
     parser.add_argument("--quick", action="store_true", help="only the CFG 7 figures")
+    parser.add_argument("--sheet", type=Path, help="also save the CFG 7 images as one PNG contact sheet here")
     args = parser.parse_args(argv)
     backend = make_backend(args.model)
     items = cases()
@@ -224,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  ({label}: {time.perf_counter() - start:.1f}s)")
         return value
 
-    main_scores = timed("cfg 7", lambda: score(items, render(backend, args.model, items, cfg_scale=7.0)))
+    images = timed("cfg 7", lambda: render(backend, args.model, items, cfg_scale=7.0))
+    main_scores = score(items, images)
+    if args.sheet:
+        contact_sheet(images, columns=len(shapes.SHAPES)).save(args.sheet)
     print(f"CFG 7, DPM++ 2M, {USUAL_STEPS} steps, {len(items)} cells: color {main_scores.color:.1%} "
           f"(bar >= {COLOR_BAR:.0%}), shape {main_scores.shape:.1%} (bar >= {SHAPE_BAR:.0%})")
     for case, reading in zip(items, main_scores.readings, strict=True):
