@@ -180,6 +180,7 @@ class DiffusersBackend:
                 bases[key] = (*hit, {})
         # Cells that differ only in later stages share one base render, within a batch and across batches.
         todo = {key: params for key, params in zip(keys, batch, strict=True) if key not in bases}
+        self.cache.stats.hits += len(keys) - len(set(keys))  # cells served by another cell of this batch
         if todo:
             try:
                 rendered = self._denoise(list(todo.values()))
@@ -195,8 +196,7 @@ class DiffusersBackend:
             started = time.perf_counter()
             image = upscale(base, str(params["upscaler"]), float(params["upscale_by"]))
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
-            metadata = {**base_metadata, "model": str(params["model"]), "sampler": str(params["sampler"]),
-                        "base_cached": not timings}
+            metadata = {**base_metadata, "model": str(params["model"]), "sampler": str(params["sampler"])}
             results.append(Result(cell, image, metadata=metadata,
                                   timings={**timings, "post": time.perf_counter() - started}))
         return results
