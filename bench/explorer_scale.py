@@ -108,7 +108,11 @@ def measure(browser, out: Path, switches: list[tuple[str, str]], runs: int) -> d
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         errors: list[str] = []
-        page.on("pageerror", errors.append)
+
+        def record(error, errors=errors):
+            errors.append(str(error))
+
+        page.on("pageerror", record)
         page.goto(out.joinpath("index.html").as_uri())
         page.wait_for_function("performance.getEntriesByName('gridgen:interactive').length > 0", timeout=60000)
         marks = page.evaluate("""() => ({

@@ -1,7 +1,8 @@
 """The embedded `gridgen-tiny` model: a few-MB Stable Diffusion pipeline shipped inside the package.
 
-It lets `gridgen run` and the test suite render real pipelines on a CPU-only machine with no
-network. `gridgen.tiny.build` regenerates the folder.
+It is trained on a procedural data set of colored shapes (`gridgen.tiny.data`), so `gridgen run`
+shows real, checkable images on a CPU-only machine with no network, and the test suite uses it
+as an oracle (`gridgen.tiny.evaluate`). `python -m gridgen.tiny.train` retrains the folder.
 """
 
 from __future__ import annotations

@@ -204,8 +204,18 @@ def batch_equivalence(backend, model: Path, sampler: str = "DPM++ 2M") -> float:
 
 
 def sampler_cases() -> list[Case]:
-    """One seed of the 18 color x shape prompts: enough to tell a sampler mapping bug from noise."""
-    return cases(seeds=SEEDS[:1])
+    """12 cells for the sampler sweep: each color twice, on two seeds, the shapes and backgrounds cycling.
+
+    Fewer than the main 36 so that 19 samplers stay fast, enough to tell a mapping bug (which
+    scrambles or washes out every color) from one unlucky cell.
+    """
+    out = []
+    for si, seed in enumerate(SEEDS):
+        for ci, color in enumerate(shapes.COLORS):
+            shape = shapes.SHAPES[(ci + si) % len(shapes.SHAPES)]
+            background = _BACKGROUND_NAMES[(ci + 2 * si) % len(_BACKGROUND_NAMES)]
+            out.append(Case(color, shape, background, seed))
+    return out
 
 
 def contact_sheet(images: Sequence[np.ndarray], columns: int):
