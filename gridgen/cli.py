@@ -98,7 +98,7 @@ def cmd_params(args) -> int:
     for param in registry:
         aliases = ", ".join(param.aliases)
         detail = P.describe_range(param) or param.choices_help
-        default = "" if param.default is None else f" (default {param.default})"
+        default = "" if param.default is None else f" (default {param.default!r})"
         print(f"{param.name}: {param.kind}{default}")
         if aliases:
             print(f"    aliases: {aliases}")

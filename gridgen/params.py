@@ -70,7 +70,8 @@ CORE_PARAMS: tuple[Param, ...] = (
     Param("seed", "seed", 1, "Noise seed; -1 picks one random seed for the whole grid (recorded in the output).",
           min=-1, max=2**32 - 1),
     Param("steps", "int", 20, "Number of denoising steps.", min=1, max=1000),
-    Param("cfg_scale", "float", 7.0, "Classifier-free guidance scale; 1 or less turns guidance off.",
+    Param("cfg_scale", "float", 7.0,
+          "Classifier-free guidance scale; 1 turns guidance off, 0 is the unconditional prediction alone.",
           aliases=("cfg", "scale", "guidance_scale"), min=0, max=100),
     Param("sampler", "choice", "Euler a", "The sampling algorithm, by its A1111 name.",
           aliases=("sampler_name", "sampler_index"), choose=_choose_sampler,
@@ -144,12 +145,16 @@ class Registry:
         return {p.name: p.default for p in self.params.values() if p.default is not None}
 
 
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def describe_range(param: Param) -> str:
     parts = []
     if param.min is not None:
-        parts.append(f">= {param.min:g}")
+        parts.append(f">= {_number_text(param.min)}")
     if param.max is not None:
-        parts.append(f"<= {param.max:g}")
+        parts.append(f"<= {_number_text(param.max)}")
     if param.multiple_of:
         parts.append(f"multiple of {param.multiple_of}")
     return ", ".join(parts)

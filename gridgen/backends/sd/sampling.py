@@ -19,13 +19,14 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float]) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
 
-    Rows whose scale is <= 1 use the conditional prediction alone, so their unconditional half is
-    never sent through the UNet. Latents stay fp32 outside the UNet call whatever its dtype.
+    Rows at scale 1 are the conditional prediction exactly, so their unconditional half is never sent
+    through the UNet. Every other scale needs both halves: below 1 the formula mixes in the
+    unconditional prediction (at 0 it is all there is), as A1111's CFG scale does.
+    Latents stay fp32 outside the UNet call whatever its dtype.
     """
     device = cond.device
-    guided = torch.tensor([i for i, s in enumerate(scales) if s > 1], dtype=torch.long, device=device)
-    # Unguided rows get scale 1, which makes the guidance formula return their conditional eps exactly.
-    scale = torch.tensor([s if s > 1 else 1.0 for s in scales], dtype=torch.float32, device=device)
+    guided = torch.tensor([i for i, s in enumerate(scales) if s != 1], dtype=torch.long, device=device)
+    scale = torch.tensor(list(scales), dtype=torch.float32, device=device)
     scale = scale.view(-1, 1, 1, 1)
     context = torch.cat([cond, uncond[guided]])
 
