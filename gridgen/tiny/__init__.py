@@ -1,8 +1,9 @@
 """The embedded `gridgen-tiny` model: a few-MB Stable Diffusion pipeline shipped inside the package.
 
-It is trained on a procedural data set of colored shapes (`gridgen.tiny.data`), so `gridgen run`
-shows real, checkable images on a CPU-only machine with no network, and the test suite uses it
-as an oracle (`gridgen.tiny.evaluate`). `python -m gridgen.tiny.train` retrains the folder.
+The folder shipped today holds small seeded random weights, which prove the pipeline runs but draw
+nothing. `python -m gridgen.tiny.train` trains the family on a procedural data set of colored
+shapes (`gridgen.tiny.data`), and `python -m gridgen.tiny.evaluate` measures a folder against the
+quality bars, so trained weights can replace it and serve as the test oracle.
 """
 
 from __future__ import annotations

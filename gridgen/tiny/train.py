@@ -10,8 +10,9 @@ until they train on a 2-core CPU in well under an hour:
    classifier-free guidance works. The UNet and text encoder saved are an EMA of their weights.
 
 The tokenizer is a word-level `CLIPTokenizer`: its BPE merges join every grammar word into one
-token. Everything is drawn from `--seed`, so a run is repeatable on the same machine; the defaults
-are the settings that made the shipped weights. CUDA is used when present.
+token. Everything is drawn from `--seed`, so a run is repeatable on the same machine. The defaults
+are the settings of the first full run; its checkpoints are not shipped yet (the package still holds
+random weights). CUDA is used when present.
 """
 
 from __future__ import annotations
