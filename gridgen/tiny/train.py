@@ -60,7 +60,7 @@ class Settings:
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
     pool_size: int = 20000  # images encoded once for the UNet
-    unet_steps: int = 3000
+    unet_steps: int = 2000
     unet_batch: int = 64
     unet_lr: float = 2e-3
     warmup: int = 200
@@ -389,10 +389,11 @@ def main(argv: list[str] | None = None) -> None:
         flags = ["--" + field.name.replace("_", "-")] + (["--steps"] if field.name == "unet_steps" else [])
         parser.add_argument(*flags, dest=field.name, type=type(field.default), default=field.default,
                             help=f"(default: {field.default})")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    # One thread by default: on a busy shared CPU a second thread mostly waits at torch's barriers
+    # (ten times slower here), and the shipped weights were made with one, which float sums depend on.
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
     np.random.seed(settings.seed)
     train_txt2img(args.out, settings)
