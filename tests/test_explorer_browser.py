@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 
 import pytest
-from browser import launch, sync_playwright
 from PIL import Image, ImageDraw
 
 from gridgen.explorer import write_data, write_page
@@ -132,14 +131,6 @@ def build_grid(out: Path) -> dict:
     write_page(out, data)
     write_data(out, data)
     return data
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

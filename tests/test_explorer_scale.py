@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 import pytest
-from browser import PageWatch, launch, sync_playwright
+from browser import PageWatch
 from PIL import Image
 
 from gridgen.explorer import write_data, write_page
@@ -57,14 +57,6 @@ def grid(tmp_path_factory) -> Path:
     write_page(out, data)
     write_data(out, data)
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import PageWatch, launch, sync_playwright
+from browser import PageWatch
 from PIL import Image
 
 from gridgen.cli import main
@@ -62,14 +62,6 @@ def grid(tmp_path_factory) -> Path:
     out = folder / "out"
     assert main(["run", str(write_spec(folder, SPEC)), "--out", str(out), "--quiet"]) == 0
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

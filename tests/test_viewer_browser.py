@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from browser import launch, sync_playwright
 from test_viewer import TOKEN, render, resume_in_thread, spec_text
 from werkzeug.serving import make_server
 
@@ -41,14 +40,6 @@ def serving(app):
         get_state(app).shutdown()
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
