@@ -1,8 +1,9 @@
 """Issue 4's txt2img quality bars for trained gridgen-tiny weights.
 
-Not collected yet (the file name does not start with test_): the shipped folder still holds random
-weights. Run it against a trained folder with `pytest tests/tiny_quality_bars.py`; rename it to
-test_tiny_quality.py in the commit that ships weights meeting these bars.
+Not collected yet (the file name does not start with test_): the shipped trained weights meet every
+bar but one, the samplers' (LMS and PLMS, the two 4th-order linear multistep samplers, drift at
+CFG 7 with this model). Run it with `pytest tests/tiny_quality_bars.py`; rename it to
+test_tiny_quality.py in the commit that ships weights meeting all these bars.
 
 Every image is rendered through gridgen's own diffusers backend, the way a grid renders it, and
 read back by `gridgen.tiny.evaluate`'s color and shape classifier. `python -m gridgen.tiny.evaluate`

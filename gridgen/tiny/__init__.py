@@ -1,9 +1,9 @@
-"""The embedded `gridgen-tiny` model: a few-MB Stable Diffusion pipeline shipped inside the package.
+"""The embedded `gridgen-tiny` model: a 4 MB Stable Diffusion pipeline shipped inside the package.
 
-The folder shipped today holds small seeded random weights, which prove the pipeline runs but draw
-nothing. `python -m gridgen.tiny.train` trains the family on a procedural data set of colored
-shapes (`gridgen.tiny.data`), and `python -m gridgen.tiny.evaluate` measures a folder against the
-quality bars, so trained weights can replace it and serve as the test oracle.
+Its weights are trained on a procedural data set of colored shapes (`gridgen.tiny.data`) by
+`python -m gridgen.tiny.train`, so `gridgen run` shows real, checkable images on a CPU-only
+machine with no network, and `python -m gridgen.tiny.evaluate` measures it against the quality
+bars, which lets the test suite use it as an oracle.
 """
 
 from __future__ import annotations
