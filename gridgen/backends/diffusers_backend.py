@@ -80,7 +80,7 @@ class DiffusersBackend:
                 self._resolved[key] = exc
         found = self._resolved[key]
         if isinstance(found, ModelError):
-            raise found
+            raise found.with_traceback(None)  # one cached error, raised afresh each time
         return found
 
     def _models_dir(self) -> Path | None:

@@ -12,5 +12,12 @@ from pathlib import Path
 
 TINY_MODEL_NAME = "gridgen-tiny"
 TINY_MODEL_DIR = Path(__file__).resolve().parent / TINY_MODEL_NAME
+# Each variant's folder; the names are what a spec's `model` (or `upscaler`) value says.
+TINY_VARIANT_DIRS = {
+    "txt2img": TINY_MODEL_DIR,
+    "inpaint": TINY_MODEL_DIR.with_name(f"{TINY_MODEL_NAME}-inpaint"),
+    "x4": TINY_MODEL_DIR.with_name(f"{TINY_MODEL_NAME}-x4"),
+    "sam": TINY_MODEL_DIR.with_name(f"{TINY_MODEL_NAME}-sam"),
+}
 
-__all__ = ["TINY_MODEL_DIR", "TINY_MODEL_NAME"]
+__all__ = ["TINY_MODEL_DIR", "TINY_MODEL_NAME", "TINY_VARIANT_DIRS"]
