@@ -82,7 +82,7 @@ def test_the_multistep_samplers_render_what_diffusers_own_pipeline_renders(backe
     import numpy as np
     import torch
 
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(TINY_MODEL_DIR, torch_dtype=torch.float32)
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(TINY_MODEL_DIR, dtype=torch.float32)
     pipe.scheduler = getattr(diffusers, scheduler_class).from_config(pipe.scheduler.config, **config)
     pipe.set_progress_bar_config(disable=True)
     items = ev.sampler_cases()[:4]

@@ -44,7 +44,7 @@ def _generators(n: int) -> list[torch.Generator]:
 
 
 def _pipeline(cls, folder: Path):
-    pipe = cls.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe = cls.from_pretrained(folder, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -148,7 +148,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def sam_figures(folder: Path = TINY_VARIANT_DIRS["sam"], n: int = 100) -> SamFigures:
     from transformers import SamModel, SamProcessor
 
-    model = SamModel.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    model = SamModel.from_pretrained(folder, dtype=torch.float32).eval()
     processor = SamProcessor.from_pretrained(folder)
     samples = heldout(n)
     images = [s.image for s in samples]

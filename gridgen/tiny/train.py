@@ -391,9 +391,9 @@ def load_txt2img(folder: Path = TINY_MODEL_DIR):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    parts = (CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32),
-             AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32),
-             UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32))
+    parts = (CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32),
+             AutoencoderKL.from_pretrained(folder / "vae", dtype=torch.float32),
+             UNet2DConditionModel.from_pretrained(folder / "unet", dtype=torch.float32))
     return tokenizer, *(part.eval().requires_grad_(False) for part in parts)
 
 
