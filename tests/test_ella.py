@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from gridgen.backends import BackendContext
@@ -247,7 +248,8 @@ def test_a_t5_of_the_wrong_width_is_rejected(tmp_path, files):
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "d_model": 2048}))
     backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu"))
-    (problem,) = backend.validate({"model": "gridgen-tiny", "ella": str(files["ella"]), "ella_text_encoder": str(other)})
+    cell = {"model": "gridgen-tiny", "ella": str(files["ella"]), "ella_text_encoder": str(other)}
+    (problem,) = backend.validate(cell)
     assert problem.param == "ella_text_encoder" and "2048" in problem.message
 
 
@@ -330,21 +332,29 @@ def test_t5_features_are_encoded_once_per_prompt_and_token_length(backend):
     assert features.misses == before + 1
 
 
-def test_a_grid_with_ella_axes_records_ella_in_each_image(tmp_path, files):
+def test_the_bundled_axes_teach_every_value():
+    from gridgen.resources import data_dir
+
+    axes = yaml.safe_load((data_dir("axes") / "ella.yaml").read_text(encoding="utf-8"))["axes"]
+    assert list(axes) == ["ella", "token_length", "ella_mode"]
+    assert "upsample" in axes["ella"]["description"]
+    for axis in axes.values():
+        assert len(axis["description"]) > 200
+        assert all(len(value["description"]) > 80 for value in axis["values"].values())
+
+
+def test_a_grid_with_the_ella_axes_records_ella_in_each_image(tmp_path, files):
     spec = write_spec(tmp_path, """
+        include: axes/ella.yaml
         grid:
           params: {model: gridgen-tiny, steps: 3, sampler: DPM++ 2M, ella_text_encoder: t5-tiny,
                    prompt: a large red square on the gray background}
-        axes:
-          ella: off, on
-          token_length: 128, flexible
-          ella_mode: ella, ella+clip
     """)
     out = tmp_path / "out"
     options = RunOptions(out=out, models_dir=str(files["models"]), device="cpu", batch_size=8)
     execute(prepare(spec, options), options, show_progress=False)
     journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
-    assert len(journal) == 8
+    assert len(journal) == 16
     images = {tuple(e["coords"]): np.asarray(Image.open(out / e["file"]), dtype=np.float64) for e in journal}
     for entry in journal:
         recorded = json.loads(Image.open(out / entry["file"]).text["gridgen"])["metadata"]

@@ -254,6 +254,8 @@ class DiffusersBackend:
             return wanted
         params = {**_DEFAULTS, **params}
         parts = self._ensure_loaded(params)
+        if ella_setup.enabled(params):
+            self.ella.load(params, self._resolve, parts.device, parts.dtype)  # its memory is taken before measuring
         width, height = self._size(params)
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         shape = (parts.unet.config.in_channels, height // factor, width // factor)

@@ -187,12 +187,17 @@ class EllaRuntime:
             self._text = (key, T5Features(*load_t5(folder, device)))
         return self._text[1]
 
+    def load(self, params: dict[str, Any], resolve: Resolve, device: torch.device,
+             dtype: torch.dtype) -> tuple[EllaModel, T5Features]:
+        """The connector and T5 encoder a cell names, loaded unless they already are."""
+        return (self.connector(resolve(resolve_checkpoint, str(params["ella"])), device, dtype),
+                self.text(resolve(resolve_text_encoder, str(params["ella_text_encoder"])), device))
+
     def conditioning(self, batch: Sequence[dict[str, Any]], resolve: Resolve, device: torch.device,
                      dtype: torch.dtype, clip) -> tuple[ContextFn, ContextFn]:
         """Per-step cond and uncond contexts of a batch that shares ELLA mode and files (its batch key)."""
         first = batch[0]
-        ella = self.connector(resolve(resolve_checkpoint, str(first["ella"])), device, dtype)
-        features = self.text(resolve(resolve_text_encoder, str(first["ella_text_encoder"])), device)
+        ella, features = self.load(first, resolve, device, dtype)
         lengths = [str(p["token_length"]) for p in batch]
         # The unconditional half reads the negative prompt's T5 features through the same connector.
         rows = features([(str(p["prompt"]), n) for p, n in zip(batch, lengths, strict=True)]
