@@ -281,9 +281,11 @@ def test_on_and_off_differ_and_ella_cells_do_not_share_a_batch_with_clip_cells(b
 
 def test_the_unet_sees_ellas_context_recomputed_every_step(backend):
     list(backend.render([make_cell()]))
-    with Recorder(backend._components.unet, "encoder_hidden_states") as contexts:
+    with Recorder(backend._components.unet, "encoder_hidden_states") as contexts, \
+            Recorder(backend.ella._connector[1]) as connector_inputs:
         list(backend.render([make_cell(ella_mode="ella"), make_cell(1, ella_mode="ella", cfg_scale=1.0)]))
     assert len(contexts) == 4 and all(c.shape == (3, 64, 64) for c in contexts)  # 2 cond rows + 1 guided uncond
+    assert len(connector_inputs) == 4  # one connector pass per step serves both halves of the batch
     assert not torch.equal(contexts[0], contexts[1])  # the TSC depends on the timestep
     clip_tokens = backend._components.tokenizer.model_max_length
     with Recorder(backend._components.unet, "encoder_hidden_states") as contexts:
