@@ -23,6 +23,7 @@ from gridgen.backends.sd import ella_setup, locate
 from gridgen.backends.sd.ella import EllaModel, check_checkpoint, load_ella, save_single_file
 from gridgen.backends.sd.ella_context import EllaContext
 from gridgen.errors import ModelError, SpecError
+from gridgen.params import Registry, coerce
 from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.tiny import TINY_MODEL_DIR
@@ -254,6 +255,12 @@ def test_a_t5_of_the_wrong_width_is_rejected(tmp_path, files):
 
 
 def test_ella_settings_are_params_with_clear_value_errors(tmp_path):
+    registry = Registry()
+    assert [coerce(registry.lookup("ella"), v) for v in (True, "off", "ON", "my/ella.safetensors")] == \
+        ["on", "off", "on", "my/ella.safetensors"]
+    assert coerce(registry.lookup("T5 token length"), " Flexible ") == "flexible"
+    assert coerce(registry.lookup("token_length"), 128) == "128"
+    assert coerce(registry.lookup("ella mode"), "ELLA + CLIP") == "ella+clip"
     spec = write_spec(tmp_path, """
         grid:
           params: {model: gridgen-tiny, steps: 2}

@@ -179,7 +179,11 @@ def read_layout(path: Path) -> dict[str, tuple[int, ...]]:
 def check_checkpoint(path: Path) -> dict:
     """The checkpoint's config once its layout is ELLA's; raises ModelError naming the first mismatching key."""
     config = read_config(path)
-    problem = layout_mismatch(expected_layout(config), read_layout(path))
+    try:
+        expected = expected_layout(config)
+    except (AssertionError, ValueError, TypeError) as exc:  # sizes in the metadata that cannot build a model
+        raise ModelError(f"ELLA checkpoint {path} records impossible sizes {config}: {exc}") from exc
+    problem = layout_mismatch(expected, read_layout(path))
     if problem:
         raise ModelError(f"{path} is not an ELLA checkpoint of the expected layout: {problem}; use the official "
                          f"ella-sd1.5-tsc-t5xl.safetensors (or a folder written by EllaModel.save_pretrained)")
