@@ -14,24 +14,30 @@ from typing import Any
 import torch
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# A batch's cross-attention context: fixed, or computed from the timestep at every step.
+Context = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
-def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float]) -> Denoiser:
+def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float]) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
+
+    `cond` and `uncond` hold one context row per sample: fixed tensors (CLIP), or functions of the
+    timestep for conditioning that changes along the trajectory (ELLA's TSC).
 
     Rows at scale 1 are the conditional prediction exactly, so their unconditional half is never sent
     through the UNet. Every other scale needs both halves: below 1 the formula mixes in the
     unconditional prediction (at 0 it is all there is), as A1111's CFG scale does.
     Latents stay fp32 outside the UNet call whatever its dtype.
     """
-    device = cond.device
+    device = cond.device if isinstance(cond, torch.Tensor) else unet.device
     guided = torch.tensor([i for i, s in enumerate(scales) if s != 1], dtype=torch.long, device=device)
     scale = torch.tensor(list(scales), dtype=torch.float32, device=device)
     scale = scale.view(-1, 1, 1, 1)
-    context = torch.cat([cond, uncond[guided]])
+    fixed = None if callable(cond) or callable(uncond) else torch.cat([cond, uncond[guided]])
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
+        context = fixed if fixed is not None else torch.cat([_at(cond, t), _at(uncond, t)[guided]])
         x_in = torch.cat([x, x[guided]]).to(unet.dtype)
         eps = unet(x_in, t, encoder_hidden_states=context).sample.float()
         eps_cond = eps[:batch]
@@ -40,6 +46,10 @@ def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequ
         return eps_uncond + scale * (eps_cond - eps_uncond)
 
     return denoise
+
+
+def _at(context: Context, t: torch.Tensor) -> torch.Tensor:
+    return context(t) if callable(context) else context
 
 
 def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.device
