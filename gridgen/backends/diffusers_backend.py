@@ -21,7 +21,7 @@ from gridgen.backends.sd import images, sampling
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
 from gridgen.backends.sd.text import PromptEncoder
-from gridgen.backends.sd.upscale import upscale
+from gridgen.backends.sd.upscale_stage import UpscaleStage
 from gridgen.cache import StageCache, stage_key
 from gridgen.errors import ModelError
 from gridgen.params import Registry
@@ -35,8 +35,12 @@ SUPPORTED_PARAMS = frozenset({
     "prompt", "negative_prompt", "prompt_replace", "seed", "steps", "cfg_scale", "sampler", "schedule",
     "width", "height", "out_width", "out_height", "model", "vae", "clip_skip", "format", "upscaler", "upscale_by",
 })
+UPSCALE_PARAMS = frozenset({"upscale_width", "upscale_height", "tile_size", "tile_overlap", "noise_level",
+                            "upscale_prompt", "upscale_steps", "upscale_cfg_scale"})
+SUPPORTED_PARAMS |= UPSCALE_PARAMS
 # Params only the stages after base generation read: cells differing only in these share a base image.
 POST_PARAMS = frozenset({"upscaler", "upscale_by", "out_width", "out_height", "format", "prompt_replace"})
+POST_PARAMS |= UPSCALE_PARAMS
 _DEFAULTS = Registry().defaults()
 
 
@@ -55,6 +59,7 @@ class DiffusersBackend:
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
+        self.upscaling = UpscaleStage(context, self.cache)
 
     def supported_params(self) -> set[str]:
         return set(SUPPORTED_PARAMS)
@@ -125,7 +130,7 @@ class DiffusersBackend:
         if info and clip_skip > info.text_layers:
             problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
                                                       f"layers of this model's text encoder"))
-        return problems
+        return problems + self.upscaling.validate(params)
 
     def load_key(self, params: dict[str, Any]) -> Hashable:
         # Planning asks for keys before validation has spoken, so an unresolvable name stands for itself.
@@ -194,7 +199,7 @@ class DiffusersBackend:
         for cell, params, key in zip(cells, batch, keys, strict=True):
             base, base_metadata, timings = bases[key]
             started = time.perf_counter()
-            image = upscale(base, str(params["upscaler"]), float(params["upscale_by"]))
+            image = self.upscaling.apply(base, key, params)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
             metadata = {**base_metadata, "model": str(params["model"]), "sampler": str(params["sampler"])}
             results.append(Result(cell, image, metadata=metadata,

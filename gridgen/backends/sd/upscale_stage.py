@@ -1,0 +1,96 @@
+"""The upscale stage of a cell: validates the `upscaler` params and turns a base image into the upscaled one.
+
+Model-based results are kept in the stage cache under (base image key + the params that upscaler
+reads), so a grid that varies a later stage, or varies a param this upscaler ignores (say
+`noise_level` next to a Lanczos value), computes each upscaled image once. Pixel resampling is
+cheaper to redo than to keep, so it is not cached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from gridgen.backends.base import BackendContext, ParamProblem
+from gridgen.backends.sd.load import pick_device
+from gridgen.backends.sd.upscale import model_upscale, resample, target_size
+from gridgen.backends.sd.upscale_models import load_upscale_model, resolve_upscaler_file
+from gridgen.cache import StageCache, stage_key
+from gridgen.errors import ModelError
+from gridgen.upscalers import Upscaler, parse_upscaler
+
+_SIZE_PARAMS = ("upscale_by", "upscale_width", "upscale_height")
+# What each family reads besides its own name and the size; anything else cannot change its output.
+_FAMILY_PARAMS = {
+    "pixel": (),
+    "model": ("tile_size", "tile_overlap"),
+}
+
+
+def reads(upscaler: Upscaler) -> tuple[str, ...]:
+    """The params an upscaler's output depends on, besides the base image."""
+    return (*_SIZE_PARAMS, *_FAMILY_PARAMS[upscaler.family])
+
+
+class UpscaleStage:
+    def __init__(self, context: BackendContext, cache: StageCache):
+        self.context = context
+        self.cache = cache
+        self._files: dict[str, Path | ModelError] = {}
+
+    def _model_file(self, value: str) -> Path:
+        # Remembered per value, failures too: every cell of a grid names the same few files.
+        if value not in self._files:
+            models_dir = Path(self.context.models_dir) if self.context.models_dir else None
+            try:
+                self._files[value] = resolve_upscaler_file(value, Path(self.context.spec_dir), models_dir)
+            except ModelError as exc:
+                self._files[value] = exc
+        found = self._files[value]
+        if isinstance(found, ModelError):
+            raise found
+        return found
+
+    def validate(self, params: dict[str, Any]) -> list[ParamProblem]:
+        """Problems with a cell's upscale params, found before rendering (a model file is read to identify it)."""
+        try:
+            upscaler = parse_upscaler(str(params["upscaler"]))
+        except ValueError as exc:
+            return [ParamProblem("upscaler", str(exc))]
+        if upscaler.family not in _FAMILY_PARAMS:
+            return [ParamProblem("upscaler", f"upscaler {upscaler.text!r}: the {upscaler.family} family is not "
+                                             f"implemented yet; use a resampler or a model file")]
+        problems = []
+        if upscaler.is_model_file:
+            try:
+                load_upscale_model(self._model_file(upscaler.name))
+            except ModelError as exc:
+                problems.append(ParamProblem("upscaler", str(exc)))
+            tile, overlap = int(params["tile_size"]), int(params["tile_overlap"])
+            if tile and overlap >= tile:
+                problems.append(ParamProblem("tile_overlap", f"tile_overlap {overlap} must be smaller than "
+                                                             f"tile_size {tile}"))
+        return problems
+
+    def key(self, upscaler: Upscaler, params: dict[str, Any], base_key: str) -> str:
+        read = {name: params.get(name) for name in reads(upscaler)}
+        return stage_key("upscale", {"upscaler": upscaler.text, **read}, base_key)
+
+    def apply(self, base: Image.Image, base_key: str, params: dict[str, Any]) -> Image.Image:
+        """The cell's upscaled image, from the cache when another cell already computed it."""
+        upscaler = parse_upscaler(str(params["upscaler"]))
+        size = target_size(base.width, base.height, float(params["upscale_by"]),
+                           params.get("upscale_width"), params.get("upscale_height"))
+        if upscaler.family == "pixel":
+            return base if upscaler.name == "none" else resample(base, size, upscaler.name)
+        key = self.key(upscaler, params, base_key)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        model = load_upscale_model(self._model_file(upscaler.name))
+        image = model_upscale(model, base, size, pick_device(self.context.device), int(params["tile_size"]),
+                              int(params["tile_overlap"]))
+        self.cache.put(key, image)
+        return image

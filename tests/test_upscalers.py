@@ -1,0 +1,234 @@
+"""The upscaler axis: value parsing, spandrel model files, tiled inference, sizes, the stage cache, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from gridgen.backends import BackendContext
+from gridgen.backends.diffusers_backend import DiffusersBackend
+from gridgen.backends.sd import upscale_models
+from gridgen.backends.sd.tiling import tile_starts
+from gridgen.backends.sd.upscale import run_model, target_size
+from gridgen.errors import SpecError
+from gridgen.plan import Cell
+from gridgen.runner import RunOptions, execute, prepare
+from gridgen.upscalers import X4_DEFAULT_MODEL, parse_upscaler
+from tests.spec_helpers import write_spec
+
+
+def _save(module: torch.nn.Module, folder: Path, stem: str) -> tuple[Path, Path]:
+    state = {name: tensor.contiguous() for name, tensor in module.state_dict().items()}
+    torch.save(state, folder / f"{stem}.pth")
+    save_file(state, str(folder / f"{stem}.safetensors"))
+    return folder / f"{stem}.pth", folder / f"{stem}.safetensors"
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory) -> dict[str, Path]:
+    """A small 4x ESRGAN and a 2x Compact with random weights, each as .pth and .safetensors."""
+    upscale_models._loader()  # spandrel imports only through gridgen's loader
+    from spandrel.architectures.Compact import Compact
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    folder = tmp_path_factory.mktemp("upscale_models")
+    torch.manual_seed(0)
+    esrgan = _save(ESRGAN(num_filters=8, num_blocks=1, scale=4), folder, "esrgan-4x")
+    compact = _save(Compact(num_feat=8, num_conv=2, upscale=2), folder, "compact-2x")
+    garbage = folder / "not-a-model.pth"
+    torch.save({"weight": torch.zeros(3, 3), "something.else": torch.ones(2)}, garbage)
+    return {"esrgan": esrgan[0], "esrgan_st": esrgan[1], "compact": compact[0], "compact_st": compact[1],
+            "garbage": garbage, "folder": folder}
+
+
+@pytest.fixture()
+def backend(model_files):
+    instance = DiffusersBackend(BackendContext(spec_dir=model_files["folder"], device="cpu"))
+    yield instance
+    instance.close()
+
+
+def _cell(**params) -> Cell:
+    base = {"prompt": "a red square", "seed": 1, "steps": 2, "sampler": "Euler", "width": 32, "height": 32}
+    return Cell(index=0, key="0", coords=("0",), params={**base, **params})
+
+
+def _test_image(width: int, height: int) -> Image.Image:
+    """Smooth gradients plus a soft pattern: structure the models respond to, without noise-level detail."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([x / width, y / height, 0.5 + 0.4 * np.sin(x / 5) * np.cos(y / 7)], axis=-1)
+    return Image.fromarray((rgb * 255).round().astype(np.uint8), "RGB")
+
+
+# Values
+
+
+@pytest.mark.parametrize(("text", "family", "canonical"), [
+    ("Lanczos", "pixel", "lanczos"),
+    ("none", "pixel", "none"),
+    ("models/4x-UltraSharp.pth", "model", "models/4x-UltraSharp.pth"),
+    ("x.SafeTensors", "model", "x.SafeTensors"),
+    ("sd-x4", "sd-x4", "sd-x4"),
+    ("SD x4: some/folder", "sd-x4", "sd-x4:some/folder"),
+    ("Latent (nearest-exact)", "latent", "latent-nearest-exact"),
+    ("latent antialiased", "latent", "latent-antialiased"),
+    ("hires: Bicubic", "hires", "hires:bicubic"),
+    ("hires:models/a.pth", "hires", "hires:models/a.pth"),
+    ("SD upscale", "sd-upscale", "sd-upscale"),
+])
+def test_upscaler_values_parse_to_one_spelling(text, family, canonical):
+    parsed = parse_upscaler(text)
+    assert (parsed.family, parsed.text) == (family, canonical)
+
+
+def test_sd_x4_defaults_to_the_stability_model():
+    assert parse_upscaler("sd-x4").name == X4_DEFAULT_MODEL
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("lanczoz", "did you mean 'lanczos'"),
+    ("latent-bicubik", "did you mean 'latent-bicubic'"),
+    ("ultrasharp", "model file path ending in .pth"),
+    ("hires", "hires:lanczos"),
+    ("hires:latent", "not latent"),
+    ("hires:", "nothing after the colon"),
+])
+def test_bad_upscaler_values_say_what_to_write(text, expected):
+    with pytest.raises(ValueError, match="upscaler") as caught:
+        parse_upscaler(text)
+    assert expected in str(caught.value)
+
+
+def test_an_unknown_name_is_a_spec_error_before_rendering(tmp_path):
+    spec = write_spec(tmp_path, """
+        grid:
+          params: {model: gridgen-tiny, steps: 2, width: 32, height: 32}
+        axes:
+          upscaler: lanczos, bicubik
+        """)
+    with pytest.raises(SpecError) as caught:
+        prepare(spec, RunOptions(out=tmp_path / "out"))
+    assert "did you mean 'bicubic'" in str(caught.value)
+    assert "grid.yaml:4:" in str(caught.value)  # located at the axis line
+
+
+# spandrel files
+
+
+@pytest.mark.parametrize(("key", "arch", "scale"), [
+    ("esrgan", "ESRGAN", 4), ("esrgan_st", "ESRGAN", 4), ("compact", "RealESRGAN Compact", 2),
+    ("compact_st", "RealESRGAN Compact", 2)])
+def test_spandrel_identifies_the_fixture_models(model_files, key, arch, scale):
+    model = upscale_models.load_upscale_model(model_files[key])
+    assert model.architecture.name == arch and model.scale == scale
+
+
+def test_loaded_models_are_cached_by_path_and_mtime(model_files, tmp_path):
+    copy = tmp_path / "m.pth"
+    copy.write_bytes(model_files["compact"].read_bytes())
+    first = upscale_models.load_upscale_model(copy)
+    assert upscale_models.load_upscale_model(copy) is first
+    copy.write_bytes(model_files["esrgan"].read_bytes())  # a new file under the same name is reread
+    assert upscale_models.load_upscale_model(copy).scale == 4
+
+
+def test_model_files_resolve_against_the_spec_dir_and_models_dir(model_files, tmp_path):
+    models = tmp_path / "models"
+    (models / "ESRGAN").mkdir(parents=True)
+    (models / "ESRGAN" / "mine.pth").write_bytes(model_files["compact"].read_bytes())
+    found = upscale_models.resolve_upscaler_file("mine.pth", tmp_path / "spec", models)
+    assert found == (models / "ESRGAN" / "mine.pth").resolve()
+    with pytest.raises(Exception, match=r"upscaler 'other.pth' not found: looked for .*ESRGAN"):
+        upscale_models.resolve_upscaler_file("other.pth", tmp_path / "spec", models)
+
+
+def test_bad_model_files_are_clear_problems_before_rendering(backend, model_files):
+    (problem,) = backend.validate({"upscaler": "not-a-model.pth"})
+    assert problem.param == "upscaler" and "not-a-model.pth" in problem.message
+    assert "spandrel cannot identify" in problem.message
+    (problem,) = backend.validate({"upscaler": "missing.pth"})
+    assert "not found" in problem.message and "missing.pth" in problem.message
+    (problem,) = backend.validate({"upscaler": "esrgan-4x.pth", "tile_size": 32, "tile_overlap": 32})
+    assert problem.param == "tile_overlap"
+    assert backend.validate({"upscaler": "esrgan-4x.safetensors"}) == []
+
+
+# Tiling
+
+
+def test_tile_starts_cover_the_side_with_the_overlap():
+    assert tile_starts(100, 0, 8) == [0] and tile_starts(100, 128, 8) == [0]
+    starts = tile_starts(100, 40, 8)
+    assert starts[0] == 0 and starts[-1] == 60 and all(b - a == 32 for a, b in zip(starts, starts[1:-1], strict=False))
+
+
+@pytest.mark.parametrize("key", ["esrgan", "compact"])
+def test_tiled_and_untiled_outputs_agree_away_from_the_border(model_files, key):
+    model = upscale_models.load_upscale_model(model_files[key])
+    image = _test_image(96, 80)
+    whole = np.asarray(run_model(model, image, torch.device("cpu"), 0, 0), dtype=np.float32)
+    tiles = np.asarray(run_model(model, image, torch.device("cpu"), 40, 16), dtype=np.float32)
+    assert whole.shape == tiles.shape == (80 * model.scale, 96 * model.scale, 3)
+    margin = 4 * model.scale
+    inner = np.abs(whole - tiles)[margin:-margin, margin:-margin]
+    assert inner.max() <= 2, f"tiles differ by up to {inner.max()}/255 from the whole-image output"
+    assert whole.std() > 1  # the random model does produce an image, not a constant
+
+
+# Sizes and the stage cache
+
+
+def test_target_size_from_factor_or_sides():
+    assert target_size(64, 32, 2) == (128, 64)
+    assert target_size(64, 32, 2, up_width=100) == (100, 50)
+    assert target_size(64, 32, 2, up_height=48) == (96, 48)
+    assert target_size(64, 32, 2, 70, 90) == (70, 90)
+
+
+@pytest.mark.parametrize(("params", "size"), [
+    ({"upscaler": "esrgan-4x.pth", "upscale_by": 4}, (128, 128)),  # native factor
+    ({"upscaler": "esrgan-4x.pth", "upscale_by": 2}, (64, 64)),  # 4x, then resampled down
+    ({"upscaler": "compact-2x.safetensors", "upscale_by": 3}, (96, 96)),  # 2x, then resampled up
+    ({"upscaler": "compact-2x.pth", "upscale_width": 80}, (80, 80)),
+    ({"upscaler": "lanczos", "upscale_width": 40, "upscale_height": 56}, (40, 56)),
+    ({"upscaler": "none", "upscale_by": 4}, (32, 32)),
+])
+def test_output_sizes(backend, params, size):
+    (result,) = backend.render([_cell(**params)])
+    assert result.image.size == size
+
+
+def test_upscaler_by_noise_level_grid_renders_each_base_and_each_upscale_once(model_files, tmp_path, monkeypatch):
+    spec = write_spec(model_files["folder"], """
+        grid:
+          params: {model: gridgen-tiny, steps: 2, width: 32, height: 32, sampler: Euler, upscale_by: 2}
+        axes:
+          seed: 1, 2
+          upscaler: lanczos, esrgan-4x.pth, compact-2x.safetensors
+          noise_level: 10, 50
+        """, name="grid.yaml")
+    denoised: list[int] = []
+    upscaled: list[tuple[int, int]] = []
+    original_denoise = DiffusersBackend._denoise
+    monkeypatch.setattr(DiffusersBackend, "_denoise",
+                        lambda self, batch: denoised.append(len(batch)) or original_denoise(self, batch))
+    from gridgen.backends.sd import upscale_stage
+
+    original_upscale = upscale_stage.model_upscale
+    monkeypatch.setattr(upscale_stage, "model_upscale",
+                        lambda model, image, *rest: upscaled.append(image.size) or original_upscale(model, image,
+                                                                                                    *rest))
+    options = RunOptions(out=tmp_path / "out", batch_size=4)
+    execute(prepare(spec, options), options, show_progress=False)
+    journal = [json.loads(line) for line in (tmp_path / "out" / "journal.jsonl").read_text().splitlines()]
+    assert len(journal) == 12
+    assert sum(denoised) == 2  # one base image per seed
+    assert len(upscaled) == 4  # one per seed and model: noise_level does not touch these upscalers
+    sizes = {e["key"]: Image.open(tmp_path / "out" / e["file"]).size for e in journal}
+    assert set(sizes.values()) == {(64, 64)}
