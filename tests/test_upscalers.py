@@ -232,3 +232,22 @@ def test_upscaler_by_noise_level_grid_renders_each_base_and_each_upscale_once(mo
     assert len(upscaled) == 4  # one per seed and model: noise_level does not touch these upscalers
     sizes = {e["key"]: Image.open(tmp_path / "out" / e["file"]).size for e in journal}
     assert set(sizes.values()) == {(64, 64)}
+
+
+# Axis libraries
+
+
+@pytest.mark.parametrize(("library", "param"), [("axes/upscalers.yaml", "upscaler"),
+                                                 ("axes/noise_level.yaml", "noise_level")])
+def test_axis_libraries_teach_every_value_and_validate(tmp_path, library, param):
+    spec = write_spec(tmp_path, f"""
+        include: {library}
+        grid:
+          params: {{model: gridgen-tiny, steps: 2, width: 32, height: 32}}
+        """)
+    prepared = prepare(spec, RunOptions(out=tmp_path / "out"))  # validates every cell: a bad value fails here
+    (axis,) = prepared.plan.spec.axes
+    assert axis.id == param and len(axis.description) > 200 and len(axis.values) >= 5
+    for value in axis.values:
+        assert value.title and len(value.description) > 80, value.key
+        assert set(value.params) == {param}
