@@ -19,6 +19,7 @@ from gridgen.backends.sd.upscale import run_model, target_size
 from gridgen.errors import SpecError
 from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
+from gridgen.tiny import TINY_MODEL_DIR
 from gridgen.upscalers import X4_DEFAULT_MODEL, parse_upscaler
 from tests.spec_helpers import write_spec
 
@@ -45,6 +46,41 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
     torch.save({"weight": torch.zeros(3, 3), "something.else": torch.ones(2)}, garbage)
     return {"esrgan": esrgan[0], "esrgan_st": esrgan[1], "compact": compact[0], "compact_st": compact[1],
             "garbage": garbage, "folder": folder}
+
+
+X4_MAX_NOISE = 100
+
+
+@pytest.fixture(scope="module")
+def x4_folder(model_files) -> Path:
+    """A tiny random-weight SD x4 upscaler, saved as a diffusers folder next to the model files."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8, num_class_embeds=X4_MAX_NOISE + 1)
+    vae = AutoencoderKL(block_out_channels=(16, 16, 32), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        norm_num_groups=8, scaling_factor=0.08333)
+    tokenizer = CLIPTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer),
+        max_position_embeddings=tokenizer.model_max_length, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"), max_noise_level=X4_MAX_NOISE)
+    folder = model_files["folder"] / "tiny-x4"
+    pipe.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture()
@@ -251,3 +287,65 @@ def test_axis_libraries_teach_every_value_and_validate(tmp_path, library, param)
     for value in axis.values:
         assert value.title and len(value.description) > 80, value.key
         assert set(value.params) == {param}
+
+
+# The SD x4 upscaler
+
+
+def test_x4_matches_diffusers_own_pipeline(x4_folder):
+    from diffusers import StableDiffusionUpscalePipeline
+
+    from gridgen.backends.sd import x4
+
+    image = _test_image(24, 16)
+    params = {"prompt": "a red square", "negative_prompt": "blurry", "seed": 5, "sampler": "DDIM",
+              "schedule": "automatic", "noise_level": 30, "upscale_steps": 4, "upscale_cfg_scale": 6.0}
+    ours = x4.x4_upscale(x4.load_x4(x4_folder, torch.device("cpu"), torch.float32), image, params)
+    pipe = StableDiffusionUpscalePipeline.from_pretrained(x4_folder, local_files_only=True)
+    theirs = pipe(prompt="a red square", negative_prompt="blurry", image=image, num_inference_steps=4,
+                  guidance_scale=6.0, noise_level=30, generator=torch.Generator("cpu").manual_seed(5),
+                  output_type="np").images[0]
+    assert ours.size == (96, 64)
+    difference = np.abs(np.asarray(ours, dtype=np.float32) - theirs * 255)
+    assert difference.max() <= 2, f"up to {difference.max()}/255 from diffusers' StableDiffusionUpscalePipeline"
+
+
+def test_x4_problems_are_found_before_rendering(backend, x4_folder):
+    (problem,) = backend.validate({"upscaler": "sd-x4:tiny-x4", "noise_level": X4_MAX_NOISE + 1})
+    assert problem.param == "noise_level" and f"maximum of this x4 model ({X4_MAX_NOISE}" in problem.message
+    assert backend.validate({"upscaler": "sd-x4:tiny-x4", "noise_level": X4_MAX_NOISE}) == []
+    (problem,) = backend.validate({"upscaler": f"sd-x4:{TINY_MODEL_DIR}"})
+    assert problem.param == "upscaler" and "not an x4 upscaler" in problem.message
+    (problem,) = backend.validate({"upscaler": "sd-x4:nowhere"})
+    assert "not found" in problem.message
+
+
+def test_upscaler_by_noise_level_grid_with_x4_renders_each_base_once(model_files, x4_folder, tmp_path, monkeypatch):
+    spec = write_spec(model_files["folder"], """
+        grid:
+          params: {model: gridgen-tiny, steps: 2, width: 32, height: 32, sampler: Euler, upscale_by: 4,
+                   upscale_steps: 2}
+        axes:
+          upscaler: lanczos, sd-x4:tiny-x4, compact-2x.pth
+          noise_level: 0, 60
+        """, name="x4grid.yaml")
+    denoised: list[int] = []
+    original_denoise = DiffusersBackend._denoise
+    monkeypatch.setattr(DiffusersBackend, "_denoise",
+                        lambda self, batch: denoised.append(len(batch)) or original_denoise(self, batch))
+    from gridgen.backends.sd import upscale_stage
+
+    x4_runs: list[int] = []
+    original_x4 = upscale_stage.x4.x4_upscale
+    monkeypatch.setattr(upscale_stage.x4, "x4_upscale",
+                        lambda model, image, params: x4_runs.append(params["noise_level"]) or original_x4(
+                            model, image, params))
+    options = RunOptions(out=tmp_path / "out", batch_size=6)
+    execute(prepare(spec, options), options, show_progress=False)
+    journal = [json.loads(line) for line in (tmp_path / "out" / "journal.jsonl").read_text().splitlines()]
+    images = {e["key"]: np.asarray(Image.open(tmp_path / "out" / e["file"]), dtype=np.float32) for e in journal}
+    assert len(images) == 6 and sum(denoised) == 1  # one base image for the whole grid
+    assert sorted(x4_runs) == [0, 60]  # the x4 upscaler once per noise level
+    assert all(image.shape == (128, 128, 3) for image in images.values())
+    assert np.abs(images["sd_x4_tiny_x4/0"] - images["sd_x4_tiny_x4/60"]).mean() > 1  # noise_level matters to x4
+    assert np.array_equal(images["lanczos/0"], images["lanczos/60"])  # and to nothing else

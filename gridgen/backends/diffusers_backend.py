@@ -303,6 +303,7 @@ class DiffusersBackend:
         return lines
 
     def close(self) -> None:
+        self.upscaling.close()
         self._components = None
         self.prompts = None
         self._load_key = None

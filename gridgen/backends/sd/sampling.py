@@ -16,24 +16,31 @@ import torch
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float]) -> Denoiser:
+def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float],
+                    image: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
 
     Rows at scale 1 are the conditional prediction exactly, so their unconditional half is never sent
     through the UNet. Every other scale needs both halves: below 1 the formula mixes in the
     unconditional prediction (at 0 it is all there is), as A1111's CFG scale does.
-    Latents stay fp32 outside the UNet call whatever its dtype.
+    Latents stay fp32 outside the UNet call whatever its dtype. UNets with extra per-sample inputs
+    (the x4 upscaler: its low-resolution `image`, joined to the latents' channels, and its noise level
+    as `class_labels`) get them on both halves.
     """
     device = cond.device
     guided = torch.tensor([i for i, s in enumerate(scales) if s != 1], dtype=torch.long, device=device)
     scale = torch.tensor(list(scales), dtype=torch.float32, device=device)
     scale = scale.view(-1, 1, 1, 1)
     context = torch.cat([cond, uncond[guided]])
+    image_in = torch.cat([image, image[guided]]) if image is not None else None
+    extra = {"class_labels": torch.cat([class_labels, class_labels[guided]])} if class_labels is not None else {}
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        x_in = torch.cat([x, x[guided]]).to(unet.dtype)
-        eps = unet(x_in, t, encoder_hidden_states=context).sample.float()
+        x_in = torch.cat([x, x[guided]])
+        if image_in is not None:
+            x_in = torch.cat([x_in, image_in], dim=1)
+        eps = unet(x_in.to(unet.dtype), t, encoder_hidden_states=context, **extra).sample.float()
         eps_cond = eps[:batch]
         eps_uncond = eps_cond.clone()
         eps_uncond[guided] = eps[batch:]

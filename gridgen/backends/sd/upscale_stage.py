@@ -14,7 +14,9 @@ from typing import Any
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, ParamProblem
-from gridgen.backends.sd.load import pick_device
+from gridgen.backends.sd import x4
+from gridgen.backends.sd.load import pick_device, pick_dtype
+from gridgen.backends.sd.locate import resolve_upscale_pipeline
 from gridgen.backends.sd.upscale import model_upscale, resample, target_size
 from gridgen.backends.sd.upscale_models import load_upscale_model, resolve_upscaler_file
 from gridgen.cache import StageCache, stage_key
@@ -26,6 +28,7 @@ _SIZE_PARAMS = ("upscale_by", "upscale_width", "upscale_height")
 _FAMILY_PARAMS = {
     "pixel": (),
     "model": ("tile_size", "tile_overlap"),
+    "sd-x4": ("noise_level", "upscale_prompt", "upscale_steps", "upscale_cfg_scale"),
 }
 
 
@@ -38,20 +41,28 @@ class UpscaleStage:
     def __init__(self, context: BackendContext, cache: StageCache):
         self.context = context
         self.cache = cache
-        self._files: dict[str, Path | ModelError] = {}
+        self._found: dict[tuple, Path | ModelError] = {}
+        self._x4: x4.X4Model | None = None
 
-    def _model_file(self, value: str) -> Path:
+    def _resolve(self, resolver, value: str) -> Path:
         # Remembered per value, failures too: every cell of a grid names the same few files.
-        if value not in self._files:
+        key = (resolver, value)
+        if key not in self._found:
             models_dir = Path(self.context.models_dir) if self.context.models_dir else None
             try:
-                self._files[value] = resolve_upscaler_file(value, Path(self.context.spec_dir), models_dir)
+                self._found[key] = resolver(value, Path(self.context.spec_dir), models_dir)
             except ModelError as exc:
-                self._files[value] = exc
-        found = self._files[value]
+                self._found[key] = exc
+        found = self._found[key]
         if isinstance(found, ModelError):
             raise found
         return found
+
+    def _model_file(self, value: str) -> Path:
+        return self._resolve(resolve_upscaler_file, value)
+
+    def _x4_folder(self, value: str) -> Path:
+        return self._resolve(resolve_upscale_pipeline, value)
 
     def validate(self, params: dict[str, Any]) -> list[ParamProblem]:
         """Problems with a cell's upscale params, found before rendering (a model file is read to identify it)."""
@@ -61,7 +72,7 @@ class UpscaleStage:
             return [ParamProblem("upscaler", str(exc))]
         if upscaler.family not in _FAMILY_PARAMS:
             return [ParamProblem("upscaler", f"upscaler {upscaler.text!r}: the {upscaler.family} family is not "
-                                             f"implemented yet; use a resampler or a model file")]
+                                             f"implemented yet; use a resampler, a model file or sd-x4")]
         problems = []
         if upscaler.is_model_file:
             try:
@@ -72,6 +83,15 @@ class UpscaleStage:
             if tile and overlap >= tile:
                 problems.append(ParamProblem("tile_overlap", f"tile_overlap {overlap} must be smaller than "
                                                              f"tile_size {tile}"))
+        if upscaler.family == "sd-x4":
+            try:
+                info = x4.read_x4_info(self._x4_folder(upscaler.name))
+            except ModelError as exc:
+                return [ParamProblem("upscaler", str(exc))]
+            level = int(params["noise_level"])
+            if level > info.max_noise_level:
+                problems.append(ParamProblem("noise_level", f"noise_level {level} is over the maximum of this x4 "
+                                                            f"model ({info.max_noise_level}, its max_noise_level)"))
         return problems
 
     def key(self, upscaler: Upscaler, params: dict[str, Any], base_key: str) -> str:
@@ -89,8 +109,22 @@ class UpscaleStage:
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        model = load_upscale_model(self._model_file(upscaler.name))
-        image = model_upscale(model, base, size, pick_device(self.context.device), int(params["tile_size"]),
-                              int(params["tile_overlap"]))
+        if upscaler.family == "sd-x4":
+            image = resample(x4.x4_upscale(self._load_x4(upscaler.name), base, params), size)
+        else:
+            model = load_upscale_model(self._model_file(upscaler.name))
+            image = model_upscale(model, base, size, pick_device(self.context.device), int(params["tile_size"]),
+                                  int(params["tile_overlap"]))
         self.cache.put(key, image)
         return image
+
+    def _load_x4(self, value: str) -> x4.X4Model:
+        path = self._x4_folder(value)
+        if self._x4 is None or self._x4.path != path:
+            self._x4 = None  # one x4 model in memory at a time
+            device = pick_device(self.context.device)
+            self._x4 = x4.load_x4(path, device, pick_dtype(self.context.dtype, device))
+        return self._x4
+
+    def close(self) -> None:
+        self._x4 = None
