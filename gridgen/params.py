@@ -107,6 +107,11 @@ CORE_PARAMS: tuple[Param, ...] = (
     Param("upscale_steps", "int", 20, "Denoising steps of the SD x4 upscaler.", min=1, max=1000, stage="post"),
     Param("upscale_cfg_scale", "float", 9.0, "CFG scale of the SD x4 upscaler.", aliases=("upscale_cfg",),
           min=0, max=100, stage="post"),
+    Param("hires_steps", "int", 0, "Steps of the img2img pass of hires fix and SD upscale; 0: the cell's steps.",
+          aliases=("hr_second_pass_steps",), min=0, max=1000, stage="post"),
+    Param("hires_denoise", "float", 0.5,
+          "Denoising strength of that img2img pass: 0 keeps the enlarged image, 1 redraws it from noise.",
+          aliases=("hr_denoise",), min=0, max=1, stage="post"),
     Param("format", "choice", None, "Image file format: png, jpg or webp (default: the grid's format).",
           aliases=("image_format",), choose=_choose_format, choices_help="png, jpg, webp", stage="output"),
 )

@@ -349,3 +349,77 @@ def test_upscaler_by_noise_level_grid_with_x4_renders_each_base_once(model_files
     assert all(image.shape == (128, 128, 3) for image in images.values())
     assert np.abs(images["sd_x4_tiny_x4/0"] - images["sd_x4_tiny_x4/60"]).mean() > 1  # noise_level matters to x4
     assert np.array_equal(images["lanczos/0"], images["lanczos/60"])  # and to nothing else
+
+
+# Hires fix and SD upscale: img2img passes with the cell's own model
+
+
+def test_pixel_hires_fix_matches_diffusers_img2img(backend):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionImg2ImgPipeline
+
+    from gridgen.backends.sd import second_pass
+
+    base = _test_image(32, 32)
+    params = {**backend_defaults(), "prompt": "a red square", "negative_prompt": "blurry", "seed": 3,
+              "sampler": "Euler", "steps": 6, "cfg_scale": 5.0, "hires_steps": 0, "hires_denoise": 0.5}
+    parts, prompts = backend._loaded_model(params)
+    enlarge = lambda image, size: image.resize(size, Image.Resampling.LANCZOS)  # noqa: E731
+    ours = second_pass.hires_fix(parts, prompts, base, "hires", enlarge, (64, 64), params)
+    pipe = StableDiffusionImg2ImgPipeline(
+        vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,
+        scheduler=EulerDiscreteScheduler.from_config(parts.scheduler_config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe("a red square", image=enlarge(base, (64, 64)), strength=0.5, num_inference_steps=6,
+                  guidance_scale=5.0, negative_prompt="blurry", generator=torch.Generator("cpu").manual_seed(3),
+                  output_type="np").images[0]
+    difference = np.abs(np.asarray(ours, dtype=np.float32) - theirs * 255)
+    assert difference.max() <= 2, f"up to {difference.max()}/255 from diffusers' StableDiffusionImg2ImgPipeline"
+
+
+def backend_defaults() -> dict:
+    from gridgen.params import Registry
+
+    return {**Registry().defaults(), "model": "gridgen-tiny"}
+
+
+@pytest.mark.parametrize("upscaler", ["latent", "latent-antialiased", "latent-bicubic", "latent-bicubic-antialiased",
+                                      "latent-nearest", "latent-nearest-exact", "hires:lanczos",
+                                      "hires:compact-2x.pth", "sd-upscale", "sd-upscale:compact-2x.safetensors"])
+def test_second_pass_upscalers_render_at_the_asked_size(backend, upscaler):
+    assert backend.validate({"upscaler": upscaler}) == []
+    (result,) = backend.render([_cell(upscaler=upscaler, upscale_width=64, upscale_height=48, tile_size=32,
+                                      tile_overlap=8, hires_steps=2)])
+    assert result.image.size == (64, 48)
+    assert np.asarray(result.image, dtype=np.float32).std() > 1
+
+
+def test_latent_modes_and_denoise_change_the_image(backend):
+    def render(**params):
+        (result,) = backend.render([_cell(upscale_by=2, hires_steps=3, **params)])
+        return np.asarray(result.image, dtype=np.float32)
+
+    nearest = render(upscaler="latent-nearest", hires_denoise=0.6)
+    assert np.abs(nearest - render(upscaler="latent-bicubic", hires_denoise=0.6)).mean() > 0.5
+    assert np.abs(nearest - render(upscaler="latent-nearest", hires_denoise=0.9)).mean() > 0.5
+
+
+def test_sd_upscale_redraws_each_tile(backend, monkeypatch):
+    from gridgen.backends.sd import second_pass
+
+    encoded: list[tuple[int, ...]] = []
+    original = second_pass.encode
+    monkeypatch.setattr(second_pass, "encode",
+                        lambda vae, pixels, generators: encoded.append(tuple(pixels.shape[2:])) or original(
+                            vae, pixels, generators))
+    (result,) = backend.render([_cell(upscaler="sd-upscale", upscale_by=2, tile_size=32, tile_overlap=8,
+                                      hires_steps=2)])
+    assert result.image.size == (64, 64)
+    assert encoded == [(32, 32)] * 9  # tiles start at 0, 24 and 32 on each side
+
+
+def test_second_pass_problems_are_found_before_rendering(backend):
+    (problem,) = backend.validate({"upscaler": "hires:not-a-model.pth"})
+    assert "spandrel cannot identify" in problem.message
+    (problem,) = backend.validate({"upscaler": "sd-upscale", "tile_size": 64, "tile_overlap": 64})
+    assert problem.param == "tile_overlap"

@@ -36,7 +36,7 @@ SUPPORTED_PARAMS = frozenset({
     "width", "height", "out_width", "out_height", "model", "vae", "clip_skip", "format", "upscaler", "upscale_by",
 })
 UPSCALE_PARAMS = frozenset({"upscale_width", "upscale_height", "tile_size", "tile_overlap", "noise_level",
-                            "upscale_prompt", "upscale_steps", "upscale_cfg_scale"})
+                            "upscale_prompt", "upscale_steps", "upscale_cfg_scale", "hires_steps", "hires_denoise"})
 SUPPORTED_PARAMS |= UPSCALE_PARAMS
 # Params only the stages after base generation read: cells differing only in these share a base image.
 POST_PARAMS = frozenset({"upscaler", "upscale_by", "out_width", "out_height", "format", "prompt_replace"})
@@ -59,7 +59,7 @@ class DiffusersBackend:
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
-        self.upscaling = UpscaleStage(context, self.cache)
+        self.upscaling = UpscaleStage(context, self.cache, self._loaded_model)
 
     def supported_params(self) -> set[str]:
         return set(SUPPORTED_PARAMS)
@@ -173,6 +173,10 @@ class DiffusersBackend:
             self.prompts = PromptEncoder(self._components.tokenizer, self._components.text_encoder)
             self._load_key = key
         return self._components
+
+    def _loaded_model(self, params: dict[str, Any]) -> tuple[Components, PromptEncoder]:
+        """The cell's model and its prompt cache, for stages that run it again (hires fix, SD upscale)."""
+        return self._ensure_loaded(params), self.prompts
 
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
         """Base images from the stage cache or one denoising batch, then each cell's post stages."""

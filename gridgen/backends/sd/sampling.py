@@ -70,9 +70,13 @@ def step_noise_kwargs(scheduler, seeds: Sequence[int], generators: list[torch.Ge
     return {"generator": generators} if "generator" in accepts else {}
 
 
-def sample(denoise: Denoiser, scheduler, latents: torch.Tensor, step_kwargs: dict[str, Any]) -> torch.Tensor:
-    """Run `scheduler` (its timesteps already set) from `latents` to the denoised latents."""
-    for t in scheduler.timesteps:
+def sample(denoise: Denoiser, scheduler, latents: torch.Tensor, step_kwargs: dict[str, Any],
+           timesteps: torch.Tensor | None = None) -> torch.Tensor:
+    """Run `scheduler` (its timesteps already set) from `latents` to the denoised latents.
+
+    `timesteps`, when given, is the tail of the schedule to run (img2img starts part-way down).
+    """
+    for t in scheduler.timesteps if timesteps is None else timesteps:
         eps = denoise(scheduler.scale_model_input(latents, t), t)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
     return latents

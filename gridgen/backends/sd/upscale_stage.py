@@ -1,20 +1,23 @@
 """The upscale stage of a cell: validates the `upscaler` params and turns a base image into the upscaled one.
 
-Model-based results are kept in the stage cache under (base image key + the params that upscaler
-reads), so a grid that varies a later stage, or varies a param this upscaler ignores (say
-`noise_level` next to a Lanczos value), computes each upscaled image once. Pixel resampling is
-cheaper to redo than to keep, so it is not cached.
+It dispatches on the upscaler's family: pixel resampling, spandrel model files, the SD x4
+upscaler, and the img2img families (latent and pixel hires fix, SD upscale) that rerun the cell's
+own model. Everything but pixel resampling is kept in the stage cache under (base image key + the
+params that upscaler reads), so a grid that varies a later stage, or a param this upscaler ignores
+(say `noise_level` next to a Lanczos value), computes each upscaled image once. Pixel resampling
+is cheaper to redo than to keep, so it is not cached.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, ParamProblem
-from gridgen.backends.sd import x4
+from gridgen.backends.sd import second_pass, x4
 from gridgen.backends.sd.load import pick_device, pick_dtype
 from gridgen.backends.sd.locate import resolve_upscale_pipeline
 from gridgen.backends.sd.upscale import model_upscale, resample, target_size
@@ -29,7 +32,12 @@ _FAMILY_PARAMS = {
     "pixel": (),
     "model": ("tile_size", "tile_overlap"),
     "sd-x4": ("noise_level", "upscale_prompt", "upscale_steps", "upscale_cfg_scale"),
+    "latent": ("hires_steps", "hires_denoise"),
+    "hires": ("hires_steps", "hires_denoise", "tile_size", "tile_overlap"),
+    "sd-upscale": ("hires_steps", "hires_denoise", "tile_size", "tile_overlap"),
 }
+# The families whose inner upscaler or own img2img works in tiles.
+_TILED = ("model", "hires", "sd-upscale")
 
 
 def reads(upscaler: Upscaler) -> tuple[str, ...]:
@@ -38,9 +46,11 @@ def reads(upscaler: Upscaler) -> tuple[str, ...]:
 
 
 class UpscaleStage:
-    def __init__(self, context: BackendContext, cache: StageCache):
+    def __init__(self, context: BackendContext, cache: StageCache, base_model: Callable[[dict[str, Any]], tuple]):
+        """`base_model(params)` loads the cell's model and returns (components, prompt encoder)."""
         self.context = context
         self.cache = cache
+        self.base_model = base_model
         self._found: dict[tuple, Path | ModelError] = {}
         self._x4: x4.X4Model | None = None
 
@@ -70,15 +80,14 @@ class UpscaleStage:
             upscaler = parse_upscaler(str(params["upscaler"]))
         except ValueError as exc:
             return [ParamProblem("upscaler", str(exc))]
-        if upscaler.family not in _FAMILY_PARAMS:
-            return [ParamProblem("upscaler", f"upscaler {upscaler.text!r}: the {upscaler.family} family is not "
-                                             f"implemented yet; use a resampler, a model file or sd-x4")]
         problems = []
-        if upscaler.is_model_file:
+        inner = upscaler.inner or upscaler
+        if inner.is_model_file:
             try:
-                load_upscale_model(self._model_file(upscaler.name))
+                load_upscale_model(self._model_file(inner.name))
             except ModelError as exc:
                 problems.append(ParamProblem("upscaler", str(exc)))
+        if upscaler.family in _TILED:
             tile, overlap = int(params["tile_size"]), int(params["tile_overlap"])
             if tile and overlap >= tile:
                 problems.append(ParamProblem("tile_overlap", f"tile_overlap {overlap} must be smaller than "
@@ -111,12 +120,26 @@ class UpscaleStage:
             return hit
         if upscaler.family == "sd-x4":
             image = resample(x4.x4_upscale(self._load_x4(upscaler.name), base, params), size)
+        elif upscaler.family == "model":
+            image = self._enlarger(upscaler, params)(base, size)
         else:
-            model = load_upscale_model(self._model_file(upscaler.name))
-            image = model_upscale(model, base, size, pick_device(self.context.device), int(params["tile_size"]),
-                                  int(params["tile_overlap"]))
+            parts, prompts = self.base_model(params)
+            if upscaler.family == "sd-upscale":
+                image = second_pass.sd_upscale(parts, prompts, base, self._enlarger(upscaler.inner, params), size,
+                                               params)
+            else:
+                enlarge = self._enlarger(upscaler.inner, params) if upscaler.family == "hires" else None
+                image = second_pass.hires_fix(parts, prompts, base, upscaler.name, enlarge, size, params)
         self.cache.put(key, image)
         return image
+
+    def _enlarger(self, upscaler: Upscaler, params: dict[str, Any]) -> second_pass.Enlarge:
+        """(image, size) -> image for a pixel resampler or a model file."""
+        if upscaler.family == "pixel":
+            return lambda image, size: resample(image, size, upscaler.name)
+        model = load_upscale_model(self._model_file(upscaler.name))
+        device, tile, overlap = pick_device(self.context.device), int(params["tile_size"]), int(params["tile_overlap"])
+        return lambda image, size: model_upscale(model, image, size, device, tile, overlap)
 
     def _load_x4(self, value: str) -> x4.X4Model:
         path = self._x4_folder(value)
