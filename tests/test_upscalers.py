@@ -423,3 +423,23 @@ def test_second_pass_problems_are_found_before_rendering(backend):
     assert "spandrel cannot identify" in problem.message
     (problem,) = backend.validate({"upscaler": "sd-upscale", "tile_size": 64, "tile_overlap": 64})
     assert problem.param == "tile_overlap"
+
+
+def test_the_whole_upscaler_library_shares_one_base_image(tmp_path, monkeypatch):
+    spec = write_spec(tmp_path, """
+        include: axes/upscalers.yaml
+        grid:
+          params: {model: gridgen-tiny, steps: 2, width: 32, height: 32, sampler: Euler, hires_steps: 2,
+                   tile_size: 32, tile_overlap: 8}
+        """)
+    denoised: list[int] = []
+    original_denoise = DiffusersBackend._denoise
+    monkeypatch.setattr(DiffusersBackend, "_denoise",
+                        lambda self, batch: denoised.append(len(batch)) or original_denoise(self, batch))
+    options = RunOptions(out=tmp_path / "out", batch_size=4)
+    execute(prepare(spec, options), options, show_progress=False)
+    journal = [json.loads(line) for line in (tmp_path / "out" / "journal.jsonl").read_text().splitlines()]
+    sizes = {e["key"]: Image.open(tmp_path / "out" / e["file"]).size for e in journal}
+    assert len(sizes) == 13 and "sd_x4" not in sizes  # every value but the skipped x4 one
+    assert sum(denoised) == 1
+    assert sizes.pop("none") == (32, 32) and set(sizes.values()) == {(64, 64)}
