@@ -165,6 +165,23 @@ def test_spandrel_identifies_the_fixture_models(model_files, key, arch, scale):
     assert model.architecture.name == arch and model.scale == scale
 
 
+def test_spandrel_leaves_no_torchvision_stand_in_behind(model_files):
+    import importlib.util
+
+    # Other libraries probe for torchvision this way; a leftover stand-in module would make it raise.
+    spec = importlib.util.find_spec("torchvision")
+    assert spec is None or spec.origin
+
+
+def test_fp16_only_on_cuda_and_only_where_the_architecture_allows_it(model_files):
+    from gridgen.backends.sd.upscale import model_dtype
+
+    model = upscale_models.load_upscale_model(model_files["esrgan"])
+    assert model.supports_half
+    assert model_dtype(model, torch.device("cuda")) == torch.float16
+    assert model_dtype(model, torch.device("cpu")) == torch.float32
+
+
 def test_loaded_models_are_cached_by_path_and_mtime(model_files, tmp_path):
     copy = tmp_path / "m.pth"
     copy.write_bytes(model_files["compact"].read_bytes())
