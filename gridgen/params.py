@@ -29,7 +29,8 @@ class Param:
     min: float | None = None
     max: float | None = None
     multiple_of: int | None = None
-    # For kind "choice": maps user text to the canonical choice, or None when it matches nothing.
+    # For kind "choice": maps user text to the canonical choice, or None when it matches nothing (or raises
+    # ValueError with a message of its own, such as a did-you-mean).
     choose: Callable[[str], str | None] | None = None
     choices_help: str = ""
     stage: str = "base"  # the pipeline stage that consumes it: text, base, post, output

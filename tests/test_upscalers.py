@@ -381,7 +381,7 @@ def test_pixel_hires_fix_matches_diffusers_img2img(backend):
               "sampler": "Euler", "steps": 6, "cfg_scale": 5.0, "hires_steps": 0, "hires_denoise": 0.5}
     parts, prompts = backend._loaded_model(params)
     enlarge = lambda image, size: image.resize(size, Image.Resampling.LANCZOS)  # noqa: E731
-    ours = second_pass.hires_fix(parts, prompts, base, "hires", enlarge, (64, 64), params)
+    ours = second_pass.pixel_hires(parts, prompts, base, enlarge, (64, 64), params)
     pipe = StableDiffusionImg2ImgPipeline(
         vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,
         scheduler=EulerDiscreteScheduler.from_config(parts.scheduler_config), safety_checker=None,

@@ -64,19 +64,26 @@ def _redraw(parts, prompts, params: dict[str, Any], latents: torch.Tensor, gener
 
 
 @torch.inference_mode()
-def hires_fix(parts, prompts, base: Image.Image, mode: str, enlarge: Enlarge | None, size: tuple[int, int],
-              params: dict[str, Any]) -> Image.Image:
-    """Hires fix to `size`: latents interpolated with a LATENT_MODES `mode`, or pixels enlarged by `enlarge`."""
+def latent_hires(parts, prompts, base: Image.Image, mode: str, size: tuple[int, int], params: dict[str, Any]
+                 ) -> Image.Image:
+    """Latent hires fix to `size`: the base image's latents interpolated with a LATENT_MODES `mode`, then img2img."""
     factor = vae_scale(parts)
     width, height = fit_to(size, factor)
     generator = torch.Generator("cpu").manual_seed(int(params["seed"]))
-    if enlarge is None:
-        latents = encode(parts.vae, to_tensor(base, parts.device) * 2 - 1, [generator])
-        interpolation, antialias = LATENT_MODES[mode]
-        latents = F.interpolate(latents, size=(height // factor, width // factor), mode=interpolation,
-                                antialias=antialias)
-    else:
-        latents = encode(parts.vae, to_tensor(enlarge(base, (width, height)), parts.device) * 2 - 1, [generator])
+    latents = encode(parts.vae, to_tensor(base, parts.device) * 2 - 1, [generator])
+    interpolation, antialias = LATENT_MODES[mode]
+    latents = F.interpolate(latents, size=(height // factor, width // factor), mode=interpolation,
+                            antialias=antialias)
+    return resample(_redraw(parts, prompts, params, latents, generator), size)
+
+
+@torch.inference_mode()
+def pixel_hires(parts, prompts, base: Image.Image, enlarge: Enlarge, size: tuple[int, int], params: dict[str, Any]
+                ) -> Image.Image:
+    """Pixel hires fix to `size`: the base image enlarged by `enlarge`, encoded, then img2img."""
+    width, height = fit_to(size, vae_scale(parts))
+    generator = torch.Generator("cpu").manual_seed(int(params["seed"]))
+    latents = encode(parts.vae, to_tensor(enlarge(base, (width, height)), parts.device) * 2 - 1, [generator])
     return resample(_redraw(parts, prompts, params, latents, generator), size)
 
 

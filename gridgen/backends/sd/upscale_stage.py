@@ -127,9 +127,11 @@ class UpscaleStage:
             if upscaler.family == "sd-upscale":
                 image = second_pass.sd_upscale(parts, prompts, base, self._enlarger(upscaler.inner, params), size,
                                                params)
+            elif upscaler.family == "hires":
+                image = second_pass.pixel_hires(parts, prompts, base, self._enlarger(upscaler.inner, params), size,
+                                                params)
             else:
-                enlarge = self._enlarger(upscaler.inner, params) if upscaler.family == "hires" else None
-                image = second_pass.hires_fix(parts, prompts, base, upscaler.name, enlarge, size, params)
+                image = second_pass.latent_hires(parts, prompts, base, upscaler.name, size, params)
         self.cache.put(key, image)
         return image
 
