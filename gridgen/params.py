@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gridgen import samplers
+from gridgen import samplers, upscalers
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class Param:
     min: float | None = None
     max: float | None = None
     multiple_of: int | None = None
-    # For kind "choice": maps user text to the canonical choice, or None when it matches nothing.
+    # For kind "choice": maps user text to the canonical choice, or None when it matches nothing (or raises
+    # ValueError with a message of its own, such as a did-you-mean).
     choose: Callable[[str], str | None] | None = None
     choices_help: str = ""
     stage: str = "base"  # the pipeline stage that consumes it: text, base, post, output
@@ -45,14 +46,6 @@ def normalize_key(name: Any) -> str:
 def _choose_format(text: str) -> str | None:
     value = str(text).strip().lower()
     return {"jpeg": "jpg"}.get(value, value) if value in {"png", "jpg", "jpeg", "webp"} else None
-
-
-PIXEL_UPSCALERS = ("none", "nearest", "bilinear", "bicubic", "lanczos")
-
-
-def _choose_upscaler(text: str) -> str | None:
-    name = str(text).strip().lower()
-    return name if name in PIXEL_UPSCALERS else None
 
 
 def _choose_sampler(text: str) -> str | None:
@@ -112,12 +105,33 @@ CORE_PARAMS: tuple[Param, ...] = (
           aliases=("sd_vae",)),
     Param("clip_skip", "int", 1, "Use the text encoder's N-th layer from the end (A1111's CLIP skip).",
           aliases=("clip_stop_at_last_layers",), min=1, max=12, stage="text"),
+    # The upscaler's parser raises its own ValueError, with a did-you-mean, for a value it cannot place.
     Param("upscaler", "choice", "none",
-          "How the base image is enlarged: none, nearest, bilinear, bicubic or lanczos.",
-          choose=_choose_upscaler, choices_help=", ".join(PIXEL_UPSCALERS),
-          stage="post"),
+          "How the base image is enlarged: a resampler (none, nearest, bilinear, bicubic, lanczos), a model file "
+          "(.pth/.safetensors), sd-x4, a latent hires fix (latent, latent-bicubic, ...), hires:<upscaler> "
+          "or sd-upscale.",
+          choose=upscalers.canonical_upscaler, choices_help="see the README's upscaler section", stage="post"),
     Param("upscale_by", "float", 2.0, "The upscaler's scale factor.", aliases=("upscale", "scale_by"),
           min=1, max=8, stage="post"),
+    Param("upscale_width", "int", None, "Upscale to this width instead of by a factor (alone: keeps the aspect).",
+          aliases=("hr_resize_x",), min=8, max=16384, stage="post"),
+    Param("upscale_height", "int", None, "Upscale to this height instead of by a factor (alone: keeps the aspect).",
+          aliases=("hr_resize_y",), min=8, max=16384, stage="post"),
+    Param("tile_size", "int", 512, "Tile side in pixels for tiled upscaling; 0 runs the whole image at once.",
+          min=0, max=8192, stage="post"),
+    Param("tile_overlap", "int", 32, "Pixels neighbouring tiles share; their seams are blended across it.",
+          min=0, max=4096, stage="post"),
+    Param("noise_level", "int", 20, "Noise the SD x4 upscaler adds to its low-resolution input (0-350).",
+          min=0, max=350, stage="post"),
+    Param("upscale_prompt", "str", None, "The SD x4 upscaler's prompt (default: the cell's prompt).", stage="post"),
+    Param("upscale_steps", "int", 20, "Denoising steps of the SD x4 upscaler.", min=1, max=1000, stage="post"),
+    Param("upscale_cfg_scale", "float", 9.0, "CFG scale of the SD x4 upscaler.", aliases=("upscale_cfg",),
+          min=0, max=100, stage="post"),
+    Param("hires_steps", "int", 0, "Steps of the img2img pass of hires fix and SD upscale; 0: the cell's steps.",
+          aliases=("hr_second_pass_steps",), min=0, max=1000, stage="post"),
+    Param("hires_denoise", "float", 0.5,
+          "Denoising strength of that img2img pass: 0 keeps the enlarged image, 1 redraws it from noise.",
+          aliases=("hr_denoise",), min=0, max=1, stage="post"),
     Param("format", "choice", None, "Image file format: png, jpg or webp (default: the grid's format).",
           aliases=("image_format",), choose=_choose_format, choices_help="png, jpg, webp", stage="output"),
     Param("ella", "choice", "off",

@@ -21,7 +21,7 @@ from gridgen.backends.sd import ella_setup, images, sampling
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
 from gridgen.backends.sd.text import PromptEncoder
-from gridgen.backends.sd.upscale import upscale
+from gridgen.backends.sd.upscale_stage import UpscaleStage
 from gridgen.cache import StageCache, stage_key
 from gridgen.errors import ModelError
 from gridgen.params import Registry
@@ -36,8 +36,12 @@ SUPPORTED_PARAMS = frozenset({
     "width", "height", "out_width", "out_height", "model", "vae", "clip_skip", "format", "upscaler", "upscale_by",
     "ella", "ella_text_encoder", "token_length", "ella_mode",
 })
+UPSCALE_PARAMS = frozenset({"upscale_width", "upscale_height", "tile_size", "tile_overlap", "noise_level",
+                            "upscale_prompt", "upscale_steps", "upscale_cfg_scale", "hires_steps", "hires_denoise"})
+SUPPORTED_PARAMS |= UPSCALE_PARAMS
 # Params only the stages after base generation read: cells differing only in these share a base image.
 POST_PARAMS = frozenset({"upscaler", "upscale_by", "out_width", "out_height", "format", "prompt_replace"})
+POST_PARAMS |= UPSCALE_PARAMS
 _DEFAULTS = Registry().defaults()
 
 
@@ -57,6 +61,7 @@ class DiffusersBackend:
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
+        self.upscaling = UpscaleStage(context, self.cache, self._loaded_model)
 
     def supported_params(self) -> set[str]:
         return set(SUPPORTED_PARAMS)
@@ -128,7 +133,7 @@ class DiffusersBackend:
             problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
                                                       f"layers of this model's text encoder"))
         problems += ella_setup.check_cell(params, info.path if info else None, self._resolve)
-        return problems
+        return problems + self.upscaling.validate(params)
 
     def load_key(self, params: dict[str, Any]) -> Hashable:
         # Planning asks for keys before validation has spoken, so an unresolvable name stands for itself.
@@ -173,6 +178,10 @@ class DiffusersBackend:
             self._load_key = key
         return self._components
 
+    def _loaded_model(self, params: dict[str, Any]) -> tuple[Components, PromptEncoder]:
+        """The cell's model and its prompt cache, for stages that run it again (hires fix, SD upscale)."""
+        return self._ensure_loaded(params), self.prompts
+
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
         """Base images from the stage cache or one denoising batch, then each cell's post stages."""
         batch = [{**_DEFAULTS, **cell.params} for cell in cells]
@@ -198,7 +207,7 @@ class DiffusersBackend:
         for cell, params, key in zip(cells, batch, keys, strict=True):
             base, base_metadata, timings = bases[key]
             started = time.perf_counter()
-            image = upscale(base, str(params["upscaler"]), float(params["upscale_by"]))
+            image = self.upscaling.apply(base, key, params)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
             metadata = {**base_metadata, "model": str(params["model"]), "sampler": str(params["sampler"])}
             results.append(Result(cell, image, metadata=metadata,
@@ -308,6 +317,7 @@ class DiffusersBackend:
         return lines + self.ella.stats()
 
     def close(self) -> None:
+        self.upscaling.close()
         self._components = None
         self.prompts = None
         self.ella.close()

@@ -111,6 +111,13 @@ def resolve_vae(value: str, spec_dir: Path, models_dir: Path | None) -> Path | N
     return _find("vae", value, spec_dir, models_dir, "VAE", _vae_dir, "config.json", "VAE")
 
 
+@lru_cache(maxsize=64)
+def resolve_upscale_pipeline(value: str, spec_dir: Path, models_dir: Path | None) -> Path:
+    """The diffusers folder of a diffusion upscaler (the SD x4 upscaler) `value` names; raises ModelError."""
+    return _find("upscaler", value, spec_dir, models_dir, "Stable-diffusion", _pipeline_dir, "model_index.json",
+                 "upscaler pipeline")
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

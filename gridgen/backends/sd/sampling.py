@@ -18,7 +18,8 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Context = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
-def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float]) -> Denoiser:
+def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float],
+                    image: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
 
     `cond` and `uncond` hold one context row per sample: fixed tensors (CLIP), or functions of the
@@ -27,19 +28,25 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
     Rows at scale 1 are the conditional prediction exactly, so their unconditional half is never sent
     through the UNet. Every other scale needs both halves: below 1 the formula mixes in the
     unconditional prediction (at 0 it is all there is), as A1111's CFG scale does.
-    Latents stay fp32 outside the UNet call whatever its dtype.
+    Latents stay fp32 outside the UNet call whatever its dtype. UNets with extra per-sample inputs
+    (the x4 upscaler: its low-resolution `image`, joined to the latents' channels, and its noise level
+    as `class_labels`) get them on both halves.
     """
     device = cond.device if isinstance(cond, torch.Tensor) else unet.device
     guided = torch.tensor([i for i, s in enumerate(scales) if s != 1], dtype=torch.long, device=device)
     scale = torch.tensor(list(scales), dtype=torch.float32, device=device)
     scale = scale.view(-1, 1, 1, 1)
     fixed = None if callable(cond) or callable(uncond) else torch.cat([cond, uncond[guided]])
+    image_in = torch.cat([image, image[guided]]) if image is not None else None
+    extra = {"class_labels": torch.cat([class_labels, class_labels[guided]])} if class_labels is not None else {}
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
         context = fixed if fixed is not None else torch.cat([_at(cond, t), _at(uncond, t)[guided]])
-        x_in = torch.cat([x, x[guided]]).to(unet.dtype)
-        eps = unet(x_in, t, encoder_hidden_states=context).sample.float()
+        x_in = torch.cat([x, x[guided]])
+        if image_in is not None:
+            x_in = torch.cat([x_in, image_in], dim=1)
+        eps = unet(x_in.to(unet.dtype), t, encoder_hidden_states=context, **extra).sample.float()
         eps_cond = eps[:batch]
         eps_uncond = eps_cond.clone()
         eps_uncond[guided] = eps[batch:]
@@ -73,9 +80,13 @@ def step_noise_kwargs(scheduler, seeds: Sequence[int], generators: list[torch.Ge
     return {"generator": generators} if "generator" in accepts else {}
 
 
-def sample(denoise: Denoiser, scheduler, latents: torch.Tensor, step_kwargs: dict[str, Any]) -> torch.Tensor:
-    """Run `scheduler` (its timesteps already set) from `latents` to the denoised latents."""
-    for t in scheduler.timesteps:
+def sample(denoise: Denoiser, scheduler, latents: torch.Tensor, step_kwargs: dict[str, Any],
+           timesteps: torch.Tensor | None = None) -> torch.Tensor:
+    """Run `scheduler` (its timesteps already set) from `latents` to the denoised latents.
+
+    `timesteps`, when given, is the tail of the schedule to run (img2img starts part-way down).
+    """
+    for t in scheduler.timesteps if timesteps is None else timesteps:
         eps = denoise(scheduler.scale_model_input(latents, t), t)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
     return latents

@@ -1,0 +1,47 @@
+"""img2img on latents: noise a start image part-way up the schedule and denoise it back down.
+
+`strength` (A1111's denoising strength) is the part of a `steps`-step schedule that is rerun:
+0 keeps the start image, 1 starts from pure noise and keeps only what the conditioning says. This
+is what hires fix, SD upscale and an `init_image` img2img all are; each cell's randomness comes
+from its own generator, so a cell renders the same alone or in a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from gridgen.backends.sd import sampling
+
+
+def encode(vae, pixels: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Latents of (N, 3, H, W) `pixels` in [-1, 1]: a draw from the VAE's posterior per row, with its generator."""
+    rows = []
+    for row, generator in zip(pixels, generators, strict=True):
+        posterior = vae.encode(row[None].to(device=vae.device, dtype=vae.dtype)).latent_dist
+        sample = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32)
+        rows.append(posterior.mean.float() + posterior.std.float() * sample.to(posterior.mean.device))
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (torch.cat(rows) - shift) * vae.config.scaling_factor
+
+
+def schedule_tail(scheduler, steps: int, strength: float, device: torch.device) -> torch.Tensor:
+    """Set `scheduler` to `steps` steps and return the timesteps `strength` of them cover, as diffusers does."""
+    scheduler.set_timesteps(steps, device=device)
+    start = steps - min(int(steps * strength), steps)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start * scheduler.order)
+    return scheduler.timesteps[start * scheduler.order:]
+
+
+def img2img(denoise: sampling.Denoiser, scheduler, start: torch.Tensor, steps: int, strength: float,
+            seeds: Sequence[int], generators: list[torch.Generator]) -> torch.Tensor:
+    """Denoised latents from the (N, C, h, w) `start` latents; the generators supply the added and step noise."""
+    timesteps = schedule_tail(scheduler, steps, strength, start.device)
+    if len(timesteps) == 0:
+        return start
+    noise = torch.cat([torch.randn((1, *start.shape[1:]), generator=g, dtype=torch.float32) for g in generators])
+    latents = scheduler.add_noise(start, noise.to(start.device), timesteps[:1].repeat(start.shape[0]))
+    return sampling.sample(denoise, scheduler, latents, sampling.step_noise_kwargs(scheduler, seeds, generators),
+                           timesteps)

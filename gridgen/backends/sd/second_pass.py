@@ -1,0 +1,106 @@
+"""Upscalers that redraw with the cell's own model: hires fix (latent or pixel) and A1111's SD upscale.
+
+Hires fix enlarges the base image, then runs img2img over the whole enlarged image at
+`hires_denoise` with `hires_steps`. The latent variants enlarge the latents (A1111's Latent modes:
+torch interpolation, with or without antialiasing); they start from the VAE encoding of the base
+image, so a cached base image is all they need. SD upscale enlarges the pixels and runs img2img
+tile by tile (`tile_size`, `tile_overlap`), blending the overlaps, so any size fits in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gridgen.backends.sd import images, sampling
+from gridgen.backends.sd.img2img import encode, img2img
+from gridgen.backends.sd.tiling import tiled
+from gridgen.backends.sd.upscale import resample, to_image, to_tensor
+from gridgen.samplers import make_scheduler, scheduler_choice
+
+# A1111's latent upscale modes: torch interpolation mode and antialiasing.
+LATENT_MODES = {
+    "latent": ("bilinear", False),
+    "latent-antialiased": ("bilinear", True),
+    "latent-bicubic": ("bicubic", False),
+    "latent-bicubic-antialiased": ("bicubic", True),
+    "latent-nearest": ("nearest", False),
+    "latent-nearest-exact": ("nearest-exact", False),
+}
+Enlarge = Callable[[Image.Image, tuple[int, int]], Image.Image]
+
+
+def vae_scale(parts) -> int:
+    return 2 ** (len(parts.vae.config.block_out_channels) - 1)
+
+
+def fit_to(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """`size` rounded to the nearest multiples of the VAE's factor (at least one latent cell)."""
+    return tuple(max(factor, round(side / factor) * factor) for side in size)
+
+
+def _pass(parts, prompts, params: dict[str, Any]):
+    """The denoiser, scheduler and step count of the img2img pass, from the cell's own settings."""
+    skip = int(params["clip_skip"])
+    cond = prompts([(str(params["prompt"]), skip)])
+    uncond = prompts([(str(params["negative_prompt"]), skip)])
+    denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(params["cfg_scale"])])
+    scheduler = make_scheduler(scheduler_choice(str(params["sampler"]), str(params["schedule"])),
+                               parts.scheduler_config)
+    return denoise, scheduler, int(params["hires_steps"]) or int(params["steps"])
+
+
+def _redraw(parts, prompts, params: dict[str, Any], latents: torch.Tensor, generator: torch.Generator
+            ) -> Image.Image:
+    denoise, scheduler, steps = _pass(parts, prompts, params)
+    latents = img2img(denoise, scheduler, latents, steps, float(params["hires_denoise"]), [int(params["seed"])],
+                      [generator])
+    (image,) = images.decode(parts.vae, latents)
+    return image
+
+
+@torch.inference_mode()
+def latent_hires(parts, prompts, base: Image.Image, mode: str, size: tuple[int, int], params: dict[str, Any]
+                 ) -> Image.Image:
+    """Latent hires fix to `size`: the base image's latents interpolated with a LATENT_MODES `mode`, then img2img."""
+    factor = vae_scale(parts)
+    width, height = fit_to(size, factor)
+    generator = torch.Generator("cpu").manual_seed(int(params["seed"]))
+    latents = encode(parts.vae, to_tensor(base, parts.device) * 2 - 1, [generator])
+    interpolation, antialias = LATENT_MODES[mode]
+    latents = F.interpolate(latents, size=(height // factor, width // factor), mode=interpolation,
+                            antialias=antialias)
+    return resample(_redraw(parts, prompts, params, latents, generator), size)
+
+
+@torch.inference_mode()
+def pixel_hires(parts, prompts, base: Image.Image, enlarge: Enlarge, size: tuple[int, int], params: dict[str, Any]
+                ) -> Image.Image:
+    """Pixel hires fix to `size`: the base image enlarged by `enlarge`, encoded, then img2img."""
+    width, height = fit_to(size, vae_scale(parts))
+    generator = torch.Generator("cpu").manual_seed(int(params["seed"]))
+    latents = encode(parts.vae, to_tensor(enlarge(base, (width, height)), parts.device) * 2 - 1, [generator])
+    return resample(_redraw(parts, prompts, params, latents, generator), size)
+
+
+@torch.inference_mode()
+def sd_upscale(parts, prompts, base: Image.Image, enlarge: Enlarge, size: tuple[int, int],
+               params: dict[str, Any]) -> Image.Image:
+    """A1111's SD upscale to `size`: enlarge, then img2img tile by tile with the seams blended."""
+    factor = vae_scale(parts)
+    width, height = fit_to(size, factor)
+    pixels = to_tensor(enlarge(base, (width, height)), parts.device)
+    tile = int(params["tile_size"]) // factor * factor
+    overlap = int(params["tile_overlap"]) // factor * factor
+
+    def redraw_tile(piece: torch.Tensor) -> torch.Tensor:
+        # Every tile starts from the cell's seed, as A1111's script does.
+        generator = torch.Generator("cpu").manual_seed(int(params["seed"]))
+        latents = encode(parts.vae, piece * 2 - 1, [generator])
+        return to_tensor(_redraw(parts, prompts, params, latents, generator), parts.device)
+
+    return resample(to_image(tiled(redraw_tile, pixels, 1, tile, overlap)), size)
