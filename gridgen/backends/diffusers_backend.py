@@ -211,8 +211,8 @@ class DiffusersBackend:
         clock = _Clock(parts.device)
 
         skips = [int(p["clip_skip"]) for p in batch]
-        cond = self.prompts([(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)])
-        uncond = self.prompts([(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)])
+        text = self.prompts.conditioning([(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)],
+                                         [(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)])
         text_time = clock.lap()
 
         scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
@@ -221,7 +221,8 @@ class DiffusersBackend:
         seeds = [int(p["seed"]) for p in batch]
         noise, generators = sampling.initial_noise(
             seeds, (parts.unet.config.in_channels, height // factor, width // factor), parts.device)
-        denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch])
+        denoise = sampling.guided_denoiser(parts.unet, text.cond, text.uncond, [float(p["cfg_scale"]) for p in batch],
+                                           masks=(text.cond_mask, text.uncond_mask))
         latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
                                   sampling.step_noise_kwargs(scheduler, seeds, generators))
         denoise_time = clock.lap()
@@ -249,7 +250,7 @@ class DiffusersBackend:
         width, height = self._size(params)
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         shape = (parts.unet.config.in_channels, height // factor, width // factor)
-        context = self.prompts([("", int(params["clip_skip"]))])
+        context = self.prompts.encode([("", int(params["clip_skip"]))])[0].unsqueeze(0)
 
         def peak(cells: int) -> int:
             torch.cuda.synchronize(parts.device)
