@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
-from gridgen.backends.sd import images, sampling
+from gridgen.backends.sd import images, sampling, wildcards
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
 from gridgen.backends.sd.text import PromptEncoder
@@ -86,6 +86,9 @@ class DiffusersBackend:
     def _models_dir(self) -> Path | None:
         return Path(self.context.models_dir) if self.context.models_dir else None
 
+    def _wildcard_folders(self) -> list[Path]:
+        return wildcards.folders(Path(self.context.spec_dir), self._models_dir())
+
     def _size(self, params: dict[str, Any]) -> tuple[int, int]:
         if params.get("width") and params.get("height"):
             return int(params["width"]), int(params["height"])
@@ -121,6 +124,9 @@ class DiffusersBackend:
             if factor and value is not None and (value < 8 * factor or value % factor):
                 problems.append(ParamProblem(side, f"{side} {value} does not fit this model: it must be at least "
                                                    f"{8 * factor} and a multiple of {factor} (the VAE's scale)"))
+        for field in ("prompt", "negative_prompt"):
+            problems += [ParamProblem(field, message)
+                         for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
         clip_skip = int(params["clip_skip"])
         if info and clip_skip > info.text_layers:
             problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
@@ -171,7 +177,7 @@ class DiffusersBackend:
 
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
         """Base images from the stage cache or one denoising batch, then each cell's post stages."""
-        batch = [{**_DEFAULTS, **cell.params} for cell in cells]
+        batch = [wildcards.expand_params({**_DEFAULTS, **cell.params}, self._wildcard_folders()) for cell in cells]
         keys = [stage_key("txt2img", base_params(p), str(self.load_key(p))) for p in batch]
         bases: dict[str, tuple[Image.Image, dict[str, Any], dict[str, float]]] = {}
         for key in dict.fromkeys(keys):
@@ -197,6 +203,8 @@ class DiffusersBackend:
             image = upscale(base, str(params["upscaler"]), float(params["upscale_by"]))
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
             metadata = {**base_metadata, "model": str(params["model"]), "sampler": str(params["sampler"])}
+            if "wildcards" in params:  # the prompts as rendered, and what each wildcard picked
+                metadata.update({field: params[field] for field in ("prompt", "negative_prompt", "wildcards")})
             results.append(Result(cell, image, metadata=metadata,
                                   timings={**timings, "post": time.perf_counter() - started}))
         return results
