@@ -45,17 +45,18 @@ def resolve_params(spec: GridSpec, values: list[AxisValue], defaults: dict[str, 
     resolved = dict(defaults)
     locations = dict(spec.base_locations)
     layers = [(spec.base_params, spec.base_locations)] + [(v.params, v.param_locations) for v in values]
-    replaces: list[str] = []
+    accumulated: dict[str, list] = {}
     for layer, layer_locations in layers:
         for name, value in layer.items():
-            if name == "prompt_replace":
-                replaces.extend(value)
+            if name in P.ACCUMULATING:
+                accumulated.setdefault(name, []).extend(value)
             else:
                 resolved[name] = value
             if name in layer_locations:
                 locations[name] = layer_locations[name]
+    resolved.update(accumulated)
+    replaces = accumulated.get("prompt_replace")
     if replaces:
-        resolved["prompt_replace"] = replaces
         resolved["prompt"] = P.apply_prompt_replace(resolved.get("prompt", ""), replaces)
         resolved["negative_prompt"] = P.apply_prompt_replace(resolved.get("negative_prompt", ""), replaces)
     if resolved.get("seed", 0) == -1:

@@ -17,9 +17,10 @@ import torch
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
-from gridgen.backends.sd import images, sampling, wildcards
+from gridgen.backends.sd import images, networks, sampling, wildcards
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
+from gridgen.backends.sd.lora import LoraError
 from gridgen.backends.sd.text import PromptEncoder
 from gridgen.backends.sd.upscale import upscale
 from gridgen.cache import StageCache, stage_key
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 SUPPORTED_PARAMS = frozenset({
     "prompt", "negative_prompt", "prompt_replace", "seed", "steps", "cfg_scale", "sampler", "schedule",
     "width", "height", "out_width", "out_height", "model", "vae", "clip_skip", "format", "upscaler", "upscale_by",
+    "lora", "embedding",
 })
 # Params only the stages after base generation read: cells differing only in these share a base image.
 POST_PARAMS = frozenset({"upscaler", "upscale_by", "out_width", "out_height", "format", "prompt_replace"})
@@ -52,6 +54,7 @@ class DiffusersBackend:
         self._load_key: Hashable | None = None
         self._components: Components | None = None
         self.prompts: PromptEncoder | None = None  # the loaded model's text-embedding cache
+        self.networks: networks.Networks | None = None  # the loaded model's embeddings and LoRAs
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
@@ -127,6 +130,11 @@ class DiffusersBackend:
         for field in ("prompt", "negative_prompt"):
             problems += [ParamProblem(field, message)
                          for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
+        problems += [ParamProblem("lora", message) for message in
+                     networks.lora_problems(params.get("lora"), Path(self.context.spec_dir), self._models_dir())]
+        problems += [ParamProblem("embedding" if params.get("embedding") else "prompt", message) for message in
+                     networks.embedding_problems(params, Path(self.context.spec_dir), self._models_dir(),
+                                                 info.path if info else None)]
         clip_skip = int(params["clip_skip"])
         if info and clip_skip > info.text_layers:
             problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
@@ -145,17 +153,24 @@ class DiffusersBackend:
             vae_key = str(vae) if vae else "auto"
         except ModelError:
             vae_key = str(params["vae"])
-        return model, vae_key
+        return model, vae_key, tuple(file for file, _ in self._lora_set(params))
+
+    def _lora_set(self, params: dict[str, Any]) -> networks.LoraSet:
+        try:
+            return networks.lora_set(params.get("lora"), Path(self.context.spec_dir), self._models_dir())
+        except LoraError:
+            return tuple((value, 0.0) for value in params.get("lora") or [])  # validate() reports it
 
     def describe_load(self, params: dict[str, Any]) -> str:
-        model, vae = self.load_key(params)
-        return f"model {model} (vae {vae})"
+        model, vae, loras = self.load_key(params)
+        return f"model {model} (vae {vae})" + (f" + lora {', '.join(loras)}" if loras else "")
 
     def batch_key(self, params: dict[str, Any]) -> Hashable:
         params = {**_DEFAULTS, **params}
         # The scheduler choice, not the sampler's name: names that build the same scheduler can share a batch.
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
-        return self.load_key(params), choice, int(params["steps"]), *self._size(params)
+        # One LoRA set and weights per batch: adapter weights apply to the whole UNet call.
+        return self.load_key(params), self._lora_set(params), choice, int(params["steps"]), *self._size(params)
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))
@@ -165,14 +180,16 @@ class DiffusersBackend:
 
     def _ensure_loaded(self, params: dict[str, Any]) -> Components:
         key = self.load_key(params)
-        if self._components is None or key != self._load_key:
+        # LoRAs are adapters on the loaded model (see networks.py): only the model and VAE need a reload.
+        if self._components is None or key[:2] != self._load_key[:2]:
             self.close()
             device = pick_device(self.context.device)
             self._components = load_components(self._model_path(params), self._vae_path(params), device,
                                                pick_dtype(self.context.dtype, device))
             self._apply_speed_options(self._components)
             self.prompts = PromptEncoder(self._components.tokenizer, self._components.text_encoder)
-            self._load_key = key
+            self.networks = networks.Networks(self._components, self.prompts)
+        self._load_key = key
         return self._components
 
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
@@ -218,6 +235,10 @@ class DiffusersBackend:
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         clock = _Clock(parts.device)
 
+        self.networks.use_loras(self._lora_set(first))
+        spec_dir, models_dir = Path(self.context.spec_dir), self._models_dir()
+        self.networks.use_embeddings({name: path for p in batch
+                                      for name, path in networks.embedding_files(p, spec_dir, models_dir).items()})
         skips = [int(p["clip_skip"]) for p in batch]
         text = self.prompts.conditioning([(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)],
                                          [(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)])
@@ -240,6 +261,8 @@ class DiffusersBackend:
         metadata = {"model_path": self._load_key[0], "vae": self._load_key[1], "options": self.speed_options(),
                     "scheduler": type(scheduler).__name__, "device": str(parts.device),
                     "dtype": str(parts.dtype).removeprefix("torch."), "width": width, "height": height}
+        if self.networks.active:
+            metadata["loras"] = [list(pair) for pair in self.networks.active]
         share = 1 / len(batch)
         timings = {"text": text_time * share, "denoise": denoise_time * share, "decode": decode_time * share}
         return [(image, metadata, dict(timings)) for image in decoded]
@@ -309,6 +332,7 @@ class DiffusersBackend:
     def close(self) -> None:
         self._components = None
         self.prompts = None
+        self.networks = None
         self._load_key = None
         self.cache.clear()
         self._free_device_memory()

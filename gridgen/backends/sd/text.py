@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gridgen.backends.sd.embeddings import spell_tokens
 from gridgen.backends.sd.prompt_syntax import parse
 
 COMMA_BACKTRACK = 20  # A1111's default "prompt word wrap length limit"
@@ -89,6 +90,7 @@ class PromptEncoder:
         self.hits = 0
         self.misses = 0
         self.state: Hashable = ()  # anything besides the text that changes an encoding (text-encoder LoRAs)
+        self.embedding_names: list[str] = []  # textual-inversion embeddings loaded into the text encoder
         self.embedding_tokens: dict[int, list[int]] = {}  # first token of each loaded embedding -> all its tokens
         self._cache: OrderedDict[tuple[str, int, Hashable], torch.Tensor] = OrderedDict()
         self.window = tokenizer.model_max_length - 2
@@ -144,7 +146,8 @@ class PromptEncoder:
     def _chunks(self, text: str) -> list[Chunk]:
         segments = []
         for segment in parse(text):
-            tokenized = self.tokenizer([f.text for f in segment], add_special_tokens=False, truncation=False,
+            texts = [spell_tokens(f.text, self.embedding_names) for f in segment]
+            tokenized = self.tokenizer(texts, add_special_tokens=False, truncation=False,
                                        verbose=False).input_ids if segment else []
             segments.append([(ids, f.weight) for ids, f in zip(tokenized, segment, strict=True)])
         return chunk_tokens(segments, self.window, self._comma, self.embedding_tokens)
