@@ -128,3 +128,4 @@ def load(pipeline, prompts, name: str, path: Path) -> None:
     ids = pipeline.tokenizer.convert_tokens_to_ids([token, *(f"{token}_{i}" for i in range(1, count))])
     prompts.embedding_tokens[ids[0]] = ids
     prompts.embedding_names.append(name)
+    prompts.forget()

@@ -115,6 +115,10 @@ class PromptEncoder:
             self._cache.popitem(last=False)
         return rows
 
+    def forget(self) -> None:
+        """Drop every cached encoding (the tokenizer learnt new words: cached texts may spell them)."""
+        self._cache.clear()
+
     def conditioning(self, prompts: Sequence[tuple[str, int]], negatives: Sequence[tuple[str, int]]) -> Conditioning:
         """The batch's prompts and negative prompts, stacked.
 
