@@ -69,3 +69,16 @@ def write_diffusers_embedding(path: Path, vectors: torch.Tensor) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"<learned>": vectors.contiguous()}, path)
     return path
+
+
+def text_encoder_kohya_weights(seed: int = 0, rank: int = 4, layers: int = 2, width: int = 64) -> dict:
+    """Kohya-named LoRA weights for the tiny text encoder's attention projections."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = {}
+    for layer in range(layers):
+        for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            name = f"lora_te_text_model_encoder_layers_{layer}_self_attn_{projection}"
+            weights[f"{name}.lora_down.weight"] = torch.randn((rank, width), generator=generator) * 0.5
+            weights[f"{name}.lora_up.weight"] = torch.randn((width, rank), generator=generator) * 0.5
+            weights[f"{name}.alpha"] = torch.tensor(float(rank))
+    return weights

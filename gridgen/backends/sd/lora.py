@@ -67,22 +67,35 @@ def resolve(name: str, spec_dir: Path, models_dir: Path | None) -> Path:
 
 
 @lru_cache(maxsize=256)
-def _check(path: Path, modified: float) -> str | None:
-    if path.suffix.lower() != ".safetensors":
-        return None  # pickled weights are only read at load time, where errors name the file too
+def _keys(path: Path, modified: float) -> tuple[str, ...] | str:
+    """The tensor names in a .safetensors file's header, or why it cannot be read."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
+            return tuple(handle.keys())
     except Exception as exc:  # safetensors raises its own error types and OSError
         return f"cannot read LoRA file {path}: {exc}; re-download it"
-    if not any("lora" in key.lower() for key in keys):
+
+
+def _header(path: Path) -> tuple[str, ...] | str | None:
+    if path.suffix.lower() != ".safetensors":
+        return None  # pickled weights are only read at load time, where errors name the file too
+    return _keys(path, path.stat().st_mtime)
+
+
+def problem(path: Path) -> str | None:
+    """Why the file at `path` cannot be a LoRA, judged from its header alone; None when it looks fine."""
+    keys = _header(path)
+    if isinstance(keys, str):
+        return keys
+    if keys is not None and not any("lora" in key.lower() for key in keys):
         return (f"{path} holds no LoRA weights (no key names 'lora'); is it a full checkpoint or another kind of "
                 f"network? lora takes LoRA files in diffusers or A1111/kohya format")
     return None
 
 
-def problem(path: Path) -> str | None:
-    """Why the file at `path` cannot be a LoRA, judged from its header alone; None when it looks fine."""
-    return _check(path, path.stat().st_mtime)
+def has_text_encoder_weights(path: Path) -> bool:
+    """Whether the LoRA also adapts the text encoder (kohya `lora_te...` or diffusers `text_encoder.` keys)."""
+    keys = _header(path)
+    return isinstance(keys, tuple) and any(key.startswith(("lora_te", "text_encoder.")) for key in keys)

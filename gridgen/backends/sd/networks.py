@@ -12,6 +12,7 @@ of the base model from disk.
 from __future__ import annotations
 
 import json
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class Networks:
         self.pipeline.set_progress_bar_config(disable=True)
         self.prompts = prompts
         self.adapters: dict[str, str] = {}  # LoRA file -> adapter name
-        self.active: LoraSet = ()
+        self.active: LoraSet | None = ()  # None: unknown after a failed load
 
     def use_embeddings(self, files: dict[str, Path]) -> None:
         for name, path in files.items():
@@ -76,12 +77,39 @@ class Networks:
     def _load(self, file: str, adapter: str) -> None:
         path = Path(file)
         try:
-            self.pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter,
-                                            local_files_only=True)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Already found a `peft_config`")  # one adapter per LoRA file
+                if text_encoder_adapters_supported():
+                    self.pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter,
+                                                    local_files_only=True)
+                else:
+                    # diffusers' load_lora_weights without its text-encoder half (validate() warned about it).
+                    state_dict, alphas = self.pipeline.lora_state_dict(str(path.parent), weight_name=path.name,
+                                                                       local_files_only=True)
+                    self.pipeline.load_lora_into_unet(state_dict, network_alphas=alphas, unet=self.pipeline.unet,
+                                                      adapter_name=adapter, _pipeline=self.pipeline)
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            self.active = None  # a failed load may leave peft with other adapters active
             raise ModelError(f"cannot apply LoRA {path} to this model: {exc}; check that it was trained for "
                              f"this model family (SD 1.x or 2.x)") from exc
         self.adapters[file] = adapter
+
+
+@lru_cache(maxsize=1)
+def text_encoder_adapters_supported() -> bool:
+    """Whether transformers accepts the installed peft for text-encoder adapters (transformers 5 wants a newer
+    peft than diffusers does; where it is missing, only a LoRA's UNet weights can be applied)."""
+    from transformers.utils.peft_utils import check_peft_version
+
+    try:
+        from transformers.integrations.peft import MIN_PEFT_VERSION
+    except ImportError:
+        return True  # transformers 4.x checks nothing beyond what diffusers checks
+    try:
+        check_peft_version(min_version=MIN_PEFT_VERSION)
+    except ValueError:
+        return False
+    return True
 
 
 # What a cell's params ask for, resolved against the spec and models folders (no model needed).
@@ -96,15 +124,21 @@ def lora_set(values: list[str] | None, spec_dir: Path, models_dir: Path | None) 
     return tuple(sorted(chosen.items()))
 
 
-def lora_problems(values: list[str] | None, spec_dir: Path, models_dir: Path | None) -> list[str]:
+def lora_problems(values: list[str] | None, spec_dir: Path, models_dir: Path | None) -> list[tuple[str, str]]:
+    """(severity, message) for each LoRA value that cannot be found, read, or fully applied."""
     found = []
     for value in values or []:
         try:
             path = lora.resolve(lora.parse(value).name, spec_dir, models_dir)
         except lora.LoraError as exc:
-            found.append(str(exc))
+            found.append(("error", str(exc)))
             continue
-        found += [problem] if (problem := lora.problem(path)) else []
+        if problem := lora.problem(path):
+            found.append(("error", problem))
+        elif lora.has_text_encoder_weights(path) and not text_encoder_adapters_supported():
+            found.append(("warning", f"LoRA {path} also has text-encoder weights, which are not applied: the "
+                                     f"installed transformers needs a newer peft for text-encoder adapters; only "
+                                     f"its UNet weights are used"))
     return found
 
 
