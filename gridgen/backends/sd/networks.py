@@ -72,7 +72,8 @@ class Networks:
         else:
             self.pipeline.disable_lora()
         self.active = loras
-        self.prompts.state = loras  # a text-encoder LoRA changes every prompt's encoding
+        # With adapters on the text encoder every prompt's encoding depends on the LoRA set and weights.
+        self.prompts.state = loras if hasattr(self.pipeline.text_encoder, "peft_config") else ()
 
     def _load(self, file: str, adapter: str) -> None:
         path = Path(file)
