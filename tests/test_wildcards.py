@@ -51,6 +51,9 @@ def test_models_dir_wildcards_and_missing_files(tmp_path):
     (tmp_path / "models" / "wildcards" / "empty.txt").write_text("# nothing\n\n")
     (problem,) = wildcards.problems("__empty__", where)
     assert "no choices" in problem
+    (tmp_path / "secret.txt").write_text("password\n")
+    (problem,) = wildcards.problems("__../../secret__", where)
+    assert "inside a wildcards folder" in problem
     (tmp_path / "models" / "wildcards" / "loop.txt").write_text("__loop__ again\n")
     with pytest.raises(wildcards.WildcardError, match="nest more than"):
         wildcards.expand("__loop__", 1, where)

@@ -31,6 +31,8 @@ def folders(spec_dir: Path, models_dir: Path | None) -> list[Path]:
 
 
 def _file(name: str, where: list[Path]) -> Path:
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise WildcardError(f"wildcard __{name}__ must name a file inside a wildcards folder, without `..`")
     for folder in where:
         candidate = folder / f"{name}.txt"
         if candidate.is_file():
