@@ -106,7 +106,10 @@ def test_an_embedding_is_weighted_like_any_word(folders):
 
 def problems_of(spec_dir: Path, models_dir: Path | None = None, **params) -> list[str]:
     backend = DiffusersBackend(BackendContext(spec_dir=spec_dir, models_dir=models_dir))
-    return [p.message for p in backend.validate(make_cell(**params).params)]
+    problems = backend.validate(make_cell(**params).params)
+    # Each problem is blamed on the param that brought the file in.
+    assert all(p.param == (set(params) & {"embedding", "prompt", "negative_prompt"}).pop() for p in problems)
+    return [p.message for p in problems]
 
 
 def test_missing_explicit_embedding_names_where_it_looked(folders):

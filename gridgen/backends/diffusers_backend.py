@@ -132,7 +132,7 @@ class DiffusersBackend:
                          for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
         problems += [ParamProblem("lora", message, severity) for severity, message in
                      networks.lora_problems(params.get("lora"), Path(self.context.spec_dir), self._models_dir())]
-        problems += [ParamProblem("embedding" if params.get("embedding") else "prompt", message) for message in
+        problems += [ParamProblem(param, message) for param, message in
                      networks.embedding_problems(params, Path(self.context.spec_dir), self._models_dir(),
                                                  info.path if info else None)]
         clip_skip = int(params["clip_skip"])

@@ -31,9 +31,8 @@ def folders(spec_dir: Path, models_dir: Path | None) -> list[Path]:
     return [spec_dir / "embeddings", *([models_dir / "embeddings"] if models_dir else [])]
 
 
-def _files_in(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        return {}
+@lru_cache(maxsize=64)
+def _files_in(folder: Path, modified: float) -> dict[str, Path]:
     return {path.stem.lower(): path for path in sorted(folder.iterdir())
             if path.suffix.lower() in SUFFIXES and path.is_file()}
 
@@ -42,7 +41,8 @@ def available(where: list[Path]) -> dict[str, Path]:
     """Every embedding the folders offer, by lower-case name; an earlier folder wins a name."""
     found: dict[str, Path] = {}
     for folder in reversed(where):
-        found.update(_files_in(folder))
+        if folder.is_dir():  # listed again only when the folder changes: validation asks for every cell
+            found.update(_files_in(folder, folder.stat().st_mtime))
     return found
 
 

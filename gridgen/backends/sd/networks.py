@@ -143,24 +143,28 @@ def lora_problems(values: list[str] | None, spec_dir: Path, models_dir: Path | N
     return found
 
 
-def embedding_files(params: dict, spec_dir: Path, models_dir: Path | None) -> dict[str, Path]:
-    """The embeddings the cell's prompt and negative prompt use, by name; raises EmbeddingError."""
+def embedding_files(params: dict, spec_dir: Path, models_dir: Path | None,
+                    fields: tuple[str, ...] = ("prompt", "negative_prompt")) -> dict[str, Path]:
+    """The embeddings the cell's `fields` use, by name; raises EmbeddingError."""
     where = embeddings.folders(spec_dir, models_dir)
     offered = embeddings.available(where)
     for value in params.get("embedding") or []:
         path = embeddings.resolve(value, spec_dir, where)
         offered[path.stem.lower()] = path
-    text = " ".join(plain_text(str(params.get(field) or "")) for field in ("prompt", "negative_prompt"))
+    text = " ".join(plain_text(str(params.get(field) or "")) for field in fields)
     return {name: offered[name] for name in embeddings.referenced(text, list(offered))}
 
 
-def embedding_problems(params: dict, spec_dir: Path, models_dir: Path | None, model: Path | None) -> list[str]:
-    """Missing, unreadable or unfit embedding files among those the params name or the prompts use."""
+def embedding_problems(params: dict, spec_dir: Path, models_dir: Path | None,
+                       model: Path | None) -> list[tuple[str, str]]:
+    """(param, message) for missing, unreadable or unfit embedding files the params name or the prompts use."""
     try:
-        used = list(embedding_files(params, spec_dir, models_dir).values())
         where = embeddings.folders(spec_dir, models_dir)
-        named = [embeddings.resolve(value, spec_dir, where) for value in params.get("embedding") or []]
+        culprits = {embeddings.resolve(value, spec_dir, where): "embedding" for value in params.get("embedding") or []}
+        for field in ("negative_prompt", "prompt"):  # a file both use is blamed on the prompt
+            culprits.update({path: field for path in embedding_files(params, spec_dir, models_dir, (field,)).values()})
     except embeddings.EmbeddingError as exc:
-        return [str(exc)]
+        return [("embedding", str(exc))]
     width, window = text_limits(model) if model else (None, None)
-    return [problem for path in dict.fromkeys([*named, *used]) for problem in embeddings.problems(path, width, window)]
+    return [(field, problem) for path, field in culprits.items()
+            for problem in embeddings.problems(path, width, window)]
