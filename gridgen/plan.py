@@ -21,6 +21,8 @@ from gridgen.errors import Location, Problem
 from gridgen.spec.model import Axis, AxisValue, GridSpec
 
 _EXTRA_NETWORK = re.compile(r"<(hypernet|hypernetwork|lyco|lora):[^>]*>", re.IGNORECASE)
+# A1111's `<lora:name>` / `<lora:name:weight>` (a second, UNet-only weight and named options are ignored).
+_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::\s*([-+]?[\d.]+)\s*)?(?::[^>]*)?>", re.IGNORECASE)
 
 
 @dataclass
@@ -64,6 +66,16 @@ def resolve_params(spec: GridSpec, values: list[AxisValue], defaults: dict[str, 
     return resolved, locations
 
 
+def lora_tags_to_param(params: dict[str, Any]) -> bool:
+    """Move `<lora:name:weight>` tags of the prompt into the `lora` param; True when there were any."""
+    prompt = params.get("prompt") or ""
+    found = [f"{name.strip()}:{weight or 1}" for name, weight in _LORA_TAG.findall(prompt)]
+    if found:
+        params["lora"] = [*(params.get("lora") or []), *found]
+        params["prompt"] = re.sub(r"\s{2,}", " ", _LORA_TAG.sub("", prompt)).strip(" ,")
+    return bool(found)
+
+
 def strip_extra_networks(params: dict[str, Any]) -> list[str]:
     """Remove A1111 extra-network tags no backend here applies; returns the kinds removed."""
     removed = []
@@ -95,12 +107,15 @@ class Plan:
         ordered_axes = [axes[i] for i in self.order]
         fmt = self.spec.meta.format
         warned: set[str] = set()
+        takes_lora = "lora" in self.backend.supported_params()
         for picked in itertools.product(*(enumerate(axis.values) for axis in ordered_axes)):
             by_axis = {self.order[pos]: chosen for pos, chosen in enumerate(picked)}
             positions = [by_axis[i][0] for i in range(len(axes))]
             values = [by_axis[i][1] for i in range(len(axes))]
             coords = tuple(v.id for v in values)
             params, locations = resolve_params(self.spec, values, self.defaults, self.random_seed)
+            if takes_lora and lora_tags_to_param(params):
+                locations.setdefault("lora", locations.get("prompt"))
             for kind in strip_extra_networks(params):
                 if kind not in warned:
                     warned.add(kind)

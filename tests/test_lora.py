@@ -139,6 +139,30 @@ def test_a_lora_with_text_encoder_weights(backend, files):
         assert str(both) in warning.message
 
 
+PROMPT_TAG_GRID = """
+grid:
+  format: png
+  params: {model: gridgen-tiny, steps: 3, width: 32, height: 32, sampler: Euler}
+axes:
+  prompt: a red square <lora:style:0.5> || a red square || <LORA:nope> a red square
+"""
+
+
+def test_a1111_prompt_tags_become_the_lora_param(files, capsys):
+    spec = write_spec(files["root"] / "spec", PROMPT_TAG_GRID, name="tags.yaml")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}:5:" in err and "lora 'nope' not found" in err  # located at the prompt that holds the tag
+    spec.write_text(spec.read_text().replace(" || <LORA:nope> a red square", ""))
+    out = files["root"] / "tags-out"
+    assert main(["run", str(spec), "--out", str(out), "--quiet"]) == 0
+    entries = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    tagged = next(e for e in entries if e["params"].get("lora"))
+    assert tagged["params"]["prompt"] == "a red square" and tagged["params"]["lora"] == ["style:0.5"]
+    assert tagged["metadata"]["loras"] == [[str(files["diffusers"]), 0.5]]
+    assert len({e["hash"] for e in entries}) == 2
+
+
 # Bad input
 
 
