@@ -127,20 +127,20 @@ class PromptEncoder:
         is what A1111 does by default (prompt and negative prompt of different lengths go through
         the UNet separately), and it makes a cell render the same alone or in any batch.
         """
-        rows = self.encode([*prompts, *negatives])
+        requests = [*prompts, *negatives]
+        rows = self.encode(requests)
         longest = max(row.shape[0] for row in rows)
         masks = None
         if any(row.shape[0] != longest for row in rows):
             masks = torch.zeros((len(rows), longest), device=rows[0].device)
             for index, row in enumerate(rows):
                 masks[index, :row.shape[0]] = 1
-            empties = {skip: self.encode([("", skip)])[0] for _, skip in [*prompts, *negatives]}
-            requests = [*prompts, *negatives]
+            empties = {skip: self.encode([("", skip)])[0] for _, skip in requests}
             rows = [self._pad(row, empties[skip], longest) for row, (_, skip) in zip(rows, requests, strict=True)]
-        stacked = torch.stack(rows)
-        half = len(prompts)
-        return Conditioning(stacked[:half], stacked[half:],
-                            masks[:half] if masks is not None else None, masks[half:] if masks is not None else None)
+        stacked, half = torch.stack(rows), len(prompts)
+        if masks is None:
+            return Conditioning(stacked[:half], stacked[half:], None, None)
+        return Conditioning(stacked[:half], stacked[half:], masks[:half], masks[half:])
 
     @staticmethod
     def _pad(row: torch.Tensor, empty: torch.Tensor, length: int) -> torch.Tensor:
