@@ -51,6 +51,9 @@ def test_models_dir_wildcards_and_missing_files(tmp_path):
     (tmp_path / "models" / "wildcards" / "empty.txt").write_text("# nothing\n\n")
     (problem,) = wildcards.problems("__empty__", where)
     assert "no choices" in problem
+    (tmp_path / "models" / "wildcards" / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    (problem,) = wildcards.problems("__latin1__", where)
+    assert "cannot read wildcard file" in problem and "UTF-8" in problem
     (tmp_path / "secret.txt").write_text("password\n")
     (problem,) = wildcards.problems("__../../secret__", where)
     assert "inside a wildcards folder" in problem
