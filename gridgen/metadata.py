@@ -33,9 +33,11 @@ def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = N
         ("VAE", params.get("vae") if params.get("vae") not in (None, "auto") else None),
         ("Clip skip", params.get("clip_skip") if (params.get("clip_skip") or 1) > 1 else None),
     ]
-    lines = [params.get("prompt", "")]
-    if params.get("negative_prompt"):
-        lines.append(f"Negative prompt: {params['negative_prompt']}")
+    # A backend that rewrote the prompts (wildcards) reports the text it rendered.
+    prompt, negative = (metadata.get(name, params.get(name)) for name in ("prompt", "negative_prompt"))
+    lines = [prompt or ""]
+    if negative:
+        lines.append(f"Negative prompt: {negative}")
     lines.append(", ".join(f"{name}: {_format(value)}" for name, value in fields if value is not None))
     return "\n".join(lines)
 

@@ -103,6 +103,14 @@ CORE_PARAMS: tuple[Param, ...] = (
           aliases=("checkpoint", "ckpt", "sd_model_checkpoint")),
     Param("vae", "model", "auto", "A VAE to use instead of the model's own; `auto` keeps the model's.",
           aliases=("sd_vae",)),
+    Param("lora", "path", None,
+          "`file[:weight]`: a LoRA (diffusers or A1111/kohya .safetensors) applied at `weight` (default 1). "
+          "Several may apply to one cell; the last weight given for a file wins.",
+          aliases=("loras", "lora_weights"), accumulate=True),
+    Param("embedding", "path", None,
+          "A textual-inversion file (.pt, .safetensors, .bin) whose name then works as a word in prompts; "
+          "files in an `embeddings/` folder next to the spec or in the models folder work without this.",
+          aliases=("embeddings", "textual_inversion"), stage="text", accumulate=True),
     Param("clip_skip", "int", 1, "Use the text encoder's N-th layer from the end (A1111's CLIP skip).",
           aliases=("clip_stop_at_last_layers",), min=1, max=12, stage="text"),
     # The upscaler's parser raises its own ValueError, with a did-you-mean, for a value it cannot place.
@@ -150,6 +158,9 @@ CORE_PARAMS: tuple[Param, ...] = (
           "`ella`: the UNet sees ELLA's 64 tokens; `ella+clip`: ELLA's 64 then CLIP's 77, keeping trigger words.",
           choose=_choose_ella_mode, choices_help="ella, ella+clip"),
 )
+
+# Params whose values from the grid params and every axis add up into one list.
+ACCUMULATING = frozenset(p.name for p in CORE_PARAMS if p.accumulate)
 
 # A1111 / Infinity Grid parameters gridgen knows by name but no backend implements yet. A spec that
 # sets one gets one warning per parameter (an error with --strict) instead of a silent drop.
@@ -254,13 +265,18 @@ def coerce(param: Param, value: Any) -> Any:
         return chosen
     if param.accumulate:
         items = value if isinstance(value, list) else [value]
-        return [_check_replace(param, item) for item in items]
+        check = _check_path if param.kind == "path" else _check_replace
+        return [check(param, item) for item in items]
     if param.kind in ("path", "model"):
-        text = str(value).strip()
-        if not text:
-            raise ValueError(f"{param.name} must name a file, folder or model, got an empty value")
-        return text
+        return _check_path(param, value)
     return "" if value is None else str(value)
+
+
+def _check_path(param: Param, value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError(f"{param.name} must name a file, folder or model, got an empty value")
+    return text
 
 
 def _check_replace(param: Param, item: Any) -> str:

@@ -21,6 +21,8 @@ from gridgen.errors import Location, Problem
 from gridgen.spec.model import Axis, AxisValue, GridSpec
 
 _EXTRA_NETWORK = re.compile(r"<(hypernet|hypernetwork|lyco|lora):[^>]*>", re.IGNORECASE)
+# A1111's `<lora:name>` / `<lora:name:weight>` (a second, UNet-only weight and named options are ignored).
+_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::\s*([-+]?[\d.]+)\s*)?(?::[^>]*)?>", re.IGNORECASE)
 
 
 @dataclass
@@ -45,22 +47,33 @@ def resolve_params(spec: GridSpec, values: list[AxisValue], defaults: dict[str, 
     resolved = dict(defaults)
     locations = dict(spec.base_locations)
     layers = [(spec.base_params, spec.base_locations)] + [(v.params, v.param_locations) for v in values]
-    replaces: list[str] = []
+    accumulated: dict[str, list] = {}
     for layer, layer_locations in layers:
         for name, value in layer.items():
-            if name == "prompt_replace":
-                replaces.extend(value)
+            if name in P.ACCUMULATING:
+                accumulated.setdefault(name, []).extend(value)
             else:
                 resolved[name] = value
             if name in layer_locations:
                 locations[name] = layer_locations[name]
+    resolved.update(accumulated)
+    replaces = accumulated.get("prompt_replace")
     if replaces:
-        resolved["prompt_replace"] = replaces
         resolved["prompt"] = P.apply_prompt_replace(resolved.get("prompt", ""), replaces)
         resolved["negative_prompt"] = P.apply_prompt_replace(resolved.get("negative_prompt", ""), replaces)
     if resolved.get("seed", 0) == -1:
         resolved["seed"] = random_seed
     return resolved, locations
+
+
+def lora_tags_to_param(params: dict[str, Any]) -> bool:
+    """Move `<lora:name:weight>` tags of the prompt into the `lora` param; True when there were any."""
+    prompt = params.get("prompt") or ""
+    found = [f"{name.strip()}:{weight or 1}" for name, weight in _LORA_TAG.findall(prompt)]
+    if found:
+        params["lora"] = [*(params.get("lora") or []), *found]
+        params["prompt"] = re.sub(r"\s{2,}", " ", _LORA_TAG.sub("", prompt)).strip(" ,")
+    return bool(found)
 
 
 def strip_extra_networks(params: dict[str, Any]) -> list[str]:
@@ -94,12 +107,15 @@ class Plan:
         ordered_axes = [axes[i] for i in self.order]
         fmt = self.spec.meta.format
         warned: set[str] = set()
+        takes_lora = "lora" in self.backend.supported_params()
         for picked in itertools.product(*(enumerate(axis.values) for axis in ordered_axes)):
             by_axis = {self.order[pos]: chosen for pos, chosen in enumerate(picked)}
             positions = [by_axis[i][0] for i in range(len(axes))]
             values = [by_axis[i][1] for i in range(len(axes))]
             coords = tuple(v.id for v in values)
             params, locations = resolve_params(self.spec, values, self.defaults, self.random_seed)
+            if takes_lora and lora_tags_to_param(params):
+                locations.setdefault("lora", locations.get("prompt"))
             for kind in strip_extra_networks(params):
                 if kind not in warned:
                     warned.add(kind)

@@ -194,7 +194,7 @@ def test_batch_key_groups_cells_that_can_share_a_batch(backend):
 
 def test_load_key_and_description(backend):
     params = make_cell().params
-    assert backend.load_key(params) == (str(TINY_MODEL_DIR), "auto")
+    assert backend.load_key(params) == (str(TINY_MODEL_DIR), "auto", ())
     assert backend.describe_load(params) == f"model {TINY_MODEL_DIR} (vae auto)"
 
 

@@ -27,6 +27,7 @@ from gridgen.viewer.db import DB_NAME
 from gridgen.viewer.live import journal_events
 from gridgen.viewer.server import check_bind, is_loopback
 from gridgen.viewer.state import get_state
+from tests.network_fixtures import unet_lora_weights, write_kohya_lora
 
 TOKEN = "s3cret-token"
 
@@ -521,7 +522,11 @@ def test_browser_specs_may_only_use_paths_under_root_or_models_dir(root, tmp_pat
         "axis": base + f"  model: gridgen-tiny || {outside}\n",
         "include": f"include: {tmp_path / 'evil.yaml'}\n" + base,
         "include-up": "include: ../evil.yaml\n" + base,
+        "lora": base.replace("model: gridgen-tiny", f"model: gridgen-tiny, lora: {outside / 'x.safetensors'}:0.5"),
+        "embedding-axis": base + f"  embedding: {outside / 'e.pt'}\n",
     }
+    (outside / "x.safetensors").write_bytes(b"")
+    (outside / "e.pt").write_bytes(b"")
     for name, text in cases.items():
         response = submit(text, name)
         assert response.status_code == 422, (name, response.get_json())
@@ -534,6 +539,9 @@ def test_browser_specs_may_only_use_paths_under_root_or_models_dir(root, tmp_pat
     shutil.copytree(models / "Stable-diffusion" / "copy", root / "mine")
     assert submit(base.replace("model: gridgen-tiny", "model: mine"), "from-root").status_code == 201
     assert submit("include: axes/cfg.yaml\n" + base, "bundled").status_code == 201  # gridgen's own axes/
+    write_kohya_lora(models / "Lora" / "style.safetensors", unet_lora_weights())
+    assert submit(base.replace("model: gridgen-tiny", "model: gridgen-tiny, lora: style:0.5"),
+                  "lora-from-models").status_code == 201
     get_state(app).shutdown()
 
 

@@ -17,9 +17,10 @@ import torch
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
-from gridgen.backends.sd import ella_setup, images, sampling
+from gridgen.backends.sd import ella_setup, images, networks, sampling, wildcards
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
+from gridgen.backends.sd.lora import LoraError
 from gridgen.backends.sd.text import PromptEncoder
 from gridgen.backends.sd.upscale_stage import UpscaleStage
 from gridgen.cache import StageCache, stage_key
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 SUPPORTED_PARAMS = frozenset({
     "prompt", "negative_prompt", "prompt_replace", "seed", "steps", "cfg_scale", "sampler", "schedule",
     "width", "height", "out_width", "out_height", "model", "vae", "clip_skip", "format", "upscaler", "upscale_by",
-    "ella", "ella_text_encoder", "token_length", "ella_mode",
+    "ella", "ella_text_encoder", "token_length", "ella_mode", "lora", "embedding",
 })
 UPSCALE_PARAMS = frozenset({"upscale_width", "upscale_height", "tile_size", "tile_overlap", "noise_level",
                             "upscale_prompt", "upscale_steps", "upscale_cfg_scale", "hires_steps", "hires_denoise"})
@@ -58,6 +59,7 @@ class DiffusersBackend:
         self._components: Components | None = None
         self.prompts: PromptEncoder | None = None  # the loaded model's text-embedding cache
         self.ella = ella_setup.EllaRuntime()
+        self.networks: networks.Networks | None = None  # the loaded model's embeddings and LoRAs
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
@@ -92,6 +94,9 @@ class DiffusersBackend:
 
     def _models_dir(self) -> Path | None:
         return Path(self.context.models_dir) if self.context.models_dir else None
+
+    def _wildcard_folders(self) -> list[Path]:
+        return wildcards.folders(Path(self.context.spec_dir), self._models_dir())
 
     def _size(self, params: dict[str, Any]) -> tuple[int, int]:
         if params.get("width") and params.get("height"):
@@ -128,6 +133,14 @@ class DiffusersBackend:
             if factor and value is not None and (value < 8 * factor or value % factor):
                 problems.append(ParamProblem(side, f"{side} {value} does not fit this model: it must be at least "
                                                    f"{8 * factor} and a multiple of {factor} (the VAE's scale)"))
+        for field in ("prompt", "negative_prompt"):
+            problems += [ParamProblem(field, message)
+                         for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
+        problems += [ParamProblem("lora", message, severity) for severity, message in
+                     networks.lora_problems(params.get("lora"), Path(self.context.spec_dir), self._models_dir())]
+        problems += [ParamProblem(param, message) for param, message in
+                     networks.embedding_problems(params, Path(self.context.spec_dir), self._models_dir(),
+                                                 info.path if info else None)]
         clip_skip = int(params["clip_skip"])
         if info and clip_skip > info.text_layers:
             problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
@@ -147,17 +160,24 @@ class DiffusersBackend:
             vae_key = str(vae) if vae else "auto"
         except ModelError:
             vae_key = str(params["vae"])
-        return model, vae_key
+        return model, vae_key, tuple(file for file, _ in self._lora_set(params))
+
+    def _lora_set(self, params: dict[str, Any]) -> networks.LoraSet:
+        try:
+            return networks.lora_set(params.get("lora"), Path(self.context.spec_dir), self._models_dir())
+        except LoraError:
+            return tuple((value, 0.0) for value in params.get("lora") or [])  # validate() reports it
 
     def describe_load(self, params: dict[str, Any]) -> str:
-        model, vae = self.load_key(params)
-        return f"model {model} (vae {vae})"
+        model, vae, loras = self.load_key(params)
+        return f"model {model} (vae {vae})" + (f" + lora {', '.join(loras)}" if loras else "")
 
     def batch_key(self, params: dict[str, Any]) -> Hashable:
         params = {**_DEFAULTS, **params}
         # The scheduler choice, not the sampler's name: names that build the same scheduler can share a batch.
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
-        return (self.load_key(params), choice, int(params["steps"]), *self._size(params),
+        # One LoRA set and weights per batch: adapter weights apply to the whole UNet call.
+        return (self.load_key(params), self._lora_set(params), choice, int(params["steps"]), *self._size(params),
                 ella_setup.batch_part(params, self._resolve))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
@@ -168,14 +188,16 @@ class DiffusersBackend:
 
     def _ensure_loaded(self, params: dict[str, Any]) -> Components:
         key = self.load_key(params)
-        if self._components is None or key != self._load_key:
+        # LoRAs are adapters on the loaded model (see networks.py): only the model and VAE need a reload.
+        if self._components is None or key[:2] != self._load_key[:2]:
             self.close()
             device = pick_device(self.context.device)
             self._components = load_components(self._model_path(params), self._vae_path(params), device,
                                                pick_dtype(self.context.dtype, device))
             self._apply_speed_options(self._components)
             self.prompts = PromptEncoder(self._components.tokenizer, self._components.text_encoder)
-            self._load_key = key
+            self.networks = networks.Networks(self._components, self.prompts)
+        self._load_key = key
         return self._components
 
     def _loaded_model(self, params: dict[str, Any]) -> tuple[Components, PromptEncoder]:
@@ -184,7 +206,7 @@ class DiffusersBackend:
 
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
         """Base images from the stage cache or one denoising batch, then each cell's post stages."""
-        batch = [{**_DEFAULTS, **cell.params} for cell in cells]
+        batch = [wildcards.expand_params({**_DEFAULTS, **cell.params}, self._wildcard_folders()) for cell in cells]
         keys = [stage_key("txt2img", base_params(p), str(self.load_key(p))) for p in batch]
         bases: dict[str, tuple[Image.Image, dict[str, Any], dict[str, float]]] = {}
         for key in dict.fromkeys(keys):
@@ -210,6 +232,8 @@ class DiffusersBackend:
             image = self.upscaling.apply(base, key, params)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
             metadata = {**base_metadata, "model": str(params["model"]), "sampler": str(params["sampler"])}
+            if "wildcards" in params:  # the prompts as rendered, and what each wildcard picked
+                metadata.update({field: params[field] for field in ("prompt", "negative_prompt", "wildcards")})
             results.append(Result(cell, image, metadata=metadata,
                                   timings={**timings, "post": time.perf_counter() - started}))
         return results
@@ -223,12 +247,19 @@ class DiffusersBackend:
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         clock = _Clock(parts.device)
 
+        self.networks.use_loras(self._lora_set(first))
+        spec_dir, models_dir = Path(self.context.spec_dir), self._models_dir()
+        self.networks.use_embeddings({name: path for p in batch
+                                      for name, path in networks.embedding_files(p, spec_dir, models_dir).items()})
+        masks = (None, None)
         if ella_setup.enabled(first):
-            cond, uncond = self.ella.conditioning(batch, self._resolve, parts.device, parts.dtype, self.prompts)
+            cond, uncond = self.ella.conditioning(batch, self._resolve, parts.device, parts.dtype, self._clip_rows)
         else:
             skips = [int(p["clip_skip"]) for p in batch]
-            cond = self.prompts([(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)])
-            uncond = self.prompts([(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)])
+            prompts = [(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)]
+            text = self.prompts.conditioning(prompts, [(str(p["negative_prompt"]), s)
+                                                       for p, s in zip(batch, skips, strict=True)])
+            cond, uncond, masks = text.cond, text.uncond, (text.cond_mask, text.uncond_mask)
         text_time = clock.lap()
 
         scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
@@ -237,7 +268,8 @@ class DiffusersBackend:
         seeds = [int(p["seed"]) for p in batch]
         noise, generators = sampling.initial_noise(
             seeds, (parts.unet.config.in_channels, height // factor, width // factor), parts.device)
-        denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch])
+        denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch],
+                                           masks=masks)
         latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
                                   sampling.step_noise_kwargs(scheduler, seeds, generators))
         denoise_time = clock.lap()
@@ -247,10 +279,18 @@ class DiffusersBackend:
         metadata = {"model_path": self._load_key[0], "vae": self._load_key[1], "options": self.speed_options(),
                     "scheduler": type(scheduler).__name__, "device": str(parts.device),
                     "dtype": str(parts.dtype).removeprefix("torch."), "width": width, "height": height}
+        if self.networks.active:
+            metadata["loras"] = [list(pair) for pair in self.networks.active]
         share = 1 / len(batch)
         timings = {"text": text_time * share, "denoise": denoise_time * share, "decode": decode_time * share}
         return [(image, {**metadata, **ella_setup.metadata(p, self._resolve)}, dict(timings))
                 for p, image in zip(batch, decoded, strict=True)]
+
+    def _clip_rows(self, requests: list[tuple[str, int]]) -> torch.Tensor:
+        """CLIP rows of (prompts..., negative prompts...) for ELLA+CLIP; chunk padding is not masked there."""
+        half = len(requests) // 2
+        text = self.prompts.conditioning(requests[:half], requests[half:])
+        return torch.cat([text.cond, text.uncond])
 
     @torch.inference_mode()
     def fit_batch(self, params: dict[str, Any], wanted: int) -> int:
@@ -268,7 +308,7 @@ class DiffusersBackend:
         width, height = self._size(params)
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         shape = (parts.unet.config.in_channels, height // factor, width // factor)
-        context = self.prompts([("", int(params["clip_skip"]))])
+        context = self.prompts.encode([("", int(params["clip_skip"]))])[0].unsqueeze(0)
 
         def peak(cells: int) -> int:
             torch.cuda.synchronize(parts.device)
@@ -321,6 +361,7 @@ class DiffusersBackend:
         self._components = None
         self.prompts = None
         self.ella.close()
+        self.networks = None
         self._load_key = None
         self.cache.clear()
         self._free_device_memory()

@@ -19,6 +19,7 @@ from typing import Any
 from gridgen import params as P
 from gridgen.backends import load_backend
 from gridgen.backends.base import BackendContext
+from gridgen.backends.sd import embeddings, lora
 from gridgen.errors import GridError, Location, Problem, SpecError
 from gridgen.resources import data_dir
 from gridgen.runner import Prepared, RunOptions, peek_backend, prepare
@@ -123,12 +124,27 @@ def _candidates(name: str, value: str, spec_dir: Path, models_dir: Path | None) 
     return candidates
 
 
+def _network_file(name: str, value: str, spec_dir: Path, models_dir: Path | None) -> Path | None:
+    """The file the backend finds for a `lora` or `embedding` value (they have folders of their own)."""
+    try:
+        if name == "lora":
+            return lora.resolve(lora.parse(value).name, spec_dir, models_dir)
+        return embeddings.resolve(value, spec_dir, embeddings.folders(spec_dir, models_dir))
+    except GridError:
+        return None
+
+
 def path_problem(name: str, kind: str, value: str, spec_dir: Path, models_dir: Path | None,
                  allowed: list[Path]) -> str | None:
     """Why `value` of a path-valued param may not be used by a browser-submitted spec, or None."""
     if kind == "model" and (value == TINY_MODEL_NAME or value.lower() == "auto"):
         return None
-    for candidate in _candidates(name, value, spec_dir, models_dir):
+    if name in ("lora", "embedding"):
+        found = _network_file(name, value, spec_dir, models_dir)
+        candidates = [found] if found else []
+    else:
+        candidates = _candidates(name, value, spec_dir, models_dir)
+    for candidate in candidates:
         if candidate.exists():
             if _under(candidate, allowed):
                 return None
@@ -170,13 +186,14 @@ def _params_problems(spec: GridSpec, registry: P.Registry, options: RunOptions, 
     layers += [(value.params, value.param_locations) for axis in spec.axes for value in axis.values]
     problems, seen = [], set()
     for params, locations in layers:
-        for name, value in params.items():
-            if name not in kinds or value is None or (name, str(value)) in seen:
-                continue
-            seen.add((name, str(value)))
-            reason = path_problem(name, kinds[name], str(value).strip(), spec.folder, models_dir, allowed)
-            if reason:
-                problems.append(Problem(reason, locations.get(name)))
+        for name, values in params.items():
+            for value in values if isinstance(values, list) else [values]:  # accumulating params hold lists
+                if name not in kinds or value is None or (name, str(value)) in seen:
+                    continue
+                seen.add((name, str(value)))
+                reason = path_problem(name, kinds[name], str(value).strip(), spec.folder, models_dir, allowed)
+                if reason:
+                    problems.append(Problem(reason, locations.get(name)))
     return problems
 
 

@@ -19,7 +19,8 @@ Context = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
 def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float],
-                    image: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> Denoiser:
+                    image: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
+                    masks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
 
     `cond` and `uncond` hold one context row per sample: fixed tensors (CLIP), or functions of the
@@ -30,7 +31,8 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
     unconditional prediction (at 0 it is all there is), as A1111's CFG scale does.
     Latents stay fp32 outside the UNet call whatever its dtype. UNets with extra per-sample inputs
     (the x4 upscaler: its low-resolution `image`, joined to the latents' channels, and its noise level
-    as `class_labels`) get them on both halves.
+    as `class_labels`) get them on both halves. `masks` (cond, uncond), when rows were padded to one
+    length, mark each row's real tokens for cross-attention.
     """
     device = cond.device if isinstance(cond, torch.Tensor) else unet.device
     guided = torch.tensor([i for i, s in enumerate(scales) if s != 1], dtype=torch.long, device=device)
@@ -39,6 +41,8 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
     fixed = None if callable(cond) or callable(uncond) else torch.cat([cond, uncond[guided]])
     image_in = torch.cat([image, image[guided]]) if image is not None else None
     extra = {"class_labels": torch.cat([class_labels, class_labels[guided]])} if class_labels is not None else {}
+    if masks[0] is not None:
+        extra["encoder_attention_mask"] = torch.cat([masks[0], masks[1][guided]])
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]

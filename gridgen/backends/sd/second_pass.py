@@ -46,9 +46,9 @@ def fit_to(size: tuple[int, int], factor: int) -> tuple[int, int]:
 def _pass(parts, prompts, params: dict[str, Any]):
     """The denoiser, scheduler and step count of the img2img pass, from the cell's own settings."""
     skip = int(params["clip_skip"])
-    cond = prompts([(str(params["prompt"]), skip)])
-    uncond = prompts([(str(params["negative_prompt"]), skip)])
-    denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(params["cfg_scale"])])
+    text = prompts.conditioning([(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)])
+    denoise = sampling.guided_denoiser(parts.unet, text.cond, text.uncond, [float(params["cfg_scale"])],
+                                       masks=(text.cond_mask, text.uncond_mask))
     scheduler = make_scheduler(scheduler_choice(str(params["sampler"]), str(params["schedule"])),
                                parts.scheduler_config)
     return denoise, scheduler, int(params["hires_steps"]) or int(params["steps"])

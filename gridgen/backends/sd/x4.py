@@ -86,8 +86,7 @@ def x4_upscale(model: X4Model, image: Image.Image, params: dict[str, Any]) -> Im
     """`image` at four times its size, redrawn by the x4 model under the cell's (or `upscale_prompt`'s) prompt."""
     pipe, device = model.pipe, model.device
     prompt = params.get("upscale_prompt") or str(params["prompt"])
-    cond = model.prompts([(prompt, 1)])
-    uncond = model.prompts([(str(params.get("negative_prompt") or ""), 1)])
+    text = model.prompts.conditioning([(prompt, 1)], [(str(params.get("negative_prompt") or ""), 1)])
 
     scheduler = make_scheduler(scheduler_choice(str(params["sampler"]), str(params["schedule"])),
                                dict(pipe.scheduler.config))
@@ -101,8 +100,9 @@ def x4_upscale(model: X4Model, image: Image.Image, params: dict[str, Any]) -> Im
 
     level = torch.tensor([int(params["noise_level"])], dtype=torch.long, device=device)
     noised = pipe.low_res_scheduler.add_noise(low_res.to(device), image_noise.to(device), level)
-    denoise = sampling.guided_denoiser(pipe.unet, cond, uncond, [float(params["upscale_cfg_scale"])],
-                                       image=noised.to(pipe.unet.dtype), class_labels=level)
+    denoise = sampling.guided_denoiser(pipe.unet, text.cond, text.uncond, [float(params["upscale_cfg_scale"])],
+                                       image=noised.to(pipe.unet.dtype), class_labels=level,
+                                       masks=(text.cond_mask, text.uncond_mask))
     seeds = [int(params["seed"])]
     latents = sampling.sample(denoise, scheduler, latents.to(device) * scheduler.init_noise_sigma,
                               sampling.step_noise_kwargs(scheduler, seeds, [generator]))
