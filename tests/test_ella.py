@@ -298,7 +298,7 @@ def test_the_unet_sees_ellas_context_recomputed_every_step(backend):
     with Recorder(backend._components.unet, "encoder_hidden_states") as contexts:
         list(backend.render([make_cell(ella_mode="ella+clip")]))
     assert contexts[0].shape[1] == 64 + clip_tokens
-    clip = backend.prompts([(SHORT, 1)])
+    clip = backend.prompts.encode([(SHORT, 1)])
     assert torch.equal(contexts[0][0, 64:], clip[0].to(contexts[0]))  # ELLA's tokens first, then CLIP's
 
 

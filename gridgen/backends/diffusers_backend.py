@@ -251,15 +251,16 @@ class DiffusersBackend:
         spec_dir, models_dir = Path(self.context.spec_dir), self._models_dir()
         self.networks.use_embeddings({name: path for p in batch
                                       for name, path in networks.embedding_files(p, spec_dir, models_dir).items()})
-        masks = (None, None)
+        skips = [int(p["clip_skip"]) for p in batch]
+        prompts = [(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)]
+        negatives = [(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)]
+        clip = None
+        if not ella_setup.enabled(first) or str(first["ella_mode"]) == "ella+clip":
+            clip = self.prompts.conditioning(prompts, negatives)
         if ella_setup.enabled(first):
-            cond, uncond = self.ella.conditioning(batch, self._resolve, parts.device, parts.dtype, self._clip_rows)
+            cond, uncond, masks = self.ella.conditioning(batch, self._resolve, parts.device, parts.dtype, clip)
         else:
-            skips = [int(p["clip_skip"]) for p in batch]
-            prompts = [(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)]
-            text = self.prompts.conditioning(prompts, [(str(p["negative_prompt"]), s)
-                                                       for p, s in zip(batch, skips, strict=True)])
-            cond, uncond, masks = text.cond, text.uncond, (text.cond_mask, text.uncond_mask)
+            cond, uncond, masks = clip.cond, clip.uncond, (clip.cond_mask, clip.uncond_mask)
         text_time = clock.lap()
 
         scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
@@ -285,12 +286,6 @@ class DiffusersBackend:
         timings = {"text": text_time * share, "denoise": denoise_time * share, "decode": decode_time * share}
         return [(image, {**metadata, **ella_setup.metadata(p, self._resolve)}, dict(timings))
                 for p, image in zip(batch, decoded, strict=True)]
-
-    def _clip_rows(self, requests: list[tuple[str, int]]) -> torch.Tensor:
-        """CLIP rows of (prompts..., negative prompts...) for ELLA+CLIP; chunk padding is not masked there."""
-        half = len(requests) // 2
-        text = self.prompts.conditioning(requests[:half], requests[half:])
-        return torch.cat([text.cond, text.uncond])
 
     @torch.inference_mode()
     def fit_batch(self, params: dict[str, Any], wanted: int) -> int:

@@ -21,6 +21,7 @@ from gridgen.backends.sd.ella import EllaModel, check_checkpoint, load_ella
 from gridgen.backends.sd.ella_context import ContextFn, EllaContext
 from gridgen.backends.sd.locate import _from_hub_cache, _hub_cache_dir
 from gridgen.backends.sd.t5_text import T5Features, load_t5
+from gridgen.backends.sd.text import Conditioning
 from gridgen.errors import ModelError
 
 ELLA_FILE = "ella-sd1.5-tsc-t5xl.safetensors"
@@ -30,6 +31,7 @@ T5_SUBFOLDER = "T5"
 # Params that mean nothing while ELLA is off: cells differing only in them share a base image.
 ELLA_ONLY_PARAMS = ("ella_text_encoder", "token_length", "ella_mode")
 Resolve = Callable[[Callable[[str, Path, Path | None], Path], str], Path]
+Masks = tuple[torch.Tensor | None, torch.Tensor | None]
 
 
 def enabled(params: dict[str, Any]) -> bool:
@@ -194,21 +196,23 @@ class EllaRuntime:
                 self.text(resolve(resolve_text_encoder, str(params["ella_text_encoder"])), device))
 
     def conditioning(self, batch: Sequence[dict[str, Any]], resolve: Resolve, device: torch.device,
-                     dtype: torch.dtype, clip) -> tuple[ContextFn, ContextFn]:
-        """Per-step cond and uncond contexts of a batch that shares ELLA mode and files (its batch key)."""
+                     dtype: torch.dtype, clip: Conditioning | None) -> tuple[ContextFn, ContextFn, Masks]:
+        """Per-step cond and uncond contexts of a batch that shares ELLA mode and files (its batch key),
+        and their cross-attention masks; `clip` is the batch's CLIP conditioning, used in ELLA+CLIP mode."""
         first = batch[0]
         ella, features = self.load(first, resolve, device, dtype)
         lengths = [str(p["token_length"]) for p in batch]
         # The unconditional half reads the negative prompt's T5 features through the same connector.
         rows = features([(str(p["prompt"]), n) for p, n in zip(batch, lengths, strict=True)]
                         + [(str(p["negative_prompt"]), n) for p, n in zip(batch, lengths, strict=True)])
-        clip_rows = None
+        clip_rows, masks = None, (None, None)
         if str(first["ella_mode"]) == "ella+clip":
-            skips = [int(p["clip_skip"]) for p in batch]
-            clip_rows = clip([(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)]
-                             + [(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)])
+            clip_rows = torch.cat([clip.cond, clip.uncond])
+            if clip.cond_mask is not None:  # CLIP rows padded with empty chunks: ELLA's tokens are all real
+                real = torch.ones((len(batch), ella.config.num_latents), device=clip.cond_mask.device)
+                masks = (torch.cat([real, clip.cond_mask], 1), torch.cat([real, clip.uncond_mask], 1))
         context = EllaContext(ella, rows, clip_rows)
-        return context.rows(0, len(batch)), context.rows(len(batch), 2 * len(batch))
+        return context.rows(0, len(batch)), context.rows(len(batch), 2 * len(batch)), masks
 
     def stats(self) -> list[str]:
         if self._text is None:
