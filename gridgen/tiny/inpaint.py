@@ -43,7 +43,7 @@ IN_CHANNELS = 9
 TASKS = ("remove", "fill", "whole")
 TASK_WEIGHTS = (0.4, 0.45, 0.15)
 MAX_GROW = 8  # px a mask extends past the shape
-DEFAULTS = {"unet_steps": 1200, "warmup": 100, "unet_lr": 1e-3}
+DEFAULTS = {"unet_steps": 600, "warmup": 100, "unet_lr": 1e-3}
 
 
 def mask_around(sample: shapes.Sample, grow: int, box: bool) -> np.ndarray:
