@@ -114,6 +114,9 @@ def resolve_vae(value: str, spec_dir: Path, models_dir: Path | None) -> Path | N
 @lru_cache(maxsize=64)
 def resolve_upscale_pipeline(value: str, spec_dir: Path, models_dir: Path | None) -> Path:
     """The diffusers folder of a diffusion upscaler (the SD x4 upscaler) `value` names; raises ModelError."""
+    shipped = tiny_folder(value)
+    if shipped is not None:
+        return shipped
     return _find("upscaler", value, spec_dir, models_dir, "Stable-diffusion", _pipeline_dir, "model_index.json",
                  "upscaler pipeline")
 
