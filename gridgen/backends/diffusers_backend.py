@@ -18,8 +18,9 @@ from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
 from gridgen.backends.sd import images, sampling
+from gridgen.backends.sd.kinds import kind_problems
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
-from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
+from gridgen.backends.sd.locate import ModelInfo, read_model_info, resolve_model, resolve_vae, vae_factor
 from gridgen.backends.sd.text import PromptEncoder
 from gridgen.backends.sd.upscale import upscale
 from gridgen.cache import StageCache, stage_key
@@ -34,10 +35,16 @@ if TYPE_CHECKING:
 SUPPORTED_PARAMS = frozenset({
     "prompt", "negative_prompt", "prompt_replace", "seed", "steps", "cfg_scale", "sampler", "schedule",
     "width", "height", "out_width", "out_height", "model", "vae", "clip_skip", "format", "upscaler", "upscale_by",
+    "pipeline", "prediction",
 })
 # Params only the stages after base generation read: cells differing only in these share a base image.
 POST_PARAMS = frozenset({"upscaler", "upscale_by", "out_width", "out_height", "format", "prompt_replace"})
 _DEFAULTS = Registry().defaults()
+
+
+def scheduler_config(config: dict[str, Any], prediction: str) -> dict[str, Any]:
+    """The model's scheduler config, with the `prediction` param's choice when it is not auto."""
+    return config if prediction == "auto" else {**config, "prediction_type": prediction}
 
 
 def base_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -86,11 +93,14 @@ class DiffusersBackend:
     def _models_dir(self) -> Path | None:
         return Path(self.context.models_dir) if self.context.models_dir else None
 
+    def _info(self, params: dict[str, Any]) -> ModelInfo:
+        return read_model_info(self._model_path(params), str(params.get("prediction") or "auto"))
+
     def _size(self, params: dict[str, Any]) -> tuple[int, int]:
         if params.get("width") and params.get("height"):
             return int(params["width"]), int(params["height"])
         try:
-            native = read_model_info(self._model_path(params)).native_size
+            native = self._info(params).native_size
         except ModelError:
             native = 0  # validate() reports the missing model; planning goes on
         return int(params.get("width") or native), int(params.get("height") or native)
@@ -100,13 +110,15 @@ class DiffusersBackend:
         problems: list[ParamProblem] = []
         info = None
         try:
-            info = read_model_info(self._model_path(params))
+            info = self._info(params)
         except ModelError as exc:
             problems.append(ParamProblem("model", str(exc)))
+        else:
+            problems += kind_problems(params, str(params["model"]), info.in_channels, info.sdxl)
         factor = info.vae_factor if info else None
         try:
             vae = self._vae_path(params)
-            factor = vae_factor(vae) if vae else factor
+            factor = vae_factor(vae) if vae and vae.is_dir() else factor
         except ModelError as exc:
             problems.append(ParamProblem("vae", str(exc)))
         try:
@@ -149,7 +161,8 @@ class DiffusersBackend:
         params = {**_DEFAULTS, **params}
         # The scheduler choice, not the sampler's name: names that build the same scheduler can share a batch.
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
-        return self.load_key(params), choice, int(params["steps"]), *self._size(params)
+        return (self.load_key(params), choice, str(params["prediction"]), int(params["steps"]),
+                *self._size(params))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))
@@ -163,7 +176,7 @@ class DiffusersBackend:
             self.close()
             device = pick_device(self.context.device)
             self._components = load_components(self._model_path(params), self._vae_path(params), device,
-                                               pick_dtype(self.context.dtype, device))
+                                               pick_dtype(self.context.dtype, device), self._info(params).config)
             self._apply_speed_options(self._components)
             self.prompts = PromptEncoder(self._components.tokenizer, self._components.text_encoder)
             self._load_key = key
@@ -216,7 +229,7 @@ class DiffusersBackend:
         text_time = clock.lap()
 
         scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
-                                   parts.scheduler_config)
+                                   scheduler_config(parts.scheduler_config, str(first["prediction"])))
         scheduler.set_timesteps(int(first["steps"]), device=parts.device)
         seeds = [int(p["seed"]) for p in batch]
         noise, generators = sampling.initial_noise(
