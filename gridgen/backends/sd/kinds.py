@@ -28,7 +28,8 @@ def model_kind(in_channels: int) -> str:
 def kind_problems(params: dict[str, Any], model: str, in_channels: int, sdxl: bool) -> list[ParamProblem]:
     """Problems between the cell's params and the kind of `model` (named as the spec names it)."""
     native = model_kind(in_channels)
-    described = f"model {model!r} is {'an SDXL' if sdxl else 'a'} {native} model ({in_channels}-channel UNet)"
+    article = "an" if sdxl or native[0] in "aeiou" else "a"
+    described = f"model {model!r} is {article} {'SDXL ' if sdxl else ''}{native} model ({in_channels}-channel UNet)"
     wanted = str(params.get("pipeline") or "auto")
     if wanted != "auto" and CHANNELS_BY_KIND[wanted] != in_channels:
         return [ParamProblem("pipeline", f"pipeline {wanted} needs a {CHANNELS_BY_KIND[wanted]}-channel UNet, but "
