@@ -22,6 +22,7 @@ from gridgen.backends.sd.kinds import kind_problems
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import ModelInfo, read_model_info, resolve_model, resolve_vae, vae_factor
 from gridgen.backends.sd.text import PromptEncoder
+from gridgen.backends.sd.text_xl import SdxlPromptEncoder, added_conditioning
 from gridgen.backends.sd.upscale import upscale
 from gridgen.cache import StageCache, stage_key
 from gridgen.errors import ModelError
@@ -58,7 +59,7 @@ class DiffusersBackend:
         self.context = context
         self._load_key: Hashable | None = None
         self._components: Components | None = None
-        self.prompts: PromptEncoder | None = None  # the loaded model's text-embedding cache
+        self.prompts: PromptEncoder | SdxlPromptEncoder | None = None  # the loaded model's text-embedding cache
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
@@ -178,7 +179,7 @@ class DiffusersBackend:
             self._components = load_components(self._model_path(params), self._vae_path(params), device,
                                                pick_dtype(self.context.dtype, device), self._info(params).config)
             self._apply_speed_options(self._components)
-            self.prompts = PromptEncoder(self._components.tokenizer, self._components.text_encoder)
+            self.prompts = make_prompt_encoder(self._components)
             self._load_key = key
         return self._components
 
@@ -224,8 +225,12 @@ class DiffusersBackend:
         clock = _Clock(parts.device)
 
         skips = [int(p["clip_skip"]) for p in batch]
-        cond = self.prompts([(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)])
-        uncond = self.prompts([(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)])
+        positive = [(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)]
+        negative = [(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)]
+        cond, uncond = self.prompts(positive), self.prompts(negative)
+        added = [None, None]
+        if isinstance(self.prompts, SdxlPromptEncoder):
+            added = [added_conditioning(self.prompts.pooled(texts), width, height) for texts in (positive, negative)]
         text_time = clock.lap()
 
         scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
@@ -234,7 +239,7 @@ class DiffusersBackend:
         seeds = [int(p["seed"]) for p in batch]
         noise, generators = sampling.initial_noise(
             seeds, (parts.unet.config.in_channels, height // factor, width // factor), parts.device)
-        denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch])
+        denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], *added)
         latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
                                   sampling.step_noise_kwargs(scheduler, seeds, generators))
         denoise_time = clock.lap()
@@ -262,14 +267,18 @@ class DiffusersBackend:
         width, height = self._size(params)
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         shape = (parts.unet.config.in_channels, height // factor, width // factor)
-        context = self.prompts([("", int(params["clip_skip"]))])
+        empty = [("", int(params["clip_skip"]))]
+        context = self.prompts(empty)
+        pooled = self.prompts.pooled(empty) if isinstance(self.prompts, SdxlPromptEncoder) else None
 
         def peak(cells: int) -> int:
             torch.cuda.synchronize(parts.device)
             torch.cuda.reset_peak_memory_stats(parts.device)
             rows = 2 * cells  # conditional and unconditional halves
             x = torch.zeros((rows, *shape), device=parts.device, dtype=parts.unet.dtype)
-            parts.unet(x, torch.tensor(999, device=parts.device), encoder_hidden_states=context.expand(rows, -1, -1))
+            added = added_conditioning(pooled.expand(rows, -1), width, height) if pooled is not None else None
+            parts.unet(x, torch.tensor(999, device=parts.device), encoder_hidden_states=context.expand(rows, -1, -1),
+                       added_cond_kwargs=added)
             torch.cuda.synchronize(parts.device)
             return torch.cuda.max_memory_allocated(parts.device)
 
@@ -316,6 +325,12 @@ class DiffusersBackend:
         self._load_key = None
         self.cache.clear()
         self._free_device_memory()
+
+
+def make_prompt_encoder(parts: Components) -> PromptEncoder | SdxlPromptEncoder:
+    if parts.text_encoder_2 is None:
+        return PromptEncoder(parts.tokenizer, parts.text_encoder)
+    return SdxlPromptEncoder([parts.tokenizer, parts.tokenizer_2], [parts.text_encoder, parts.text_encoder_2])
 
 
 class _Clock:

@@ -116,4 +116,6 @@ def load_components(model: Path, vae: Path | None, device: torch.device, dtype: 
             encoder.to(device=device, dtype=dtype)
     for module in components.modules():
         module.to(device).eval()
+    if getattr(components.vae.config, "force_upcast", False):
+        components.vae.to(torch.float32)  # SDXL's VAE overflows in fp16, as diffusers' own pipeline knows
     return components

@@ -16,24 +16,28 @@ import torch
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float]) -> Denoiser:
+def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float],
+                    added_cond: dict[str, torch.Tensor] | None = None,
+                    added_uncond: dict[str, torch.Tensor] | None = None) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
 
     Rows at scale 1 are the conditional prediction exactly, so their unconditional half is never sent
     through the UNet. Every other scale needs both halves: below 1 the formula mixes in the
     unconditional prediction (at 0 it is all there is), as A1111's CFG scale does.
-    Latents stay fp32 outside the UNet call whatever its dtype.
+    Latents stay fp32 outside the UNet call whatever its dtype. `added_cond` / `added_uncond` hold
+    per-sample `added_cond_kwargs` rows (SDXL's pooled text and size), paired like `cond` / `uncond`.
     """
     device = cond.device
     guided = torch.tensor([i for i, s in enumerate(scales) if s != 1], dtype=torch.long, device=device)
     scale = torch.tensor(list(scales), dtype=torch.float32, device=device)
     scale = scale.view(-1, 1, 1, 1)
     context = torch.cat([cond, uncond[guided]])
+    added = {name: torch.cat([rows, added_uncond[name][guided]]) for name, rows in (added_cond or {}).items()}
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
         x_in = torch.cat([x, x[guided]]).to(unet.dtype)
-        eps = unet(x_in, t, encoder_hidden_states=context).sample.float()
+        eps = unet(x_in, t, encoder_hidden_states=context, added_cond_kwargs=added or None).sample.float()
         eps_cond = eps[:batch]
         eps_uncond = eps_cond.clone()
         eps_uncond[guided] = eps[batch:]
