@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -359,4 +360,37 @@ def test_sdxl_single_file_and_batches_render_as_the_folder_alone(tiny, tmp_path)
     together = [np.asarray(r.image, dtype=np.float64) for r in backend.render(cells)]
     for one, batched in zip(alone, together, strict=True):
         assert np.abs(one - batched).max() <= 1.0
+    backend.close()
+
+
+# Model cache
+
+
+def test_alternating_models_are_loaded_once_each(tiny, tmp_path, monkeypatch):
+    from gridgen.backends import diffusers_backend
+
+    calls = []
+    real = diffusers_backend.load_components
+    monkeypatch.setattr(diffusers_backend, "load_components", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    single = tiny[0]["sd1"].write(tmp_path / "one.safetensors")
+    models = [str(single), str(tiny[0]["sdxl"].folder)]
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu", cache_bytes=0))
+    first = [_render(backend, model=model) for model in models]
+    again = [_render(backend, model=model) for model in models * 2]
+    assert len(calls) == 2 and backend.models.loads == 2 and backend.models.hits == 4
+    assert all(np.array_equal(image, first[i % 2]) for i, image in enumerate(again))
+    assert "models: 2 loaded, 4 reused from memory" in backend.stats()
+    # A file replaced on disk (a newer modification time) is read again.
+    stat = single.stat()
+    os.utime(single, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    _render(backend, model=str(single))
+    assert len(calls) == 3
+    backend.close()
+
+
+def test_a_zero_budget_keeps_only_the_model_in_use(tiny, tmp_path):
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu", cache_bytes=0, model_cache_bytes=0))
+    for model in ("sd1", "sdxl", "sd1"):
+        _render(backend, model=str(tiny[0][model].folder), steps=1)
+    assert backend.models.loads == 3 and len(backend.models) == 1
     backend.close()

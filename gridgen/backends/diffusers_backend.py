@@ -21,6 +21,7 @@ from gridgen.backends.sd import images, sampling
 from gridgen.backends.sd.kinds import kind_problems
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import ModelInfo, read_model_info, resolve_model, resolve_vae, vae_factor
+from gridgen.backends.sd.model_cache import ModelCache, modified
 from gridgen.backends.sd.text import PromptEncoder
 from gridgen.backends.sd.text_xl import SdxlPromptEncoder, added_conditioning
 from gridgen.backends.sd.upscale import upscale
@@ -63,6 +64,7 @@ class DiffusersBackend:
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
+        self.models = ModelCache(context.model_cache_bytes)
 
     def supported_params(self) -> set[str]:
         return set(SUPPORTED_PARAMS)
@@ -174,12 +176,18 @@ class DiffusersBackend:
     def _ensure_loaded(self, params: dict[str, Any]) -> Components:
         key = self.load_key(params)
         if self._components is None or key != self._load_key:
-            self.close()
             device = pick_device(self.context.device)
-            self._components = load_components(self._model_path(params), self._vae_path(params), device,
-                                               pick_dtype(self.context.dtype, device), self._info(params).config)
-            self._apply_speed_options(self._components)
-            self.prompts = make_prompt_encoder(self._components)
+            dtype = pick_dtype(self.context.dtype, device)
+            model, vae = self._model_path(params), self._vae_path(params)
+
+            def load():
+                parts = load_components(model, vae, device, dtype, self._info(params).config)
+                self._apply_speed_options(parts)
+                return parts, make_prompt_encoder(parts)
+
+            # Paths with their modification times: a model replaced on disk is loaded afresh.
+            self._components, self.prompts = self.models.get(
+                (key, modified(model), modified(vae), str(device), dtype), load)
             self._load_key = key
         return self._components
 
@@ -314,12 +322,13 @@ class DiffusersBackend:
 
     def stats(self) -> list[str]:
         """Lines for the run summary."""
-        lines = [self.cache.stats.line()]
+        lines = [self.cache.stats.line(), f"models: {self.models.loads} loaded, {self.models.hits} reused from memory"]
         if self.prompts is not None:
             lines.append(f"text embeddings: {self.prompts.hits} cached, {self.prompts.misses} encoded")
         return lines
 
     def close(self) -> None:
+        self.models.clear()
         self._components = None
         self.prompts = None
         self._load_key = None
