@@ -106,7 +106,8 @@ CORE_PARAMS: tuple[Param, ...] = (
     Param("out_width", "int", None, "Resize the saved image to this width.", min=1, max=16384, stage="output"),
     Param("out_height", "int", None, "Resize the saved image to this height.", min=1, max=16384, stage="output"),
     Param("model", "model", "gridgen-tiny",
-          "A diffusers folder, a cached Hugging Face id, or `gridgen-tiny` (the embedded model).",
+          "A diffusers folder, a .safetensors/.ckpt checkpoint, a name in models_dir, a cached Hugging Face id, "
+          "or `gridgen-tiny` (the embedded model).",
           aliases=("checkpoint", "ckpt", "sd_model_checkpoint")),
     Param("vae", "model", "auto", "A VAE to use instead of the model's own; `auto` keeps the model's.",
           aliases=("sd_vae",)),
