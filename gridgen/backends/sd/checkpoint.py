@@ -20,10 +20,6 @@ SAFETENSORS = ".safetensors"
 SINGLE_FILE_SUFFIXES = (SAFETENSORS, ".ckpt")
 
 
-def is_single_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in SINGLE_FILE_SUFFIXES
-
-
 def _unwrap(checkpoint: dict) -> dict:
     # Training checkpoints keep the weights under "state_dict" next to optimizer state and counters.
     while isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):

@@ -55,6 +55,8 @@ class ModelCache:
 
     def get(self, key: Hashable, load: Callable[[], tuple[Components, Any]]) -> tuple[Components, Any]:
         """The entry for `key` on its device, loading it with `load` when absent; parks and evicts the rest."""
+        # The others leave the device first, so it never holds two models at once.
+        self._park(other for other in self._entries if other != key)
         if key in self._entries:
             self.hits += 1
             self._entries.move_to_end(key)
@@ -65,12 +67,15 @@ class ModelCache:
             self.loads += 1
             self._trim(keep=0)  # make room before the new weights arrive
             parts, extra = self._entries[key] = load()
-        for parked, _ in list(self._entries.values())[:-1]:
-            if parked.device.type != "cpu":
-                for module in parked.modules():
-                    module.to("cpu")
         self._trim(keep=1)
         return parts, extra
+
+    def _park(self, keys) -> None:
+        for key in list(keys):
+            parts, _ = self._entries[key]
+            if parts.device.type != "cpu":
+                for module in parts.modules():
+                    module.to("cpu")
 
     def _trim(self, keep: int) -> None:
         """Drop the least recently used entries until all fit the budget, keeping the newest `keep`."""
