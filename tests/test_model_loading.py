@@ -394,3 +394,17 @@ def test_a_zero_budget_keeps_only_the_model_in_use(tiny, tmp_path):
         _render(backend, model=str(tiny[0][model].folder), steps=1)
     assert backend.models.loads == 3 and len(backend.models) == 1
     backend.close()
+
+
+def test_sd2_single_files_are_768_v_unless_prediction_says_epsilon(tiny, tmp_path):
+    model = tiny[0]["sd2-v"]
+    path = str(model.write(tmp_path / "sd2.safetensors"))
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu", cache_bytes=0))
+    assert locate.read_model_info(Path(path), "epsilon").config.name == "sd2"
+    file_eps = _render(backend, model=path, prediction="epsilon")
+    file_auto = _render(backend, model=path)
+    assert backend.models.loads == 2  # the two families' configs differ, so each is its own entry
+    assert np.array_equal(file_auto, _render(backend, model=str(model.folder)))
+    assert np.array_equal(file_eps, _render(backend, model=str(model.folder), prediction="epsilon"))
+    assert np.abs(file_auto - file_eps).mean() > 1
+    backend.close()

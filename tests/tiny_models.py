@@ -17,6 +17,9 @@ from gridgen.backends.sd import families
 from gridgen.backends.sd.single_file import load_tokenizer
 from tests import ldm_layout
 
+# Families whose weights have the same shapes, told apart by the `prediction` param only.
+_SAME_WEIGHTS = {"sd2-v": ("sd2",)}
+
 
 @dataclass
 class TinyModel:
@@ -101,8 +104,9 @@ def config_root(root: Path, models: list[TinyModel]) -> Path:
     """A copy of the shipped families with each tiny model's component configs in its family's place."""
     shutil.copytree(families.CONFIG_ROOT, root)
     for model in models:
-        for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
-            source = model.folder / component / "config.json"
-            if source.is_file():
-                shutil.copy(source, root / model.family / component / "config.json")
+        for family in (model.family, *_SAME_WEIGHTS.get(model.family, ())):
+            for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
+                source = model.folder / component / "config.json"
+                if source.is_file():
+                    shutil.copy(source, root / family / component / "config.json")
     return root

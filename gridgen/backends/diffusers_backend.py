@@ -59,6 +59,7 @@ class DiffusersBackend:
     def __init__(self, context: BackendContext):
         self.context = context
         self._load_key: Hashable | None = None
+        self._loaded: Hashable | None = None  # the model cache's key of what is loaded
         self._components: Components | None = None
         self.prompts: PromptEncoder | SdxlPromptEncoder | None = None  # the loaded model's text-embedding cache
         self._resolved: dict[tuple, Path | None | ModelError] = {}
@@ -175,20 +176,20 @@ class DiffusersBackend:
 
     def _ensure_loaded(self, params: dict[str, Any]) -> Components:
         key = self.load_key(params)
-        if self._components is None or key != self._load_key:
-            device = pick_device(self.context.device)
-            dtype = pick_dtype(self.context.dtype, device)
-            model, vae = self._model_path(params), self._vae_path(params)
+        device = pick_device(self.context.device)
+        dtype = pick_dtype(self.context.dtype, device)
+        model, vae, config = self._model_path(params), self._vae_path(params), self._info(params).config
+        # Paths with their modification times (a model replaced on disk loads afresh) and the configs used.
+        loaded = (key, str(config), modified(model), modified(vae), str(device), dtype)
+        if self._components is None or loaded != self._loaded:
 
             def load():
-                parts = load_components(model, vae, device, dtype, self._info(params).config)
+                parts = load_components(model, vae, device, dtype, config)
                 self._apply_speed_options(parts)
                 return parts, make_prompt_encoder(parts)
 
-            # Paths with their modification times: a model replaced on disk is loaded afresh.
-            self._components, self.prompts = self.models.get(
-                (key, modified(model), modified(vae), str(device), dtype), load)
-            self._load_key = key
+            self._components, self.prompts = self.models.get(loaded, load)
+            self._load_key, self._loaded = key, loaded
         return self._components
 
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
@@ -331,7 +332,7 @@ class DiffusersBackend:
         self.models.clear()
         self._components = None
         self.prompts = None
-        self._load_key = None
+        self._load_key = self._loaded = None
         self.cache.clear()
         self._free_device_memory()
 
