@@ -29,26 +29,30 @@ from tests.spec_helpers import write_spec
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _vocab_cache(tmp_path_factory):
+    # The CLIP vocabulary files are written once per module, away from the user's own cache.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, _vocab_cache):
     """Tiny SD1, SD1-inpaint, SD2-v and SDXL models (folders and LDM state dicts) and a config root for them."""
     root = tmp_path_factory.mktemp("tiny")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-        models = {
-            "sd1": tiny_models.build(root / "sd1", "sd1"),
-            "sd1-inpaint": tiny_models.build(root / "sd1-inpaint", "sd1-inpaint", in_channels=9, seed=1),
-            "sd2-v": tiny_models.build(root / "sd2-v", "sd2-v", seed=2),
-            "sdxl": tiny_models.build(root / "sdxl", "sdxl", seed=3),
-        }
-        configs = tiny_models.config_root(root / "configs", list(models.values()))
-        yield models, configs
+    models = {
+        "sd1": tiny_models.build(root / "sd1", "sd1"),
+        "sd1-inpaint": tiny_models.build(root / "sd1-inpaint", "sd1-inpaint", in_channels=9, seed=1),
+        "sd2-v": tiny_models.build(root / "sd2-v", "sd2-v", seed=2),
+        "sdxl": tiny_models.build(root / "sdxl", "sdxl", seed=3),
+    }
+    return models, tiny_models.config_root(root / "configs", list(models.values()))
 
 
 @pytest.fixture(autouse=True)
-def _tiny_configs(request, monkeypatch, tmp_path):
+def _tiny_configs(request, monkeypatch):
     # Detection reads the config root at call time; memoised lookups are per process.
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     if "tiny" in request.fixturenames:
         monkeypatch.setattr(families, "CONFIG_ROOT", request.getfixturevalue("tiny")[1])
     for cached in (locate.resolve_model, locate.resolve_vae, locate.read_model_info):
@@ -131,11 +135,11 @@ def test_a_vae_file_replaces_the_models_own(tiny, tmp_path):
     other = tiny_models.build(tmp_path / "other", "sd1", seed=7)
     vae_state = {key.removeprefix("first_stage_model."): value for key, value in other.state.items()
                  if key.startswith("first_stage_model.")}
-    vae_file = tmp_path / "models" / "VAE" / "mine.safetensors"
+    vae_file = tmp_path / "models" / "VAE" / "mine.vae.pt"
     vae_file.parent.mkdir(parents=True)
-    save_file(vae_state, str(vae_file))
+    torch.save(vae_state, vae_file)
     backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, models_dir=tmp_path / "models", device="cpu"))
-    cell = make_cell(model=str(tiny[0]["sd1"].folder), vae="mine")
+    cell = make_cell(model=str(tiny[0]["sd1"].folder), vae="mine.vae")
     assert backend.validate(cell.params) == []
     assert backend.load_key(cell.params)[1] == str(vae_file)
     (result,) = backend.render([cell])
@@ -408,3 +412,19 @@ def test_sd2_single_files_are_768_v_unless_prediction_says_epsilon(tiny, tmp_pat
     assert np.array_equal(file_eps, _render(backend, model=str(model.folder), prediction="epsilon"))
     assert np.abs(file_auto - file_eps).mean() > 1
     backend.close()
+
+
+def test_an_incomplete_folder_names_the_missing_file(tiny, tmp_path):
+    import shutil
+
+    for name in ("no-weights", "no-vocab"):
+        shutil.copytree(tiny[0]["sdxl"].folder, tmp_path / name)
+    for weights in (tmp_path / "no-weights" / "text_encoder_2").glob("*.safetensors"):
+        weights.unlink()
+    for vocabulary in ("vocab.json", "merges.txt", "tokenizer.json"):
+        (tmp_path / "no-vocab" / "tokenizer_2" / vocabulary).unlink(missing_ok=True)
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path))
+    (message,) = messages(backend.validate(make_cell(model="no-weights").params), "model")
+    assert f"{tmp_path / 'no-weights' / 'text_encoder_2'}/ weights" in message and "never downloads" in message
+    (message,) = messages(backend.validate(make_cell(model="no-vocab").params), "model")
+    assert f"{tmp_path / 'no-vocab' / 'tokenizer_2'}/ vocabulary" in message

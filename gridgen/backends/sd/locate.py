@@ -22,6 +22,8 @@ from gridgen.backends.sd.families import UNET_INPUT, detect_family
 from gridgen.errors import ModelError
 from gridgen.tiny import tiny_folder
 
+# A1111 also takes `.pt` VAE files (`*.vae.pt`); they are read weights-only like a `.ckpt`.
+VAE_SUFFIXES = (*SINGLE_FILE_SUFFIXES, ".pt")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # The components a Stable Diffusion 1.x/2.x/XL folder must have, and the classes this backend loads.
 _EXPECTED = {
@@ -65,7 +67,8 @@ def _from_hub_cache(repo_id: str, marker: str) -> Path | None:
 
 
 def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfolder: str,
-          accept: Callable[[Path], Path | None], marker: str, kind: str) -> Path:
+          accept: Callable[[Path], Path | None], marker: str, kind: str,
+          suffixes: tuple[str, ...] = SINGLE_FILE_SUFFIXES) -> Path:
     """Resolve `value` against the spec folder, the models folder and the HF cache, in that order."""
     raw = Path(value).expanduser()
     if raw.is_absolute():
@@ -73,7 +76,7 @@ def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfol
     else:
         candidates = [spec_dir / raw]
         for root in ([models_dir, models_dir / subfolder] if models_dir else []):
-            candidates += [root / raw, *(root / f"{raw}{suffix}" for suffix in SINGLE_FILE_SUFFIXES)]
+            candidates += [root / raw, *(root / f"{raw}{suffix}" for suffix in suffixes)]
     for candidate in candidates:
         if candidate.is_dir():
             found = accept(candidate)
@@ -82,10 +85,10 @@ def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfol
                                  f"(no {marker}); point {what} at a diffusers {kind} folder")
             return found.resolve()
         if candidate.is_file():
-            if candidate.suffix.lower() in SINGLE_FILE_SUFFIXES:
+            if candidate.suffix.lower() in suffixes:
                 return candidate.resolve()
             raise ModelError(f"{what} {value!r}: {candidate} is a file but neither a diffusers {kind} folder nor a "
-                             f"{' or '.join(SINGLE_FILE_SUFFIXES)} checkpoint")
+                             f"{' or '.join(suffixes)} checkpoint")
     looked = [str(c) for c in candidates]
     if _HUB_ID.match(value):
         cached = _from_hub_cache(value, marker)
@@ -114,7 +117,7 @@ def resolve_vae(value: str, spec_dir: Path, models_dir: Path | None) -> Path | N
     """The AutoencoderKL folder or VAE file `value` names, or None for `auto` (the model's own); raises ModelError."""
     if value.strip().lower() == "auto":
         return None
-    found = _find("vae", value, spec_dir, models_dir, "VAE", _vae_dir, "config.json", "VAE")
+    found = _find("vae", value, spec_dir, models_dir, "VAE", _vae_dir, "config.json", "VAE", VAE_SUFFIXES)
     if found.is_file() and not any(key in read_shapes(found) for key in _VAE_KEYS):
         raise ModelError(f"vae {value!r}: {found} holds no VAE decoder weights ({_VAE_KEYS[0]}); "
                          f"point vae at a VAE file or folder")
@@ -157,6 +160,28 @@ def _unsupported(path: Path, index: dict[str, Any]) -> str | None:
     return None
 
 
+# Weight files diffusers and transformers read, whole or sharded; half-precision variants count too.
+_WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+_TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
+
+
+def _missing_file(path: Path, index: dict[str, Any]) -> str | None:
+    """The first file a folder needs but lacks (an interrupted download or copy), or None."""
+    for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if component not in index:
+            continue
+        folder = path / component
+        if not (folder / "config.json").is_file():
+            return str(folder / "config.json")
+        if not any(any(folder.glob(pattern)) for pattern in _WEIGHTS):
+            return f"{folder}/ weights ({' or '.join(_WEIGHTS[:2])})"
+    for component in ("tokenizer", "tokenizer_2"):
+        if component in index and not any(all((path / component / name).is_file() for name in names)
+                                           for names in _TOKENIZER_FILES):
+            return f"{path / component}/ vocabulary (vocab.json and merges.txt, or tokenizer.json)"
+    return None
+
+
 def _info(path: Path, config: Path, in_channels: int) -> ModelInfo:
     unet = _read_json(config / "unet" / "config.json")
     factor = vae_factor(config / "vae")
@@ -178,4 +203,9 @@ def read_model_info(path: Path, prediction: str = "auto") -> ModelInfo:
     reason = _unsupported(path, index)
     if reason:
         raise ModelError(reason)
+    missing = _missing_file(path, index)
+    if missing:
+        where = "this Hugging Face cache snapshot" if _hub_cache_dir() in str(path) else "the folder"
+        raise ModelError(f"model {path} is incomplete: {missing} is missing; {where} was not fully downloaded or "
+                         f"copied (gridgen never downloads: fetch it again while online, then run offline)")
     return _info(path, path, int(_read_json(path / "unet" / "config.json").get("in_channels", 4)))
