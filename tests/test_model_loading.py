@@ -105,10 +105,11 @@ def test_a_single_file_loads_offline_with_the_folder_weights(tiny, tmp_path, off
     assert loaded.scheduler_config["prediction_type"] == reference.scheduler_config["prediction_type"]
 
 
-def test_gridgen_run_renders_a_single_file_as_its_folder(tiny, tmp_path, offline, capsys):
+def test_gridgen_run_renders_single_files_named_in_models_dir(tiny, tmp_path, offline, capsys):
     models_dir = tmp_path / "models"
     tiny[0]["sd1"].write(models_dir / "Stable-diffusion" / "sd-v1-5-pruned-emaonly.safetensors")
     tiny[0]["sd1"].write(models_dir / "Stable-diffusion" / "old.ckpt")
+    tiny[0]["sdxl"].write(models_dir / "Stable-diffusion" / "sd_xl_base_1.0.safetensors")
     spec = write_spec(tmp_path, f"""
         grid:
           title: single files
@@ -120,12 +121,15 @@ def test_gridgen_run_renders_a_single_file_as_its_folder(tiny, tmp_path, offline
               folder: model={tiny[0]["sd1"].folder}
               safetensors: model=sd-v1-5-pruned-emaonly
               ckpt: model=old
+              xl: model=sd_xl_base_1.0
         """)
     out = tmp_path / "out"
     assert main(["run", str(spec), "--out", str(out), "--quiet", "--models-dir", str(models_dir)]) == 0
-    assert "rendered 3" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "rendered 4" in printed and "models: 4 loaded" in printed
     images = {name: np.asarray(Image.open(out / "images" / f"{name}.png"))
-              for name in ("folder", "safetensors", "ckpt")}
+              for name in ("folder", "safetensors", "ckpt", "xl")}
+    assert images["xl"].shape == (32, 32, 3) and images["xl"].std() > 1
     assert images["folder"].shape == (32, 32, 3) and images["folder"].std() > 1
     assert np.array_equal(images["folder"], images["safetensors"])
     assert np.array_equal(images["folder"], images["ckpt"])
