@@ -28,6 +28,11 @@ from tests.spec_helpers import write_spec
 
 CPU = torch.device("cpu")
 
+# Published parameter counts of the released models' UNets and text encoders (VAEs: 83,653,863).
+UNET_PARAMETERS = {"sd1": 859_520_964, "sd2-v": 865_910_724, "sdxl": 2_567_463_684, "sd2-x4-upscaler": 473_398_020}
+TEXT_PARAMETERS = {("sd1", "text_encoder"): 123_060_480, ("sd2-v", "text_encoder"): 340_387_840,
+                   ("sdxl", "text_encoder"): 123_060_480, ("sdxl", "text_encoder_2"): 694_659_840}
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _vocab_cache(tmp_path_factory):
@@ -199,7 +204,7 @@ def test_checkpoints_gridgen_cannot_run_are_named(tmp_path, shapes, expected):
 def test_every_shipped_family_is_a_loadable_diffusers_config():
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     shipped = {folder.name for folder in families.CONFIG_ROOT.iterdir()}
     assert shipped == set(families.FAMILIES.values()) | {"sd2"}
@@ -209,11 +214,20 @@ def test_every_shipped_family_is_a_loadable_diffusers_config():
         assert index["_class_name"].startswith("StableDiffusion"), name
         with init_empty_weights():
             unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
-            AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+            vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
         assert unet.config.in_channels in kinds.KIND_BY_CHANNELS, name
+        if name in UNET_PARAMETERS:
+            assert sum(p.numel() for p in unet.parameters()) == UNET_PARAMETERS[name]
+        if name != "sd2-x4-upscaler":  # the upscaler's VAE is a smaller, 3-level one
+            assert sum(p.numel() for p in vae.parameters()) == 83_653_863, name
         for encoder in ("text_encoder", "text_encoder_2"):
             if (folder / encoder).is_dir():
-                assert CLIPTextConfig.from_pretrained(folder / encoder).vocab_size == 49408
+                config = CLIPTextConfig.from_pretrained(folder / encoder)
+                assert config.vocab_size == 49408
+                with init_empty_weights():
+                    model = (CLIPTextModelWithProjection if encoder == "text_encoder_2" else CLIPTextModel)(config)
+                if (name, encoder) in TEXT_PARAMETERS:
+                    assert sum(p.numel() for p in model.parameters()) == TEXT_PARAMETERS[(name, encoder)]
         widths = [CLIPTextConfig.from_pretrained(folder / encoder).hidden_size
                   for encoder in ("text_encoder", "text_encoder_2") if (folder / encoder).is_dir()]
         assert sum(widths) == unet.config.cross_attention_dim, name  # SDXL concatenates its two encoders
@@ -432,3 +446,25 @@ def test_an_incomplete_folder_names_the_missing_file(tiny, tmp_path):
     assert f"{tmp_path / 'no-weights' / 'text_encoder_2'}/ weights" in message and "never downloads" in message
     (message,) = messages(backend.validate(make_cell(model="no-vocab").params), "model")
     assert f"{tmp_path / 'no-vocab' / 'tokenizer_2'}/ vocabulary" in message
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd1-inpaint", "sd2-v", "sd2-depth", "sdxl"])
+def test_shipped_configs_fit_full_size_checkpoints_in_the_ldm_layout(family):
+    """Full-size UNets and VAEs of each family, built without memory (meta tensors), written in the LDM
+    layout and converted back by diffusers with the shipped config: every tensor finds its place."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    from tests import ldm_layout
+
+    folder = families.CONFIG_ROOT / family
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+    expected = {key: value.shape for key, value in unet.state_dict().items()}
+    converted = convert_ldm_unet_checkpoint(ldm_layout.unet_to_ldm(unet.state_dict(), unet.config), unet.config)
+    assert {key: value.shape for key, value in converted.items()} == expected
+    blocks = len(vae.config.block_out_channels)
+    converted = convert_ldm_vae_checkpoint(ldm_layout.vae_to_ldm(vae.state_dict(), blocks), vae.config)
+    assert {key: value.shape for key, value in converted.items()} == {k: v.shape for k, v in vae.state_dict().items()}
