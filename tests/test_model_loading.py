@@ -468,3 +468,14 @@ def test_shipped_configs_fit_full_size_checkpoints_in_the_ldm_layout(family):
     blocks = len(vae.config.block_out_channels)
     converted = convert_ldm_vae_checkpoint(ldm_layout.vae_to_ldm(vae.state_dict(), blocks), vae.config)
     assert {key: value.shape for key, value in converted.items()} == {k: v.shape for k, v in vae.state_dict().items()}
+
+
+def test_names_resolve_as_a1111_finds_them(tiny, tmp_path):
+    models_dir = tmp_path / "models"
+    nested = tiny[0]["sd1"].write(models_dir / "Stable-diffusion" / "SD15" / "dreamshaper_8.safetensors")
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, models_dir=models_dir))
+    for value in ("dreamshaper_8", "dreamshaper_8.safetensors [879db523c3]", "SD15/dreamshaper_8"):
+        assert backend.validate(make_cell(model=value).params) == [], value
+        assert backend.load_key(make_cell(model=value).params)[0] == str(nested)
+    (message,) = messages(backend.validate(make_cell(model="dreamshaper_9").params), "model")
+    assert f"the subfolders of {models_dir / 'Stable-diffusion'}" in message

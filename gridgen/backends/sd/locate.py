@@ -24,6 +24,8 @@ from gridgen.tiny import tiny_folder
 
 # A1111 also takes `.pt` VAE files (`*.vae.pt`); they are read weights-only like a `.ckpt`.
 VAE_SUFFIXES = (*SINGLE_FILE_SUFFIXES, ".pt")
+# A1111 titles a checkpoint "name.safetensors [a1b2c3d4e5]"; specs copied from it carry the short hash.
+_A1111_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,10}\]$")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # The components a Stable Diffusion 1.x/2.x/XL folder must have, and the classes this backend loads.
 _EXPECTED = {
@@ -69,14 +71,18 @@ def _from_hub_cache(repo_id: str, marker: str) -> Path | None:
 def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfolder: str,
           accept: Callable[[Path], Path | None], marker: str, kind: str,
           suffixes: tuple[str, ...] = SINGLE_FILE_SUFFIXES) -> Path:
-    """Resolve `value` against the spec folder, the models folder and the HF cache, in that order."""
-    raw = Path(value).expanduser()
+    """Resolve `value` against the spec folder, the models folder (and, as A1111 scans it, the subfolders of
+    its `subfolder`) and the HF cache, in that order."""
+    raw = Path(_A1111_HASH.sub("", value)).expanduser()
     if raw.is_absolute():
         candidates = [raw]
     else:
         candidates = [spec_dir / raw]
         for root in ([models_dir, models_dir / subfolder] if models_dir else []):
             candidates += [root / raw, *(root / f"{raw}{suffix}" for suffix in suffixes)]
+        if models_dir and (models_dir / subfolder).is_dir():
+            candidates += sorted(found for suffix in ("", *suffixes)
+                                 for found in (models_dir / subfolder).rglob(f"{raw.name}{suffix}"))
     for candidate in candidates:
         if candidate.is_dir():
             found = accept(candidate)
@@ -90,6 +96,8 @@ def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfol
             raise ModelError(f"{what} {value!r}: {candidate} is a file but neither a diffusers {kind} folder nor a "
                              f"{' or '.join(suffixes)} checkpoint")
     looked = [str(c) for c in candidates]
+    if models_dir:
+        looked.append(f"the subfolders of {models_dir / subfolder}")
     if _HUB_ID.match(value):
         cached = _from_hub_cache(value, marker)
         if cached is not None:
