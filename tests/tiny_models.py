@@ -28,14 +28,16 @@ class TinyModel:
     state: dict[str, torch.Tensor]  # the same weights in the LDM layout
 
     def write(self, path: Path) -> Path:
-        """The single file, as .safetensors or (weights-only pickled) .ckpt by `path`'s suffix."""
+        """The single file, as .safetensors or (weights-only pickled) .ckpt by `path`'s suffix; a name ending in
+        `legacy.ckpt` gets torch's pre-zip format, which old checkpoints use and which cannot be memory-mapped."""
         from safetensors.torch import save_file
 
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".safetensors":
             save_file({k: v.contiguous() for k, v in self.state.items()}, str(path))
         else:
-            torch.save({"state_dict": self.state, "global_step": 1}, path)
+            torch.save({"state_dict": self.state, "global_step": 1}, path,
+                       _use_new_zipfile_serialization=not path.name.endswith("legacy.ckpt"))
         return path
 
 

@@ -9,6 +9,7 @@ a file that needs arbitrary pickled objects is refused with a message saying wha
 from __future__ import annotations
 
 import pickle
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,9 +32,12 @@ def _torch_load(path: Path, mmap: bool) -> dict:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        raise ModelError(f"{path} refuses to load as plain weights (weights-only loading rejected it: {exc}); "
-                         f"gridgen never runs code pickled inside a checkpoint. Use a .safetensors version of the "
-                         f"model, or convert this file with a tool you trust") from exc
+        # torch's message is long advice about weights_only=False; the object it refused is what matters.
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f"it pickles a {refused[1]} object" if refused else "it holds more than tensors"
+        raise ModelError(f"{path} refuses to load as plain weights ({what}); gridgen never runs code pickled "
+                         f"inside a checkpoint. Use a .safetensors version of the model, or convert this file "
+                         f"with a tool you trust") from exc
     if not isinstance(loaded, dict):
         raise ModelError(f"{path} holds a {type(loaded).__name__}, not a state dict of weights; "
                          f"it is not a Stable Diffusion checkpoint")
