@@ -54,15 +54,23 @@ def tokenizer_files() -> Path:
         raise ModelError(f"single-file checkpoints need CLIP's tokenizer vocabulary, which no installed package "
                          f"provides; {INSTALL_HINT}, or use a diffusers folder (it has its own tokenizer)")
     folder = _cache_root() / "clip-vocab"
-    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+    if _complete(folder):
         return folder
     lines = gzip.open(source, "rt", encoding="utf-8").read().split("\n")
     merges = [tuple(line.split()) for line in lines[1:1 + _MERGES]]
     byte_tokens = list(bytes_to_unicode().values())
     tokens = byte_tokens + [token + "</w>" for token in byte_tokens] + ["".join(m) for m in merges] + list(_SPECIALS)
 
-    with replace_dir(folder) as staging:
-        (staging / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
-        (staging / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
-                                            encoding="utf-8")
+    try:
+        with replace_dir(folder) as staging:
+            (staging / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+            (staging / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+                                                encoding="utf-8")
+    except OSError:
+        if not _complete(folder):  # another process (a Ray worker) may have just written the same files
+            raise
     return folder
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
