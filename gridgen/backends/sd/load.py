@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import transformers
 
-from gridgen.backends.sd.single_file import load_single_file, load_vae_file
+from gridgen.backends.sd.single_file import load_single_file, load_vae_file, quiet_diffusers
 from gridgen.errors import GridError, ModelError
 
 # A progress bar per model load would interleave with the grid's own progress bar.
@@ -116,6 +116,7 @@ def load_components(model: Path, vae: Path | None, device: torch.device, dtype: 
             encoder.to(device=device, dtype=dtype)
     for module in components.modules():
         module.to(device).eval()
-    if getattr(components.vae.config, "force_upcast", False):
-        components.vae.to(torch.float32)  # SDXL's VAE overflows in fp16, as diffusers' own pipeline knows
+    if getattr(components.vae.config, "force_upcast", False) and components.vae.dtype != torch.float32:
+        with quiet_diffusers():
+            components.vae.to(torch.float32)  # SDXL's VAE overflows in fp16, as diffusers' own pipeline knows
     return components

@@ -9,6 +9,8 @@ nothing here reaches the network.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,20 @@ import torch
 
 from gridgen.backends.sd.checkpoint import load_state_dict
 from gridgen.backends.sd.vocab import tokenizer_files
+
+
+@contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """diffusers' single-file loader casts with `.to(dtype)`, which logs a warning about fp32 modules on
+    every load even when there are none; a grid run would print it per model."""
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 def load_tokenizer(config: Path, subfolder: str):
@@ -42,12 +58,13 @@ def load_single_file(path: Path, config: Path, dtype: torch.dtype) -> dict[str, 
 
     state = load_state_dict(path)
     options = {"config": str(config), "local_files_only": True, "torch_dtype": dtype}
-    parts = {
-        "tokenizer": load_tokenizer(config, "tokenizer"),
-        "text_encoder": _text_encoder(CLIPTextModel, state, config, "text_encoder", dtype),
-        "unet": UNet2DConditionModel.from_single_file(state, subfolder="unet", **options),
-        "vae": AutoencoderKL.from_single_file(state, subfolder="vae", **options),
-    }
+    with quiet_diffusers():
+        parts = {
+            "tokenizer": load_tokenizer(config, "tokenizer"),
+            "text_encoder": _text_encoder(CLIPTextModel, state, config, "text_encoder", dtype),
+            "unet": UNet2DConditionModel.from_single_file(state, subfolder="unet", **options),
+            "vae": AutoencoderKL.from_single_file(state, subfolder="vae", **options),
+        }
     if (config / "text_encoder_2").is_dir():
         parts["tokenizer_2"] = load_tokenizer(config, "tokenizer_2")
         parts["text_encoder_2"] = _text_encoder(CLIPTextModelWithProjection, state, config, "text_encoder_2", dtype)
@@ -58,5 +75,7 @@ def load_vae_file(path: Path, config: Path, dtype: torch.dtype):
     """A VAE from a single file (bare or inside a checkpoint), configured as the model's own VAE."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_single_file(load_state_dict(path), config=str(config), subfolder="vae",
-                                          local_files_only=True, torch_dtype=dtype)
+    state = load_state_dict(path)
+    with quiet_diffusers():
+        return AutoencoderKL.from_single_file(state, config=str(config), subfolder="vae", local_files_only=True,
+                                              torch_dtype=dtype)
