@@ -481,3 +481,12 @@ def test_names_resolve_as_a1111_finds_them(tiny, tmp_path):
         assert backend.load_key(make_cell(model=value).params)[0] == str(nested)
     (message,) = messages(backend.validate(make_cell(model="dreamshaper_9").params), "model")
     assert f"the subfolders of {models_dir / 'Stable-diffusion'}" in message
+
+
+def test_sdxl_keeps_its_vae_in_fp32_when_the_rest_is_fp16(tiny):
+    folder = tiny[0]["sdxl"].folder
+    parts = load_components(folder, None, CPU, torch.float16, folder)
+    assert parts.unet.dtype == torch.float16 and parts.text_encoder_2.dtype == torch.float16
+    assert parts.vae.dtype == torch.float32  # its config says force_upcast: it overflows in fp16
+    sd1 = load_components(tiny[0]["sd1"].folder, None, CPU, torch.float16, tiny[0]["sd1"].folder)
+    assert sd1.vae.dtype == torch.float16

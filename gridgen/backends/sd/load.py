@@ -116,7 +116,9 @@ def load_components(model: Path, vae: Path | None, device: torch.device, dtype: 
             encoder.to(device=device, dtype=dtype)
     for module in components.modules():
         module.to(device).eval()
-    if getattr(components.vae.config, "force_upcast", False) and components.vae.dtype != torch.float32:
+    # SDXL's VAE overflows in fp16; like diffusers, only the SDXL pipeline honours the config's force_upcast.
+    upcast = components.text_encoder_2 is not None and getattr(components.vae.config, "force_upcast", False)
+    if upcast and components.vae.dtype != torch.float32:
         with quiet_diffusers():
-            components.vae.to(torch.float32)  # SDXL's VAE overflows in fp16, as diffusers' own pipeline knows
+            components.vae.to(torch.float32)
     return components
