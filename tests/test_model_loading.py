@@ -490,3 +490,23 @@ def test_sdxl_keeps_its_vae_in_fp32_when_the_rest_is_fp16(tiny):
     assert parts.vae.dtype == torch.float32  # its config says force_upcast: it overflows in fp16
     sd1 = load_components(tiny[0]["sd1"].folder, None, CPU, torch.float16, tiny[0]["sd1"].folder)
     assert sd1.vae.dtype == torch.float16
+
+
+def test_gridgen_run_reports_every_bad_model_with_its_spec_line(tiny, tmp_path, capsys):
+    models_dir = tmp_path / "models"
+    tiny[0]["sd1-inpaint"].write(models_dir / "Stable-diffusion" / "inpainter.safetensors")
+    (models_dir / "Stable-diffusion" / "broken.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    spec = write_spec(tmp_path, """
+        grid:
+          title: bad models
+          params: {steps: 2}
+        axes:
+          model: missing-model, inpainter, broken
+        """)
+    assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--models-dir", str(models_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}:5:" in err
+    assert "'missing-model' not found" in err
+    assert "'inpainter' is an inpaint model (9-channel UNet); gridgen does not render inpaint yet" in err
+    assert f"cannot read checkpoint {models_dir / 'Stable-diffusion' / 'broken.ckpt'}" in err
+    assert not (tmp_path / "out" / "images").exists()
