@@ -510,3 +510,19 @@ def test_gridgen_run_reports_every_bad_model_with_its_spec_line(tiny, tmp_path, 
     assert "'inpainter' is an inpaint model (9-channel UNet); gridgen does not render inpaint yet" in err
     assert f"cannot read checkpoint {models_dir / 'Stable-diffusion' / 'broken.ckpt'}" in err
     assert not (tmp_path / "out" / "images").exists()
+
+
+def test_a_failed_load_leaves_the_previous_model_usable(tiny, tmp_path):
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(tiny[0]["sd1"].folder, broken)
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu", cache_bytes=0))
+    good = str(tiny[0]["sd1"].folder)
+    before = _render(backend, model=good)
+    with pytest.raises(ModelError, match=str(broken)):
+        _render(backend, model=str(broken))
+    assert np.array_equal(before, _render(backend, model=good))
+    assert backend.models.loads == 1 and backend.models.hits == 1
+    backend.close()

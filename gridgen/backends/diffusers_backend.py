@@ -182,6 +182,8 @@ class DiffusersBackend:
         # Paths with their modification times (a model replaced on disk loads afresh) and the configs used.
         loaded = (key, str(config), modified(model), modified(vae), str(device), dtype)
         if self._components is None or loaded != self._loaded:
+            # The cache parks the current model first: if this load fails, nothing may pass for loaded.
+            self._components = self.prompts = self._loaded = None
 
             def load():
                 parts = load_components(model, vae, device, dtype, config)

@@ -64,9 +64,9 @@ class ModelCache:
             for module in parts.modules():
                 module.to(parts.device)
         else:
-            self.loads += 1
             self._trim(keep=0)  # make room before the new weights arrive
             parts, extra = self._entries[key] = load()
+            self.loads += 1
         self._trim(keep=1)
         return parts, extra
 
