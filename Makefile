@@ -10,11 +10,14 @@ TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || ech
 
 .PHONY: install demo test lint clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[test]"
+	# Single-file checkpoints need CLIP's BPE vocabulary, which open-clip-torch ships; only that file is
+	# read, so its dependencies (torchvision, timm) are left out.
+	$(PY) -m pip install --quiet --no-deps "open-clip-torch==3.3.0"
 	touch $@
 
 install: $(VENV)/.installed

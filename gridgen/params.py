@@ -48,6 +48,25 @@ def _choose_format(text: str) -> str | None:
     return {"jpeg": "jpg"}.get(value, value) if value in {"png", "jpg", "jpeg", "webp"} else None
 
 
+# `pipeline` values: auto (the kind the model's UNet says) or one kind; spellings users know map onto them.
+PIPELINE_KINDS = ("auto", "txt2img", "img2img", "depth2img", "x4-upscaler", "instruct-pix2pix", "inpaint")
+_PIPELINE_ALIASES = {"ip2p": "instruct-pix2pix", "pix2pix": "instruct-pix2pix", "inpainting": "inpaint",
+                     "depth": "depth2img", "upscale": "x4-upscaler", "upscaler": "x4-upscaler", "x4": "x4-upscaler"}
+PREDICTIONS = ("auto", "epsilon", "v_prediction")
+
+
+def _choose_pipeline(text: str) -> str | None:
+    value = str(text).strip().lower().replace("_", "-").replace(" ", "-")
+    value = _PIPELINE_ALIASES.get(value, value)
+    return value if value in PIPELINE_KINDS else None
+
+
+def _choose_prediction(text: str) -> str | None:
+    value = str(text).strip().lower().replace("-", "_")
+    value = {"eps": "epsilon", "v": "v_prediction", "v_pred": "v_prediction"}.get(value, value)
+    return value if value in PREDICTIONS else None
+
+
 def _choose_sampler(text: str) -> str | None:
     found = samplers.find_sampler(text)
     return found.name if found else None
@@ -99,7 +118,8 @@ CORE_PARAMS: tuple[Param, ...] = (
     Param("out_width", "int", None, "Resize the saved image to this width.", min=1, max=16384, stage="output"),
     Param("out_height", "int", None, "Resize the saved image to this height.", min=1, max=16384, stage="output"),
     Param("model", "model", "gridgen-tiny",
-          "A diffusers folder, a cached Hugging Face id, or `gridgen-tiny` (the embedded model).",
+          "A diffusers folder, a .safetensors/.ckpt checkpoint, a name in models_dir, a cached Hugging Face id, "
+          "or `gridgen-tiny` (the embedded model).",
           aliases=("checkpoint", "ckpt", "sd_model_checkpoint")),
     Param("vae", "model", "auto", "A VAE to use instead of the model's own; `auto` keeps the model's.",
           aliases=("sd_vae",)),
@@ -111,6 +131,14 @@ CORE_PARAMS: tuple[Param, ...] = (
           "A textual-inversion file (.pt, .safetensors, .bin) whose name then works as a word in prompts; "
           "files in an `embeddings/` folder next to the spec or in the models folder work without this.",
           aliases=("embeddings", "textual_inversion"), stage="text", accumulate=True),
+    Param("pipeline", "choice", "auto",
+          "The pipeline kind; auto follows the model's UNet (4 channels txt2img, 5 depth2img, 7 x4 upscaler, "
+          "8 instruct-pix2pix, 9 inpaint).", aliases=("pipeline_kind",), choose=_choose_pipeline,
+          choices_help=", ".join(PIPELINE_KINDS)),
+    Param("prediction", "choice", "auto",
+          "What the UNet predicts: auto (the model's config; 768-v for SD 2.x single files), epsilon or "
+          "v_prediction.", aliases=("prediction_type", "parameterization"), choose=_choose_prediction,
+          choices_help=", ".join(PREDICTIONS)),
     Param("clip_skip", "int", 1, "Use the text encoder's N-th layer from the end (A1111's CLIP skip).",
           aliases=("clip_stop_at_last_layers",), min=1, max=12, stage="text"),
     # The upscaler's parser raises its own ValueError, with a did-you-mean, for a value it cannot place.

@@ -29,6 +29,7 @@ class BackendContext:
     dtype: str = "auto"  # "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", "bf16"
     max_batch: int = 8
     cache_bytes: int = 1 << 30  # in-memory budget of the stage cache; the rest spills to out_dir/.cache
+    model_cache_bytes: int | None = None  # loaded models kept for reuse; None: a quarter of RAM, at most 16 GiB
     compile: bool = False  # torch.compile the UNet and the VAE decoder (CUDA; compiles once per shape)
     channels_last: bool = False  # NHWC memory format for the convolutions (faster on recent GPUs)
 

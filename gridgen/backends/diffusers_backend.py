@@ -18,10 +18,13 @@ from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
 from gridgen.backends.sd import ella_setup, images, networks, sampling, wildcards
+from gridgen.backends.sd.kinds import kind_problems
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
-from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
+from gridgen.backends.sd.locate import ModelInfo, read_model_info, resolve_model, resolve_vae, vae_factor
 from gridgen.backends.sd.lora import LoraError
+from gridgen.backends.sd.model_cache import ModelCache, modified
 from gridgen.backends.sd.text import PromptEncoder
+from gridgen.backends.sd.text_xl import SdxlPromptEncoder, added_conditioning
 from gridgen.backends.sd.upscale_stage import UpscaleStage
 from gridgen.cache import StageCache, stage_key
 from gridgen.errors import ModelError
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 SUPPORTED_PARAMS = frozenset({
     "prompt", "negative_prompt", "prompt_replace", "seed", "steps", "cfg_scale", "sampler", "schedule",
     "width", "height", "out_width", "out_height", "model", "vae", "clip_skip", "format", "upscaler", "upscale_by",
-    "ella", "ella_text_encoder", "token_length", "ella_mode", "lora", "embedding",
+    "ella", "ella_text_encoder", "token_length", "ella_mode", "lora", "embedding", "pipeline", "prediction",
 })
 UPSCALE_PARAMS = frozenset({"upscale_width", "upscale_height", "tile_size", "tile_overlap", "noise_level",
                             "upscale_prompt", "upscale_steps", "upscale_cfg_scale", "hires_steps", "hires_denoise"})
@@ -44,6 +47,11 @@ SUPPORTED_PARAMS |= UPSCALE_PARAMS
 POST_PARAMS = frozenset({"upscaler", "upscale_by", "out_width", "out_height", "format", "prompt_replace"})
 POST_PARAMS |= UPSCALE_PARAMS
 _DEFAULTS = Registry().defaults()
+
+
+def scheduler_config(config: dict[str, Any], prediction: str) -> dict[str, Any]:
+    """The model's scheduler config, with the `prediction` param's choice when it is not auto."""
+    return config if prediction == "auto" else {**config, "prediction_type": prediction}
 
 
 def base_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -56,13 +64,15 @@ class DiffusersBackend:
     def __init__(self, context: BackendContext):
         self.context = context
         self._load_key: Hashable | None = None
+        self._loaded: Hashable | None = None  # the model cache's key of what is loaded
         self._components: Components | None = None
-        self.prompts: PromptEncoder | None = None  # the loaded model's text-embedding cache
+        self.prompts: PromptEncoder | SdxlPromptEncoder | None = None  # the loaded model's text-embedding cache
         self.ella = ella_setup.EllaRuntime()
-        self.networks: networks.Networks | None = None  # the loaded model's embeddings and LoRAs
+        self.networks: networks.Networks | None = None  # the loaded model's embeddings and LoRAs (SD 1.x/2.x)
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
+        self.models = ModelCache(context.model_cache_bytes)
         self.upscaling = UpscaleStage(context, self.cache, self._loaded_model)
 
     def supported_params(self) -> set[str]:
@@ -98,11 +108,14 @@ class DiffusersBackend:
     def _wildcard_folders(self) -> list[Path]:
         return wildcards.folders(Path(self.context.spec_dir), self._models_dir())
 
+    def _info(self, params: dict[str, Any]) -> ModelInfo:
+        return read_model_info(self._model_path(params), str(params.get("prediction") or "auto"))
+
     def _size(self, params: dict[str, Any]) -> tuple[int, int]:
         if params.get("width") and params.get("height"):
             return int(params["width"]), int(params["height"])
         try:
-            native = read_model_info(self._model_path(params)).native_size
+            native = self._info(params).native_size
         except ModelError:
             native = 0  # validate() reports the missing model; planning goes on
         return int(params.get("width") or native), int(params.get("height") or native)
@@ -112,13 +125,15 @@ class DiffusersBackend:
         problems: list[ParamProblem] = []
         info = None
         try:
-            info = read_model_info(self._model_path(params))
+            info = self._info(params)
         except ModelError as exc:
             problems.append(ParamProblem("model", str(exc)))
+        else:
+            problems += kind_problems(params, str(params["model"]), info.in_channels, info.sdxl)
         factor = info.vae_factor if info else None
         try:
             vae = self._vae_path(params)
-            factor = vae_factor(vae) if vae else factor
+            factor = vae_factor(vae) if vae and vae.is_dir() else factor
         except ModelError as exc:
             problems.append(ParamProblem("vae", str(exc)))
         try:
@@ -177,8 +192,8 @@ class DiffusersBackend:
         # The scheduler choice, not the sampler's name: names that build the same scheduler can share a batch.
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
         # One LoRA set and weights per batch: adapter weights apply to the whole UNet call.
-        return (self.load_key(params), self._lora_set(params), choice, int(params["steps"]), *self._size(params),
-                ella_setup.batch_part(params, self._resolve))
+        return (self.load_key(params), self._lora_set(params), choice, str(params["prediction"]), int(params["steps"]),
+                *self._size(params), ella_setup.batch_part(params, self._resolve))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))
@@ -188,15 +203,25 @@ class DiffusersBackend:
 
     def _ensure_loaded(self, params: dict[str, Any]) -> Components:
         key = self.load_key(params)
-        # LoRAs are adapters on the loaded model (see networks.py): only the model and VAE need a reload.
-        if self._components is None or key[:2] != self._load_key[:2]:
-            self.close()
-            device = pick_device(self.context.device)
-            self._components = load_components(self._model_path(params), self._vae_path(params), device,
-                                               pick_dtype(self.context.dtype, device))
-            self._apply_speed_options(self._components)
-            self.prompts = PromptEncoder(self._components.tokenizer, self._components.text_encoder)
-            self.networks = networks.Networks(self._components, self.prompts)
+        device = pick_device(self.context.device)
+        dtype = pick_dtype(self.context.dtype, device)
+        model, vae, config = self._model_path(params), self._vae_path(params), self._info(params).config
+        # Paths with their modification times (a model replaced on disk loads afresh) and the configs used.
+        # LoRAs are adapters on the loaded model (see networks.py), so they are not part of it.
+        loaded = (key[:2], str(config), modified(model), modified(vae), str(device), dtype)
+        if self._components is None or loaded != self._loaded:
+            # The cache parks the current model first: if this load fails, nothing may pass for loaded.
+            self._components = self.prompts = self.networks = self._loaded = None
+
+            def load():
+                parts = load_components(model, vae, device, dtype, config)
+                self._apply_speed_options(parts)
+                prompts = make_prompt_encoder(parts)
+                adapters = networks.Networks(parts, prompts) if isinstance(prompts, PromptEncoder) else None
+                return parts, prompts, adapters
+
+            self._components, self.prompts, self.networks = self.models.get(loaded, load)
+            self._loaded = loaded
         self._load_key = key
         return self._components
 
@@ -261,16 +286,20 @@ class DiffusersBackend:
             cond, uncond, masks = self.ella.conditioning(batch, self._resolve, parts.device, parts.dtype, clip)
         else:
             cond, uncond, masks = clip.cond, clip.uncond, (clip.cond_mask, clip.uncond_mask)
+        added = (None, None)
+        if isinstance(self.prompts, SdxlPromptEncoder):
+            added = tuple(added_conditioning(self.prompts.pooled(texts), width, height)
+                          for texts in (prompts, negatives))
         text_time = clock.lap()
 
         scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
-                                   parts.scheduler_config)
+                                   scheduler_config(parts.scheduler_config, str(first["prediction"])))
         scheduler.set_timesteps(int(first["steps"]), device=parts.device)
         seeds = [int(p["seed"]) for p in batch]
         noise, generators = sampling.initial_noise(
             seeds, (parts.unet.config.in_channels, height // factor, width // factor), parts.device)
         denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch],
-                                           masks=masks)
+                                           masks=masks, added_cond=added[0], added_uncond=added[1])
         latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
                                   sampling.step_noise_kwargs(scheduler, seeds, generators))
         denoise_time = clock.lap()
@@ -303,14 +332,18 @@ class DiffusersBackend:
         width, height = self._size(params)
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         shape = (parts.unet.config.in_channels, height // factor, width // factor)
-        context = self.prompts.encode([("", int(params["clip_skip"]))])[0].unsqueeze(0)
+        empty = [("", int(params["clip_skip"]))]
+        context = self.prompts.encode(empty)[0].unsqueeze(0)
+        pooled = self.prompts.pooled(empty) if isinstance(self.prompts, SdxlPromptEncoder) else None
 
         def peak(cells: int) -> int:
             torch.cuda.synchronize(parts.device)
             torch.cuda.reset_peak_memory_stats(parts.device)
             rows = 2 * cells  # conditional and unconditional halves
             x = torch.zeros((rows, *shape), device=parts.device, dtype=parts.unet.dtype)
-            parts.unet(x, torch.tensor(999, device=parts.device), encoder_hidden_states=context.expand(rows, -1, -1))
+            added = added_conditioning(pooled.expand(rows, -1), width, height) if pooled is not None else None
+            parts.unet(x, torch.tensor(999, device=parts.device), encoder_hidden_states=context.expand(rows, -1, -1),
+                       added_cond_kwargs=added)
             torch.cuda.synchronize(parts.device)
             return torch.cuda.max_memory_allocated(parts.device)
 
@@ -346,20 +379,27 @@ class DiffusersBackend:
 
     def stats(self) -> list[str]:
         """Lines for the run summary."""
-        lines = [self.cache.stats.line()]
+        lines = [self.cache.stats.line(), f"models: {self.models.loads} loaded, {self.models.hits} reused from memory"]
         if self.prompts is not None:
             lines.append(f"text embeddings: {self.prompts.hits} cached, {self.prompts.misses} encoded")
         return lines + self.ella.stats()
 
     def close(self) -> None:
         self.upscaling.close()
+        self.models.clear()
         self._components = None
         self.prompts = None
         self.ella.close()
         self.networks = None
-        self._load_key = None
+        self._load_key = self._loaded = None
         self.cache.clear()
         self._free_device_memory()
+
+
+def make_prompt_encoder(parts: Components) -> PromptEncoder | SdxlPromptEncoder:
+    if parts.text_encoder_2 is None:
+        return PromptEncoder(parts.tokenizer, parts.text_encoder)
+    return SdxlPromptEncoder([parts.tokenizer, parts.tokenizer_2], [parts.text_encoder, parts.text_encoder_2])
 
 
 class _Clock:

@@ -1,6 +1,7 @@
-"""Loads a Stable Diffusion folder's components onto a device, and picks that device and dtype.
+"""Loads a Stable Diffusion model's components onto a device, and picks that device and dtype.
 
-Loading never reaches the network (`local_files_only`); a folder that is incomplete or corrupt
+A model is a diffusers folder or a single-file checkpoint (`single_file`); a VAE is either too.
+Loading never reaches the network (`local_files_only`); a model that is incomplete or corrupt
 becomes a `ModelError` naming the path and what to do.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 import transformers
 
+from gridgen.backends.sd.single_file import load_single_file, load_vae_file, quiet_diffusers
 from gridgen.errors import GridError, ModelError
 
 # A progress bar per model load would interleave with the grid's own progress bar.
@@ -43,7 +45,10 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 @dataclass
 class Components:
-    """The loaded parts of one txt2img pipeline, plus the scheduler config samplers are built from."""
+    """The loaded parts of one pipeline, plus the scheduler config samplers are built from.
+
+    SDXL models have a second tokenizer and text encoder (with projection); the others have None there.
+    """
 
     tokenizer: Any
     text_encoder: Any
@@ -52,32 +57,68 @@ class Components:
     scheduler_config: dict[str, Any]
     device: torch.device
     dtype: torch.dtype
+    tokenizer_2: Any = None
+    text_encoder_2: Any = None
+
+    def modules(self) -> list[Any]:
+        return [m for m in (self.text_encoder, self.text_encoder_2, self.unet, self.vae) if m is not None]
 
 
-def load_components(model: Path, vae: Path | None, device: torch.device, dtype: torch.dtype) -> Components:
-    """Load `model` (with `vae` in place of its own, when given); raises ModelError."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+def _load_folder(model: Path, dtype: torch.dtype, diffusers_kwargs: dict[str, Any]) -> dict[str, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    parts = {
+        "tokenizer": CLIPTokenizer.from_pretrained(model / "tokenizer", local_files_only=True),
+        "text_encoder": CLIPTextModel.from_pretrained(model / "text_encoder", local_files_only=True),
+        "unet": UNet2DConditionModel.from_pretrained(model / "unet", **diffusers_kwargs),
+        "vae": AutoencoderKL.from_pretrained(model / "vae", **diffusers_kwargs),
+    }
+    if (model / "text_encoder_2").is_dir():
+        parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(model / "tokenizer_2", local_files_only=True)
+        parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(model / "text_encoder_2",
+                                                                              local_files_only=True)
+    return parts
+
+
+def load_components(model: Path, vae: Path | None, device: torch.device, dtype: torch.dtype,
+                    config: Path | None = None) -> Components:
+    """Load `model` (with `vae` in place of its own, when given); raises ModelError.
+
+    `config` is the diffusers folder whose configs describe `model` (locate's ModelInfo.config): the
+    folder itself, or for a single file the shipped family folder, which a VAE file is configured from too.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler
     from diffusers.utils import is_accelerate_available
     from safetensors import SafetensorError
-    from transformers import CLIPTextModel, CLIPTokenizer
 
-    where = vae or model / "vae"
+    config = config or model
     # diffusers casts its own models (keeping any fp32-only modules); it streams weights only with accelerate.
     diffusers_kwargs = {"dtype": dtype, "local_files_only": True,
                         "low_cpu_mem_usage": is_accelerate_available()}
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(model / "tokenizer", local_files_only=True)
-        text_encoder = CLIPTextModel.from_pretrained(model / "text_encoder", local_files_only=True)
-        unet = UNet2DConditionModel.from_pretrained(model / "unet", **diffusers_kwargs)
-        autoencoder = AutoencoderKL.from_pretrained(where, **diffusers_kwargs)
+        parts = load_single_file(model, config, dtype) if model.is_file() else _load_folder(model, dtype,
+                                                                                             diffusers_kwargs)
+        if vae is not None and vae.is_file():
+            parts["vae"] = load_vae_file(vae, config, dtype)
+        elif vae is not None:
+            parts["vae"] = AutoencoderKL.from_pretrained(vae, **diffusers_kwargs)
         # The file's raw dict, keys meant for other schedulers (clip_sample, ...) included; samplers build from it.
-        scheduler_config = dict(DDIMScheduler.load_config(model / "scheduler", local_files_only=True))
+        scheduler_config = dict(DDIMScheduler.load_config(config / "scheduler", local_files_only=True))
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        what = "a complete diffusers Stable Diffusion folder" if model.is_dir() else "a whole SD checkpoint"
         raise ModelError(f"cannot load model {model}" + (f" with vae {vae}" if vae else "")
-                         + f": {exc}; check that the folder is a complete diffusers Stable Diffusion "
-                         f"folder (re-download or re-convert it)") from exc
-    # transformers spells its dtype keyword differently across the supported versions, so it is cast here.
-    text_encoder.to(device=device, dtype=dtype).eval()
-    unet.to(device).eval()
-    autoencoder.to(device).eval()
-    return Components(tokenizer, text_encoder, unet, autoencoder, scheduler_config, device, dtype)
+                         + f": {exc}; check that it is {what} (re-download or re-convert it)") from exc
+    components = Components(scheduler_config=scheduler_config, device=device, dtype=dtype, **parts)
+    for encoder in (components.text_encoder, components.text_encoder_2):
+        # transformers spells its dtype keyword differently across the supported versions, so it is cast here.
+        if encoder is not None:
+            encoder.to(device=device, dtype=dtype)
+    for module in components.modules():
+        module.to(device).eval()
+    # SDXL's VAE overflows in fp16; like diffusers, only the SDXL pipeline honours the config's force_upcast.
+    upcast = components.text_encoder_2 is not None and getattr(components.vae.config, "force_upcast", False)
+    if upcast and components.vae.dtype != torch.float32:
+        with quiet_diffusers():
+            components.vae.to(torch.float32)
+    return components

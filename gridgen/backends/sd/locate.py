@@ -1,8 +1,10 @@
-"""Finds the folder a `model` or `vae` value names, and reads the config facts validation needs.
+"""Finds the folder or single file a `model` or `vae` value names, and reads the config facts
+validation needs.
 
 Nothing here loads weights or touches the network: a Hugging Face id is only looked up in the
-local cache. Every failure is a `ModelError` whose message names the value, where it was looked
-for, and what to do.
+local cache, and a single-file checkpoint is read for its tensor names and shapes only (the config
+family that fits comes from `families`). Every failure is a `ModelError` whose message names the
+value, where it was looked for, and what to do.
 """
 
 from __future__ import annotations
@@ -15,18 +17,27 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from gridgen.backends.sd.checkpoint import SINGLE_FILE_SUFFIXES, read_shapes
+from gridgen.backends.sd.families import UNET_INPUT, detect_family
 from gridgen.errors import ModelError
 from gridgen.tiny import tiny_folder
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# A1111 also takes `.pt` VAE files (`*.vae.pt`); they are read weights-only like a `.ckpt`.
+VAE_SUFFIXES = (*SINGLE_FILE_SUFFIXES, ".pt")
+# A1111 titles a checkpoint "name.safetensors [a1b2c3d4e5]"; specs copied from it carry the short hash.
+_A1111_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,10}\]$")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-# The components a txt2img Stable Diffusion 1.x/2.x folder must have, and the classes this backend loads.
+# The components a Stable Diffusion 1.x/2.x/XL folder must have, and the classes this backend loads.
 _EXPECTED = {
     "unet": ("UNet2DConditionModel",),
     "vae": ("AutoencoderKL",),
     "text_encoder": ("CLIPTextModel",),
     "tokenizer": ("CLIPTokenizer", "CLIPTokenizerFast"),
 }
+# SDXL's second text encoder, when a folder has one.
+_SECOND_ENCODER = {"text_encoder_2": ("CLIPTextModelWithProjection",), "tokenizer_2": _EXPECTED["tokenizer"]}
+# A VAE file's decoder input, bare (a VAE file) or inside a full checkpoint.
+_VAE_KEYS = ("decoder.conv_in.weight", "first_stage_model.decoder.conv_in.weight")
 
 
 def _pipeline_dir(folder: Path) -> Path | None:
@@ -58,15 +69,20 @@ def _from_hub_cache(repo_id: str, marker: str) -> Path | None:
 
 
 def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfolder: str,
-          accept: Callable[[Path], Path | None], marker: str, kind: str) -> Path:
-    """Resolve `value` against the spec folder, the models folder and the HF cache, in that order."""
-    raw = Path(value).expanduser()
+          accept: Callable[[Path], Path | None], marker: str, kind: str,
+          suffixes: tuple[str, ...] = SINGLE_FILE_SUFFIXES) -> Path:
+    """Resolve `value` against the spec folder, the models folder (and, as A1111 scans it, the subfolders of
+    its `subfolder`) and the HF cache, in that order."""
+    raw = Path(_A1111_HASH.sub("", value)).expanduser()
     if raw.is_absolute():
         candidates = [raw]
     else:
         candidates = [spec_dir / raw]
         for root in ([models_dir, models_dir / subfolder] if models_dir else []):
-            candidates += [root / raw, *(root / f"{raw}{suffix}" for suffix in SINGLE_FILE_SUFFIXES)]
+            candidates += [root / raw, *(root / f"{raw}{suffix}" for suffix in suffixes)]
+        if models_dir and (models_dir / subfolder).is_dir():
+            candidates += sorted(found for suffix in ("", *suffixes)
+                                 for found in (models_dir / subfolder).rglob(f"{raw.name}{suffix}"))
     for candidate in candidates:
         if candidate.is_dir():
             found = accept(candidate)
@@ -75,12 +91,13 @@ def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfol
                                  f"(no {marker}); point {what} at a diffusers {kind} folder")
             return found.resolve()
         if candidate.is_file():
-            if candidate.suffix.lower() in SINGLE_FILE_SUFFIXES:
-                raise ModelError(f"{what} {value!r}: {candidate} is a single-file checkpoint, which gridgen cannot "
-                                 f"load yet; convert it to a diffusers folder (diffusers' "
-                                 f"`from_single_file(...).save_pretrained(DIR)`) and use that folder")
-            raise ModelError(f"{what} {value!r}: {candidate} is a file, not a diffusers {kind} folder")
+            if candidate.suffix.lower() in suffixes:
+                return candidate.resolve()
+            raise ModelError(f"{what} {value!r}: {candidate} is a file but neither a diffusers {kind} folder nor a "
+                             f"{' or '.join(suffixes)} checkpoint")
     looked = [str(c) for c in candidates]
+    if models_dir:
+        looked.append(f"the subfolders of {models_dir / subfolder}")
     if _HUB_ID.match(value):
         cached = _from_hub_cache(value, marker)
         if cached is not None:
@@ -95,7 +112,7 @@ def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfol
 
 @lru_cache(maxsize=256)
 def resolve_model(value: str, spec_dir: Path, models_dir: Path | None) -> Path:
-    """The diffusers pipeline folder `value` names; raises ModelError."""
+    """The diffusers pipeline folder or single-file checkpoint `value` names; raises ModelError."""
     shipped = tiny_folder(value)
     if shipped is not None:
         return shipped
@@ -105,10 +122,14 @@ def resolve_model(value: str, spec_dir: Path, models_dir: Path | None) -> Path:
 
 @lru_cache(maxsize=256)
 def resolve_vae(value: str, spec_dir: Path, models_dir: Path | None) -> Path | None:
-    """The AutoencoderKL folder `value` names, or None for `auto` (the model's own); raises ModelError."""
+    """The AutoencoderKL folder or VAE file `value` names, or None for `auto` (the model's own); raises ModelError."""
     if value.strip().lower() == "auto":
         return None
-    return _find("vae", value, spec_dir, models_dir, "VAE", _vae_dir, "config.json", "VAE")
+    found = _find("vae", value, spec_dir, models_dir, "VAE", _vae_dir, "config.json", "VAE", VAE_SUFFIXES)
+    if found.is_file() and not any(key in read_shapes(found) for key in _VAE_KEYS):
+        raise ModelError(f"vae {value!r}: {found} holds no VAE decoder weights ({_VAE_KEYS[0]}); "
+                         f"point vae at a VAE file or folder")
+    return found
 
 
 @lru_cache(maxsize=64)
@@ -130,12 +151,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a model folder's configs say, without loading weights."""
+    """What a model's configs (and, for a single file, its tensor shapes) say, without loading weights."""
 
     path: Path
     vae_factor: int  # pixels per latent cell
     native_size: int  # the side in pixels the UNet was built for
     text_layers: int  # transformer layers in the text encoder, the largest useful clip_skip
+    in_channels: int  # the UNet's input channels, which tell the pipeline kind
+    sdxl: bool  # two text encoders and size conditioning
+    config: Path  # the diffusers folder whose configs describe it: the folder itself, or a shipped family
 
 
 def vae_factor(vae_dir: Path) -> int:
@@ -143,31 +167,63 @@ def vae_factor(vae_dir: Path) -> int:
     return 2 ** (len(_read_json(vae_dir / "config.json").get("block_out_channels", [0] * 4)) - 1)
 
 
-def _unsupported(path: Path, index: dict[str, Any], unet: dict[str, Any]) -> str | None:
+def _unsupported(path: Path, index: dict[str, Any]) -> str | None:
     kind = index.get("_class_name", "diffusers")
-    for component, class_names in _EXPECTED.items():
+    expected = {**_EXPECTED, **{name: classes for name, classes in _SECOND_ENCODER.items() if name in index}}
+    for component, class_names in expected.items():
         declared = (index.get(component) or [None, None])[1]
         if declared not in class_names:
             return (f"{path} is a {kind} folder whose {component} is {declared}; gridgen's diffusers backend "
-                    f"runs Stable Diffusion 1.x/2.x txt2img models only so far")
-    if "text_encoder_2" in index or unet.get("addition_embed_type"):
-        return f"{path} is a {kind} folder (SDXL-style, two text encoders); only SD 1.x/2.x is supported so far"
-    if unet.get("in_channels", 4) != 4:
-        return (f"{path} has a UNet with {unet.get('in_channels')} input channels (an inpainting, depth or "
-                f"pix2pix model); only txt2img models (4 channels) are supported so far")
+                    f"runs Stable Diffusion 1.x, 2.x and XL models")
     return None
 
 
+# Weight files diffusers and transformers read, whole or sharded; half-precision variants count too.
+_WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+_TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
+
+
+def _missing_file(path: Path, index: dict[str, Any]) -> str | None:
+    """The first file a folder needs but lacks (an interrupted download or copy), or None."""
+    for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if component not in index:
+            continue
+        folder = path / component
+        if not (folder / "config.json").is_file():
+            return str(folder / "config.json")
+        if not any(any(folder.glob(pattern)) for pattern in _WEIGHTS):
+            return f"{folder}/ weights ({' or '.join(_WEIGHTS[:2])})"
+    for component in ("tokenizer", "tokenizer_2"):
+        if component in index and not any(all((path / component / name).is_file() for name in names)
+                                           for names in _TOKENIZER_FILES):
+            return f"{path / component}/ vocabulary (vocab.json and merges.txt, or tokenizer.json)"
+    return None
+
+
+def _info(path: Path, config: Path, in_channels: int) -> ModelInfo:
+    unet = _read_json(config / "unet" / "config.json")
+    factor = vae_factor(config / "vae")
+    text = _read_json(config / "text_encoder" / "config.json")
+    return ModelInfo(path=path, vae_factor=factor, native_size=int(unet.get("sample_size", 64)) * factor,
+                     text_layers=int(text.get("num_hidden_layers", 12)), in_channels=in_channels,
+                     sdxl=(config / "text_encoder_2").is_dir(), config=config)
+
+
 @lru_cache(maxsize=64)
-def read_model_info(path: Path) -> ModelInfo:
-    """Read a pipeline folder's configs; raises ModelError when they are unreadable or describe a model
-    this backend cannot run."""
+def read_model_info(path: Path, prediction: str = "auto") -> ModelInfo:
+    """Read a pipeline folder's configs, or a single file's shapes and the shipped configs that fit them;
+    raises ModelError when they are unreadable or describe a model this backend cannot run.
+    `prediction` (the param) picks between SD 2.x single-file configs that the weights cannot tell apart."""
+    if path.is_file():
+        shapes = read_shapes(path)
+        return _info(path, detect_family(path, shapes, prediction), shapes.get(UNET_INPUT, (0, 4))[1])
     index = _read_json(path / "model_index.json")
-    unet = _read_json(path / "unet" / "config.json")
-    reason = _unsupported(path, index, unet)
+    reason = _unsupported(path, index)
     if reason:
         raise ModelError(reason)
-    factor = vae_factor(path / "vae")
-    text = _read_json(path / "text_encoder" / "config.json")
-    return ModelInfo(path=path, vae_factor=factor, native_size=int(unet.get("sample_size", 64)) * factor,
-                     text_layers=int(text.get("num_hidden_layers", 12)))
+    missing = _missing_file(path, index)
+    if missing:
+        where = "this Hugging Face cache snapshot" if _hub_cache_dir() in str(path) else "the folder"
+        raise ModelError(f"model {path} is incomplete: {missing} is missing; {where} was not fully downloaded or "
+                         f"copied (gridgen never downloads: fetch it again while online, then run offline)")
+    return _info(path, path, int(_read_json(path / "unet" / "config.json").get("in_channels", 4)))

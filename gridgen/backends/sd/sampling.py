@@ -20,7 +20,9 @@ Context = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float],
                     image: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
-                    masks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)) -> Denoiser:
+                    masks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+                    added_cond: dict[str, torch.Tensor] | None = None,
+                    added_uncond: dict[str, torch.Tensor] | None = None) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
 
     `cond` and `uncond` hold one context row per sample: fixed tensors (CLIP), or functions of the
@@ -32,7 +34,8 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
     Latents stay fp32 outside the UNet call whatever its dtype. UNets with extra per-sample inputs
     (the x4 upscaler: its low-resolution `image`, joined to the latents' channels, and its noise level
     as `class_labels`) get them on both halves. `masks` (cond, uncond), when rows were padded to one
-    length, mark each row's real tokens for cross-attention.
+    length, mark each row's real tokens for cross-attention. `added_cond` / `added_uncond` hold
+    per-sample `added_cond_kwargs` rows (SDXL's pooled text and size), paired like `cond` / `uncond`.
     """
     device = cond.device if isinstance(cond, torch.Tensor) else unet.device
     guided = torch.tensor([i for i, s in enumerate(scales) if s != 1], dtype=torch.long, device=device)
@@ -43,6 +46,9 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
     extra = {"class_labels": torch.cat([class_labels, class_labels[guided]])} if class_labels is not None else {}
     if masks[0] is not None:
         extra["encoder_attention_mask"] = torch.cat([masks[0], masks[1][guided]])
+    if added_cond:
+        extra["added_cond_kwargs"] = {name: torch.cat([rows, added_uncond[name][guided]])
+                                      for name, rows in added_cond.items()}
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]

@@ -1,0 +1,71 @@
+"""SDXL's conditioning: two text encoders and the size conditioning its UNet adds to the time embedding.
+
+The cross-attention context is the two encoders' hidden states side by side, taken below their
+final layer (the penultimate layer at clip_skip 1, one further down per step, with no final layer
+norm: SDXL was trained so); the pooled, projected output of the second encoder and the
+`time_ids` (original size, crop corner, target size) go in as `added_cond_kwargs`, as diffusers'
+StableDiffusionXLPipeline builds them. Encodings are cached per (text, clip_skip) like `text`'s.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+
+from gridgen.backends.sd.text import Conditioning
+
+
+class SdxlPromptEncoder:
+    """Encodes (text, clip_skip) requests to stacked contexts; `pooled` gives the matching pooled embeddings."""
+
+    def __init__(self, tokenizers: Sequence, text_encoders: Sequence, capacity: int = 1024):
+        self.tokenizers = list(tokenizers)
+        self.text_encoders = list(text_encoders)
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+        self._cache: OrderedDict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def _lookup(self, requests: Sequence[tuple[str, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        missing = [key for key in dict.fromkeys(requests) if key not in self._cache]
+        self.hits += len(requests) - len(missing)
+        self.misses += len(missing)
+        for text, clip_skip in missing:
+            self._cache[(text, clip_skip)] = self._encode(text, clip_skip)
+        rows = []
+        for key in requests:
+            self._cache.move_to_end(key)
+            rows.append(self._cache[key])
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return rows
+
+    def encode(self, requests: Sequence[tuple[str, int]]) -> list[torch.Tensor]:
+        """The context of each request, in request order (one 77-token window each)."""
+        return [context for context, _ in self._lookup(requests)]
+
+    def conditioning(self, prompts: Sequence[tuple[str, int]], negatives: Sequence[tuple[str, int]]) -> Conditioning:
+        """The batch's prompts and negative prompts, stacked; every row has one window, so nothing is masked."""
+        return Conditioning(torch.stack(self.encode(prompts)), torch.stack(self.encode(negatives)), None, None)
+
+    def pooled(self, requests: Sequence[tuple[str, int]]) -> torch.Tensor:
+        return torch.stack([pooled for _, pooled in self._lookup(requests)])
+
+    def _encode(self, text: str, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
+        states = []
+        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
+            # Prompts longer than the encoder's window are truncated, as diffusers' own pipeline does.
+            ids = tokenizer([text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids
+            output = encoder(ids.to(encoder.device), output_hidden_states=True)
+            states.append(output.hidden_states[-(clip_skip + 1)][0])
+        # The second encoder's projected pooled output (`text_embeds`) is what the UNet's add embedding takes.
+        return torch.cat(states, dim=-1), output[0][0]
+
+
+def added_conditioning(pooled: torch.Tensor, width: int, height: int) -> dict[str, torch.Tensor]:
+    """The UNet's `added_cond_kwargs` for a batch rendered at width x height, uncropped."""
+    time_ids = torch.tensor([height, width, 0, 0, height, width], dtype=pooled.dtype, device=pooled.device)
+    return {"text_embeds": pooled, "time_ids": time_ids.expand(pooled.shape[0], -1)}

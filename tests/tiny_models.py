@@ -1,0 +1,114 @@
+"""Tiny random-weight SD 1.x / SD 2.x / SDXL models for the loading tests, as diffusers folders and as
+A1111-style single files, plus a config root whose families describe them.
+
+Shapes follow diffusers' own fast tests (32/64-channel UNets, 32-wide text encoders) but the text
+encoders keep CLIP's real 49408-token vocabulary, because single files are tokenized with it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gridgen.backends.sd import families
+from gridgen.backends.sd.single_file import load_tokenizer
+from tests import ldm_layout
+
+# Families whose weights have the same shapes, told apart by the `prediction` param only.
+_SAME_WEIGHTS = {"sd2-v": ("sd2",)}
+
+
+@dataclass
+class TinyModel:
+    folder: Path  # the diffusers folder
+    family: str  # the shipped family it stands in for
+    state: dict[str, torch.Tensor]  # the same weights in the LDM layout
+
+    def write(self, path: Path) -> Path:
+        """The single file, as .safetensors or (weights-only pickled) .ckpt by `path`'s suffix; a name ending in
+        `legacy.ckpt` gets torch's pre-zip format, which old checkpoints use and which cannot be memory-mapped."""
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".safetensors":
+            save_file({k: v.contiguous() for k, v in self.state.items()}, str(path))
+        else:
+            torch.save({"state_dict": self.state, "global_step": 1}, path,
+                       _use_new_zipfile_serialization=not path.name.endswith("legacy.ckpt"))
+        return path
+
+
+def _text_config(hidden: int, act: str, projection: int = 32):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(hidden_size=hidden, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                          vocab_size=49408, max_position_embeddings=77, projection_dim=projection, hidden_act=act,
+                          bos_token_id=0, eos_token_id=2, pad_token_id=1)
+
+
+def _unet(in_channels: int, cross: int, **extra):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=16,
+                                in_channels=in_channels, out_channels=4, cross_attention_dim=cross,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **extra)
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D"] * 2,
+                         up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, sample_size=32)
+
+
+def build(folder: Path, family: str, in_channels: int = 4, seed: int = 0) -> TinyModel:
+    """A tiny random model of `family`'s layout (sd1..., sd2..., sdxl) saved to `folder`."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.schedulers import EulerDiscreteScheduler
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    shipped = families.CONFIG_ROOT / family
+    scheduler = EulerDiscreteScheduler.from_pretrained(shipped / "scheduler")
+    vae = _vae()
+    if family == "sdxl":
+        first = CLIPTextModel(_text_config(32, "quick_gelu"))
+        second = CLIPTextModelWithProjection(_text_config(40, "gelu"))
+        unet = _unet(in_channels, 72, attention_head_dim=(2, 4), use_linear_projection=True,
+                     addition_embed_type="text_time", addition_time_embed_dim=8,
+                     transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=6 * 8 + 32)
+        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=first, text_encoder_2=second,
+                                         tokenizer=load_tokenizer(shipped, "tokenizer"),
+                                         tokenizer_2=load_tokenizer(shipped, "tokenizer_2"), unet=unet,
+                                         scheduler=scheduler)
+        text = {**ldm_layout.clip_to_ldm(first.state_dict(), "conditioner.embedders.0.transformer."),
+                **ldm_layout.open_clip_to_ldm(second.state_dict(), "conditioner.embedders.1.model.")}
+    else:
+        sd2 = family.startswith("sd2")
+        encoder = CLIPTextModel(_text_config(32, "gelu" if sd2 else "quick_gelu"))
+        unet = _unet(in_channels, 32, **({"use_linear_projection": True} if sd2 else {}))
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=encoder, tokenizer=load_tokenizer(shipped, "tokenizer"),
+                                       unet=unet, scheduler=scheduler, safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+        text = (ldm_layout.open_clip_to_ldm(encoder.state_dict(), "cond_stage_model.model.") if sd2
+                else ldm_layout.clip_to_ldm(encoder.state_dict(), "cond_stage_model.transformer."))
+    pipe.save_pretrained(folder)
+    state = {**ldm_layout.unet_to_ldm(unet.state_dict(), unet.config), **ldm_layout.vae_to_ldm(vae.state_dict(), 2),
+             **text}
+    return TinyModel(folder, family, state)
+
+
+def config_root(root: Path, models: list[TinyModel]) -> Path:
+    """A copy of the shipped families with each tiny model's component configs in its family's place."""
+    shutil.copytree(families.CONFIG_ROOT, root)
+    for model in models:
+        for family in (model.family, *_SAME_WEIGHTS.get(model.family, ())):
+            for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
+                source = model.folder / component / "config.json"
+                if source.is_file():
+                    shutil.copy(source, root / family / component / "config.json")
+    return root
