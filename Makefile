@@ -2,11 +2,12 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-# No CUDA here: the CPU wheel (on these machines pip finds it on local disk). With an NVIDIA driver:
-# PyPI's default Linux wheel, which is a CUDA build. Override to pick another, e.g.
-#   make install TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
+# No CUDA here: the CPU wheel (on these machines pip finds it on local disk), which has no matching
+# torchvision. With an NVIDIA driver: PyPI's default Linux wheels, CUDA builds, torchvision included.
+# Override to pick others, e.g.
+#   make install TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu124"
 # A torch already installed in .venv is kept.
-TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch torchvision || echo torch==2.13.0)
 
 .PHONY: install demo test lint clean
 
@@ -15,9 +16,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[test]"
-	# Single-file checkpoints need CLIP's BPE vocabulary, which open-clip-torch ships; only that file is
-	# read, so its dependencies (torchvision, timm) are left out.
-	$(PY) -m pip install --quiet --no-deps "open-clip-torch==3.3.0"
+	# Both declare torchvision, which would replace the CPU torch with a multi-GB CUDA build. Single-file
+	# checkpoints only read the CLIP BPE vocabulary open-clip-torch ships; spandrel's upscalers run
+	# without torchvision (gridgen imports spandrel with a stand-in for it when it is missing).
+	$(PY) -m pip install --quiet --no-deps "open-clip-torch==3.3.0" "spandrel==0.4.2"
+	$(PY) -m pip install --quiet "einops>=0.7"
 	touch $@
 
 install: $(VENV)/.installed

@@ -148,6 +148,9 @@ class DiffusersBackend:
             if factor and value is not None and (value < 8 * factor or value % factor):
                 problems.append(ParamProblem(side, f"{side} {value} does not fit this model: it must be at least "
                                                    f"{8 * factor} and a multiple of {factor} (the VAE's scale)"))
+        if info and info.sdxl:
+            problems += [ParamProblem(name, f"{name} works with SD 1.x/2.x models so far; {params['model']} is SDXL")
+                         for name in ("lora", "embedding") if params.get(name)]
         for field in ("prompt", "negative_prompt"):
             problems += [ParamProblem(field, message)
                          for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
@@ -218,9 +221,9 @@ class DiffusersBackend:
                 self._apply_speed_options(parts)
                 prompts = make_prompt_encoder(parts)
                 adapters = networks.Networks(parts, prompts) if isinstance(prompts, PromptEncoder) else None
-                return parts, prompts, adapters
+                return parts, (prompts, adapters)
 
-            self._components, self.prompts, self.networks = self.models.get(loaded, load)
+            self._components, (self.prompts, self.networks) = self.models.get(loaded, load)
             self._loaded = loaded
         self._load_key = key
         return self._components
@@ -272,10 +275,11 @@ class DiffusersBackend:
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         clock = _Clock(parts.device)
 
-        self.networks.use_loras(self._lora_set(first))
-        spec_dir, models_dir = Path(self.context.spec_dir), self._models_dir()
-        self.networks.use_embeddings({name: path for p in batch
-                                      for name, path in networks.embedding_files(p, spec_dir, models_dir).items()})
+        if self.networks is not None:  # SD 1.x/2.x; validation keeps LoRAs and embeddings away from SDXL
+            self.networks.use_loras(self._lora_set(first))
+            spec_dir, models_dir = Path(self.context.spec_dir), self._models_dir()
+            self.networks.use_embeddings({name: path for p in batch
+                                          for name, path in networks.embedding_files(p, spec_dir, models_dir).items()})
         skips = [int(p["clip_skip"]) for p in batch]
         prompts = [(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)]
         negatives = [(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)]
@@ -309,7 +313,7 @@ class DiffusersBackend:
         metadata = {"model_path": self._load_key[0], "vae": self._load_key[1], "options": self.speed_options(),
                     "scheduler": type(scheduler).__name__, "device": str(parts.device),
                     "dtype": str(parts.dtype).removeprefix("torch."), "width": width, "height": height}
-        if self.networks.active:
+        if self.networks is not None and self.networks.active:
             metadata["loras"] = [list(pair) for pair in self.networks.active]
         share = 1 / len(batch)
         timings = {"text": text_time * share, "denoise": denoise_time * share, "decode": decode_time * share}

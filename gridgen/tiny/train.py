@@ -68,7 +68,7 @@ class Settings:
     unet_lr: float = 2e-3
     warmup: int = 200
     caption_dropout: float = 0.1
-    min_snr: float = 5.0  # min-SNR loss weighting; 0 weighs every timestep alike (plain epsilon loss)
+    min_snr: float = 5.0  # min-SNR loss weighting
     ema_decay: float = 0.998
     log_every: int = 50
     checkpoint_every: int = 0  # also save the pipeline every N UNet steps, to OUT-stepN (0: only at the end)
@@ -339,7 +339,7 @@ def train_denoiser(unet, text_encoder, tokenizer, make_batch: Callable[[int, tor
         context = text_encoder(ids[caption]).last_hidden_state
         pred = unet(noisy, t, encoder_hidden_states=context, class_labels=labels).sample
         snr = a.view(-1) / (1 - a.view(-1))
-        weight = torch.clamp(snr, max=settings.min_snr) / snr if settings.min_snr > 0 else torch.ones_like(snr)
+        weight = torch.clamp(snr, max=settings.min_snr) / snr
         loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

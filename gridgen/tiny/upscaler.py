@@ -43,9 +43,7 @@ LOW_RES = shapes.SIZE // 4
 # The schedule that noises the small image; SD's x4 upscaler uses this one.
 LOW_RES_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
                      "beta_schedule": "scaled_linear", "clip_sample": False, "variance_type": "fixed_small"}
-# No min-SNR weighting: an upscaler is judged on fine detail, which the low-noise steps draw and
-# min-SNR weighs down.
-DEFAULTS = {"unet_steps": 2000, "warmup": 100, "unet_lr": 1e-3, "min_snr": 0.0}
+DEFAULTS = {"unet_steps": 1500, "warmup": 100, "unet_lr": 1e-3}
 
 
 @torch.no_grad()

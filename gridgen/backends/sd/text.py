@@ -180,9 +180,17 @@ class PromptEncoder:
 
 
 def emphasize(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """A1111's original emphasis: each token's vector times its weight, each chunk rescaled to its old mean."""
+    """A1111's original emphasis: each token's vector times its weight, each chunk rescaled to its old mean.
+
+    Unweighted chunks are returned as they are: their rescale is 1 in exact arithmetic, and a chunk whose
+    mean is zero (layer-normed states with no bias, as in a freshly initialised encoder) would be 0/0.
+    """
+    if bool((weights == 1).all()):
+        return hidden
     values = hidden.float()
     original = values.mean(dim=(1, 2), keepdim=True)
     values = values * weights.float().unsqueeze(-1)
-    values = values * (original / values.mean(dim=(1, 2), keepdim=True))
+    weighted = values.mean(dim=(1, 2), keepdim=True)
+    scale = torch.where(weighted.abs() > 1e-12, original / weighted, torch.ones_like(weighted))
+    values = values * scale
     return values.to(hidden.dtype)

@@ -8,6 +8,7 @@ Every failure is a `ModelError` naming the file and what to do.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
 from functools import lru_cache
@@ -79,6 +80,9 @@ def _import_spandrel_without_torchvision():
 
 @lru_cache(maxsize=1)
 def _loader():
+    if importlib.util.find_spec("spandrel") is None:
+        raise ModelError("upscaler model files need spandrel: pip install 'gridgen[upscalers]' (on a CPU-only "
+                         "torch: pip install --no-deps spandrel==0.4.2 einops)")
     if _torchvision_usable():
         import spandrel
     else:
