@@ -95,7 +95,7 @@ def run_plain_loop(model: Path, out: Path, preset: Preset, device: str) -> tuple
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     dtype = torch.float16 if preset.dtype == "fp16" else torch.float32
-    pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=dtype, safety_checker=None,
+    pipe = StableDiffusionPipeline.from_pretrained(model, dtype=dtype, safety_checker=None,
                                                    requires_safety_checker=False).to(device)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)

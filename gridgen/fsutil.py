@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temporary name in the same folder, fsync, then rename.
+"""Atomic file and folder writes: write to a temporary name in the same folder, fsync, then rename.
 
 A reader (the explorer polling data.js, a resumed run reading the journal) never sees half a file.
 """
@@ -6,7 +6,10 @@ A reader (the explorer polling data.js, a resumed run reading the journal) never
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -35,3 +38,19 @@ def append_line(path: Path, line: str) -> None:
         handle.write(line.rstrip("\n") + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+@contextmanager
+def replace_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty staging folder next to `path`; on success it replaces `path` (files world-readable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        staged.mkdir()
+        yield staged
+        for item in staged.rglob("*"):
+            item.chmod(0o755 if item.is_dir() else 0o644)
+        if path.exists():
+            shutil.rmtree(path)
+        staged.rename(path)

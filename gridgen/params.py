@@ -52,6 +52,25 @@ def _choose_sampler(text: str) -> str | None:
     return found.name if found else None
 
 
+def _choose_ella(text: str) -> str | None:
+    # `on`/`off` may reach here as YAML booleans; anything else names a checkpoint file or folder.
+    value = str(text).strip()
+    switch = {"off": "off", "false": "off", "no": "off", "none": "off", "0": "off",
+              "on": "on", "true": "on", "yes": "on", "1": "on"}
+    return switch.get(value.lower(), value or None)
+
+
+def _choose_token_length(text: str) -> str | None:
+    value = str(text).strip().lower()
+    if value in ("flexible", "none"):
+        return "flexible"
+    return str(int(value)) if value.isdigit() and 1 <= int(value) <= 512 else None
+
+
+def _choose_ella_mode(text: str) -> str | None:
+    return {"ella": "ella", "ella+clip": "ella+clip", "ellaclip": "ella+clip"}.get(normalize_key(text))
+
+
 CORE_PARAMS: tuple[Param, ...] = (
     Param("prompt", "str", "", "The text the image should show.", stage="text"),
     Param("negative_prompt", "str", "", "What the image should not show.",
@@ -114,6 +133,21 @@ CORE_PARAMS: tuple[Param, ...] = (
           aliases=("hr_denoise",), min=0, max=1, stage="post"),
     Param("format", "choice", None, "Image file format: png, jpg or webp (default: the grid's format).",
           aliases=("image_format",), choose=_choose_format, choices_help="png, jpg, webp", stage="output"),
+    Param("ella", "choice", "off",
+          "ELLA (SD 1.5 only): a T5 encoder plus a timestep-aware connector replace CLIP conditioning. `on` finds "
+          "ella-sd1.5-tsc-t5xl.safetensors in the models folder or Hugging Face cache; or give its path.",
+          choose=_choose_ella, choices_help="off, on, or the path of an ELLA checkpoint"),
+    Param("ella_text_encoder", "model", "google/flan-t5-xl",
+          "The T5 encoder ELLA reads: a transformers folder or a cached Hugging Face id.",
+          aliases=("t5", "t5_encoder", "ella_t5")),
+    Param("token_length", "choice", "128",
+          "T5 tokens ELLA sees: a number pads or truncates every prompt to it (ELLA trained at 128); "
+          "`flexible` keeps each prompt's own length.",
+          aliases=("ella_token_length", "t5_token_length"), choose=_choose_token_length,
+          choices_help="flexible, or a whole number from 1 to 512", stage="text"),
+    Param("ella_mode", "choice", "ella",
+          "`ella`: the UNet sees ELLA's 64 tokens; `ella+clip`: ELLA's 64 then CLIP's 77, keeping trigger words.",
+          choose=_choose_ella_mode, choices_help="ella, ella+clip"),
 )
 
 # A1111 / Infinity Grid parameters gridgen knows by name but no backend implements yet. A spec that

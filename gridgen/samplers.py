@@ -22,6 +22,11 @@ class Sampler:
     karras: bool = False  # the A1111 name implies the Karras schedule
     ancestral: bool = False  # injects fresh noise every step
     aliases: tuple[str, ...] = ()
+    # The step count the sampler is normally run at: A1111's default of 20, except where the
+    # sampler's home code set another (CompVis's txt2img script ran DDIM and PLMS at 50, and
+    # diffusers' first Stable Diffusion pipeline ran LMS at 50). The 4th-order linear multistep
+    # samplers (LMS, PLMS) are the ones that need it: they overshoot at 20 steps and high CFG.
+    usual_steps: int = 20
 
 
 SAMPLERS: tuple[Sampler, ...] = (
@@ -29,7 +34,7 @@ SAMPLERS: tuple[Sampler, ...] = (
     Sampler("Euler a", "EulerAncestralDiscreteScheduler", ancestral=True,
             aliases=("euler ancestral", "k_euler_a", "k_euler_ancestral", "euler_ancestral")),
     Sampler("Heun", "HeunDiscreteScheduler", aliases=("k_heun",)),
-    Sampler("LMS", "LMSDiscreteScheduler", aliases=("k_lms",)),
+    Sampler("LMS", "LMSDiscreteScheduler", aliases=("k_lms",), usual_steps=50),
     Sampler("LMS Karras", "LMSDiscreteScheduler", karras=True),
     Sampler("DPM2", "KDPM2DiscreteScheduler", aliases=("k_dpm_2", "dpm_2")),
     Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", ancestral=True,
@@ -53,8 +58,8 @@ SAMPLERS: tuple[Sampler, ...] = (
     Sampler("DPM++ SDE", "DPMSolverSDEScheduler", ancestral=True, aliases=("dpmpp_sde",)),
     Sampler("DPM++ SDE Karras", "DPMSolverSDEScheduler", karras=True, ancestral=True,
             aliases=("dpmpp_sde_karras",)),
-    Sampler("DDIM", "DDIMScheduler"),
-    Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, aliases=("pndm",)),
+    Sampler("DDIM", "DDIMScheduler", usual_steps=50),
+    Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, aliases=("pndm",), usual_steps=50),
     Sampler("UniPC", "UniPCMultistepScheduler", aliases=("uni_pc", "unipc_multistep")),
 )
 

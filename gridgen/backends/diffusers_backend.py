@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
-from gridgen.backends.sd import images, sampling
+from gridgen.backends.sd import ella_setup, images, sampling
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
 from gridgen.backends.sd.text import PromptEncoder
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 SUPPORTED_PARAMS = frozenset({
     "prompt", "negative_prompt", "prompt_replace", "seed", "steps", "cfg_scale", "sampler", "schedule",
     "width", "height", "out_width", "out_height", "model", "vae", "clip_skip", "format", "upscaler", "upscale_by",
+    "ella", "ella_text_encoder", "token_length", "ella_mode",
 })
 UPSCALE_PARAMS = frozenset({"upscale_width", "upscale_height", "tile_size", "tile_overlap", "noise_level",
                             "upscale_prompt", "upscale_steps", "upscale_cfg_scale", "hires_steps", "hires_denoise"})
@@ -45,7 +46,7 @@ _DEFAULTS = Registry().defaults()
 
 
 def base_params(params: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in params.items() if name not in POST_PARAMS}
+    return ella_setup.stage_params({name: value for name, value in params.items() if name not in POST_PARAMS})
 
 
 class DiffusersBackend:
@@ -56,6 +57,7 @@ class DiffusersBackend:
         self._load_key: Hashable | None = None
         self._components: Components | None = None
         self.prompts: PromptEncoder | None = None  # the loaded model's text-embedding cache
+        self.ella = ella_setup.EllaRuntime()
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
@@ -85,7 +87,7 @@ class DiffusersBackend:
                 self._resolved[key] = exc
         found = self._resolved[key]
         if isinstance(found, ModelError):
-            raise found
+            raise found.with_traceback(None)  # one cached error, raised afresh each time
         return found
 
     def _models_dir(self) -> Path | None:
@@ -130,6 +132,7 @@ class DiffusersBackend:
         if info and clip_skip > info.text_layers:
             problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
                                                       f"layers of this model's text encoder"))
+        problems += ella_setup.check_cell(params, info.path if info else None, self._resolve)
         return problems + self.upscaling.validate(params)
 
     def load_key(self, params: dict[str, Any]) -> Hashable:
@@ -154,7 +157,8 @@ class DiffusersBackend:
         params = {**_DEFAULTS, **params}
         # The scheduler choice, not the sampler's name: names that build the same scheduler can share a batch.
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
-        return self.load_key(params), choice, int(params["steps"]), *self._size(params)
+        return (self.load_key(params), choice, int(params["steps"]), *self._size(params),
+                ella_setup.batch_part(params, self._resolve))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))
@@ -219,9 +223,12 @@ class DiffusersBackend:
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         clock = _Clock(parts.device)
 
-        skips = [int(p["clip_skip"]) for p in batch]
-        cond = self.prompts([(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)])
-        uncond = self.prompts([(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)])
+        if ella_setup.enabled(first):
+            cond, uncond = self.ella.conditioning(batch, self._resolve, parts.device, parts.dtype, self.prompts)
+        else:
+            skips = [int(p["clip_skip"]) for p in batch]
+            cond = self.prompts([(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)])
+            uncond = self.prompts([(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)])
         text_time = clock.lap()
 
         scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
@@ -242,7 +249,8 @@ class DiffusersBackend:
                     "dtype": str(parts.dtype).removeprefix("torch."), "width": width, "height": height}
         share = 1 / len(batch)
         timings = {"text": text_time * share, "denoise": denoise_time * share, "decode": decode_time * share}
-        return [(image, metadata, dict(timings)) for image in decoded]
+        return [(image, {**metadata, **ella_setup.metadata(p, self._resolve)}, dict(timings))
+                for p, image in zip(batch, decoded, strict=True)]
 
     @torch.inference_mode()
     def fit_batch(self, params: dict[str, Any], wanted: int) -> int:
@@ -255,6 +263,8 @@ class DiffusersBackend:
             return wanted
         params = {**_DEFAULTS, **params}
         parts = self._ensure_loaded(params)
+        if ella_setup.enabled(params):
+            self.ella.load(params, self._resolve, parts.device, parts.dtype)  # its memory is taken before measuring
         width, height = self._size(params)
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         shape = (parts.unet.config.in_channels, height // factor, width // factor)
@@ -304,12 +314,13 @@ class DiffusersBackend:
         lines = [self.cache.stats.line()]
         if self.prompts is not None:
             lines.append(f"text embeddings: {self.prompts.hits} cached, {self.prompts.misses} encoded")
-        return lines
+        return lines + self.ella.stats()
 
     def close(self) -> None:
         self.upscaling.close()
         self._components = None
         self.prompts = None
+        self.ella.close()
         self._load_key = None
         self.cache.clear()
         self._free_device_memory()

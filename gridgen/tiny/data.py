@@ -37,6 +37,18 @@ def caption(color: str, shape: str, background: str) -> str:
     return f"a {color} {shape} on a {background} background"
 
 
+def background_caption(background: str) -> str:
+    """The caption of an image with no shape: what an inpainting prompt asks for to remove one."""
+    return f"a {background} background"
+
+
+def blank(background: str) -> np.ndarray:
+    """A (64, 64, 3) uint8 image of the plain background."""
+    image = np.empty((SIZE, SIZE, 3), dtype=np.uint8)
+    image[:] = BACKGROUNDS[background]
+    return image
+
+
 @dataclass(frozen=True)
 class Sample:
     """One drawn image with what it shows; `box` is (x0, y0, x1, y1), exclusive ends, in pixels."""
@@ -71,8 +83,7 @@ def shape_mask(shape: str, x0: int, y0: int, size: int, side: int = SIZE) -> np.
 
 def draw(color: str, shape: str, background: str, x0: int, y0: int, size: int) -> Sample:
     mask = shape_mask(shape, x0, y0, size)
-    image = np.empty((SIZE, SIZE, 3), dtype=np.uint8)
-    image[:] = BACKGROUNDS[background]
+    image = blank(background)
     image[mask] = COLORS[color]
     return Sample(image, mask, color, shape, background, (x0, y0, x0 + size, y0 + size))
 
@@ -94,5 +105,9 @@ def make_batch(seed: int, n: int) -> list[Sample]:
 
 def to_tensor_array(samples: list[Sample]) -> np.ndarray:
     """(n, 3, 64, 64) float32 in [-1, 1], the range the VAE is trained on."""
-    stacked = np.stack([s.image for s in samples]).astype(np.float32)
-    return stacked.transpose(0, 3, 1, 2) / 127.5 - 1.0
+    return images_to_array([s.image for s in samples])
+
+
+def images_to_array(images: list[np.ndarray]) -> np.ndarray:
+    """(n, 3, H, W) float32 in [-1, 1] from (H, W, 3) uint8 images."""
+    return np.stack(images).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0

@@ -24,7 +24,6 @@ import argparse
 import copy
 import json
 import math
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,13 +34,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gridgen.tiny import TINY_MODEL_DIR
+from gridgen.fsutil import replace_dir
+from gridgen.tiny import TINY_MODEL_DIR, TINY_VARIANT_DIRS
 from gridgen.tiny import data as shapes
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_TOKENS = 16  # the longest grammar caption is 9 tokens with its start and end tokens
 TEXT_HIDDEN = 64
-VARIANTS = ("txt2img",)
+VARIANTS = ("txt2img", "inpaint", "x4", "sam")
 # SD 1.x's noise schedule, written as the folder's scheduler config. The DDIM/PNDM keys ride along
 # (diffusers keeps them as hidden config) so those samplers get SD's settings when built from it.
 SCHEDULER_CONFIG = {
@@ -254,7 +254,9 @@ def reconstruction_error(vae, samples: list[shapes.Sample], device: torch.device
     return float((vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1) - x).abs().mean() / 2)
 
 
-ALL_CAPTIONS = [shapes.caption(c, s, b) for c in shapes.COLORS for s in shapes.SHAPES for b in shapes.BACKGROUNDS]
+# Background-only captions come last, so the shape captions keep the indices the txt2img weights were trained with.
+ALL_CAPTIONS = [*(shapes.caption(c, s, b) for c in shapes.COLORS for s in shapes.SHAPES for b in shapes.BACKGROUNDS),
+                *(shapes.background_caption(b) for b in shapes.BACKGROUNDS)]
 CAPTION_INDEX = {text: i for i, text in enumerate(ALL_CAPTIONS)}
 EMPTY = len(ALL_CAPTIONS)  # index of the dropped (empty) caption
 
@@ -277,19 +279,47 @@ class Ema:
                 q.lerp_(p.detach(), 1 - decay)
 
 
-def train_unet(unet, text_encoder, tokenizer, pool, settings: Settings, device: torch.device, log: Logger,
-               checkpoint: Callable[[int, Ema], None] | None = None) -> Ema:
-    mean, std, captions = pool
-    ids = tokenizer([*ALL_CAPTIONS, ""], padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids.to(device)
-    alphas_cumprod = torch.linspace(SCHEDULER_CONFIG["beta_start"] ** 0.5, SCHEDULER_CONFIG["beta_end"] ** 0.5,
-                                    SCHEDULER_CONFIG["num_train_timesteps"], dtype=torch.float64) ** 2
-    alphas_cumprod = torch.cumprod(1 - alphas_cumprod, 0).float().to(device)
+@dataclass
+class DenoiseBatch:
+    """One training batch for a denoiser: clean latents, caption indices, and the variant's extras."""
+
+    latents: torch.Tensor
+    caption: torch.Tensor  # indices into ALL_CAPTIONS, EMPTY for a dropped caption
+    conditioning: torch.Tensor | None = None  # channels concatenated after the noisy latents
+    class_labels: torch.Tensor | None = None  # the x4 upscaler's noise level
+
+
+def training_alphas(device: torch.device) -> torch.Tensor:
+    """alpha-bar of SD's scaled-linear schedule (SCHEDULER_CONFIG), one per training timestep."""
+    betas = torch.linspace(SCHEDULER_CONFIG["beta_start"] ** 0.5, SCHEDULER_CONFIG["beta_end"] ** 0.5,
+                           SCHEDULER_CONFIG["num_train_timesteps"], dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float().to(device)
+
+
+def caption_ids(tokenizer, device: torch.device) -> torch.Tensor:
+    """Token ids of every caption in ALL_CAPTIONS, then of the empty prompt (index EMPTY)."""
+    return tokenizer([*ALL_CAPTIONS, ""], padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids.to(device)
+
+
+def drop_captions(caption: torch.Tensor, rate: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.where(torch.rand(len(caption), generator=gen) < rate, torch.full_like(caption, EMPTY), caption)
+
+
+def train_denoiser(unet, text_encoder, tokenizer, make_batch: Callable[[int, torch.Generator], DenoiseBatch],
+                   trainable: list[torch.nn.Module], settings: Settings, device: torch.device, log: Logger,
+                   checkpoint: Callable[[int, Ema], None] | None = None) -> Ema:
+    """Epsilon-prediction training of `unet` on batches from `make_batch`, min-SNR weighted.
+
+    The text encoder is trained too when it is in `trainable`; the returned EMA shadows `trainable`.
+    """
+    ids = caption_ids(tokenizer, device)
+    alphas_cumprod = training_alphas(device)
     unet.to(device).train()
-    text_encoder.to(device).train()
-    params = [*unet.parameters(), *text_encoder.parameters()]
+    text_encoder.to(device).train(text_encoder in trainable)
+    params = [p for module in trainable for p in module.parameters()]
     opt = torch.optim.AdamW(params, lr=settings.unet_lr, betas=(0.9, 0.99), weight_decay=0.01)
-    ema = Ema([unet, text_encoder], settings.ema_decay)
+    ema = Ema(trainable, settings.ema_decay)
     gen = torch.Generator().manual_seed(settings.seed + 12345)
     running, clock = 0.0, time.perf_counter()
     for step in range(settings.unet_steps):
@@ -297,19 +327,17 @@ def train_unet(unet, text_encoder, tokenizer, pool, settings: Settings, device: 
             # constant after warmup: the weights after N steps do not depend on the total, so the
             # checkpoint at step N of a longer run is exactly what `--steps N` ships
             group["lr"] = settings.unet_lr * lr_factor(step, None, settings.warmup)
-        index = torch.randint(0, len(mean), (settings.unet_batch,), generator=gen)
-        latents = mean[index] + std[index] * torch.randn(mean[index].shape, generator=gen)
-        flip = torch.rand(settings.unet_batch, generator=gen) < 0.5  # every shape is left-right symmetric
-        latents = torch.where(flip.view(-1, 1, 1, 1), latents.flip(-1), latents)
-        caption = torch.where(torch.rand(settings.unet_batch, generator=gen) < settings.caption_dropout,
-                              torch.full_like(captions[index], EMPTY), captions[index])
-        t = torch.randint(0, len(alphas_cumprod), (settings.unet_batch,), generator=gen)
-        noise = torch.randn(latents.shape, generator=gen)
-        latents, noise, caption, t = (v.to(device) for v in (latents, noise, caption, t))
+        batch = make_batch(step, gen)
+        t = torch.randint(0, len(alphas_cumprod), (len(batch.latents),), generator=gen)
+        noise = torch.randn(batch.latents.shape, generator=gen)
+        latents, noise, caption, t = (v.to(device) for v in (batch.latents, noise, batch.caption, t))
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        if batch.conditioning is not None:
+            noisy = torch.cat([noisy, batch.conditioning.to(device)], dim=1)
+        labels = batch.class_labels.to(device) if batch.class_labels is not None else None
         context = text_encoder(ids[caption]).last_hidden_state
-        pred = unet(noisy, t, encoder_hidden_states=context).sample
+        pred = unet(noisy, t, encoder_hidden_states=context, class_labels=labels).sample
         snr = a.view(-1) / (1 - a.view(-1))
         weight = torch.clamp(snr, max=settings.min_snr) / snr
         loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
@@ -329,42 +357,89 @@ def train_unet(unet, text_encoder, tokenizer, pool, settings: Settings, device: 
     return ema
 
 
+def pool_batches(pool, settings: Settings) -> Callable[[int, torch.Generator], DenoiseBatch]:
+    """txt2img batches: latents drawn from the encoded pool's posteriors, flipped half the time."""
+    mean, std, captions = pool
+
+    def make(step: int, gen: torch.Generator) -> DenoiseBatch:
+        index = torch.randint(0, len(mean), (settings.unet_batch,), generator=gen)
+        latents = mean[index] + std[index] * torch.randn(mean[index].shape, generator=gen)
+        flip = torch.rand(settings.unet_batch, generator=gen) < 0.5  # every shape is left-right symmetric
+        latents = torch.where(flip.view(-1, 1, 1, 1), latents.flip(-1), latents)
+        return DenoiseBatch(latents, drop_captions(captions[index], settings.caption_dropout, gen))
+
+    return make
+
+
+def widen_unet(source, in_channels: int, **changes):
+    """A UNet with `source`'s weights and `in_channels` inputs; the added input channels start at zero,
+    so training starts from exactly `source`'s predictions. `changes` override config entries."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_config({**source.config, "in_channels": in_channels, **changes})
+    state = {k: v for k, v in source.state_dict().items() if k != "conv_in.weight"}
+    unet.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        unet.conv_in.weight.zero_()
+        unet.conv_in.weight[:, :source.config.in_channels] = source.conv_in.weight
+    return unet
+
+
+def load_txt2img(folder: Path = TINY_MODEL_DIR):
+    """(tokenizer, text encoder, vae, unet) of a trained txt2img folder, in fp32, frozen."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    parts = (CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32),
+             AutoencoderKL.from_pretrained(folder / "vae", dtype=torch.float32),
+             UNet2DConditionModel.from_pretrained(folder / "unet", dtype=torch.float32))
+    return tokenizer, *(part.eval().requires_grad_(False) for part in parts)
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor) -> torch.Tensor:
+    """Scaled latent means of (n, 3, H, W) images in [-1, 1], on the VAE's device."""
+    return vae.encode(images.to(vae.device)).latent_dist.mean * vae.config.scaling_factor
+
+
 # Saving
 
 
 def save_txt2img(out: Path, tokenizer, text_encoder, unet, vae) -> Path:
-    """Write a StableDiffusionPipeline folder to `out`, replacing it.
+    from diffusers import StableDiffusionPipeline
+
+    return save_variant(StableDiffusionPipeline, out, tokenizer=tokenizer, text_encoder=text_encoder, unet=unet,
+                        vae=vae, requires_safety_checker=False)
+
+
+def save_variant(pipeline_class, out: Path, *, tokenizer, text_encoder, unet, vae, **extra) -> Path:
+    """Write a `pipeline_class` folder to `out`, replacing it; `extra` are the class's other arguments.
 
     The UNet and VAE are stored in fp16 (diffusers loads them in the dtype asked for); the text
-    encoder stays fp32, since transformers would otherwise load it, and run it, in fp16.
+    encoder stays fp32, since transformers would otherwise load it, and run it, in fp16. The modules
+    passed in are copied, never changed.
     """
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import EulerDiscreteScheduler
 
-    pipe = StableDiffusionPipeline(
+    pipe = pipeline_class(
         vae=copy.deepcopy(vae).cpu().half(), text_encoder=copy.deepcopy(text_encoder).cpu().float(),
         tokenizer=tokenizer, unet=copy.deepcopy(unet).cpu().half(),
         scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None, feature_extractor=None, **extra,
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        staged = Path(tmp) / "model"
+    return save_pipeline(pipe, out)
+
+
+def save_pipeline(pipe, out: Path) -> Path:
+    """`pipe.save_pretrained` into `out`, replacing it in one rename, with the word-level tokenizer files."""
+    with replace_dir(Path(out)) as staged:
         pipe.save_pretrained(staged, safe_serialization=True)
         write_tokenizer_files(staged / "tokenizer")
-        for path in staged.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        staged.rename(out)
-    return out
+    return Path(out)
 
 
-def train_txt2img(out: Path, settings: Settings) -> Path:
-    log = Logger()
-    device = pick_device()
-    torch.manual_seed(settings.seed)
-    log(f"txt2img on {device}: {json.dumps(asdict(settings))}")
+def train_txt2img(out: Path, settings: Settings, device: torch.device, log: Logger) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = build_tokenizer(Path(tmp))
     text_encoder, vae, unet = build_text_encoder(tokenizer), build_vae(), build_unet()
@@ -377,29 +452,43 @@ def train_txt2img(out: Path, settings: Settings) -> Path:
         where = save_txt2img(Path(f"{out}-step{step}"), tokenizer, ema.copies[1], ema.copies[0], vae)
         log(f"checkpoint at step {step} -> {where}")
 
-    ema = train_unet(unet, text_encoder, tokenizer, pool, settings, device, log, checkpoint)
+    ema = train_denoiser(unet, text_encoder, tokenizer, pool_batches(pool, settings), [unet, text_encoder],
+                         settings, device, log, checkpoint)
     save_txt2img(out, tokenizer, ema.copies[1], ema.copies[0], vae)
-    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
-    log(f"wrote {out} ({size / 1e6:.2f} MB)")
-    return Path(out)
+
+
+def variant_trainers() -> dict[str, tuple[Callable, dict]]:
+    """Each variant's training function and the settings it changes from `Settings`' defaults."""
+    from gridgen.tiny import inpaint, sam, upscaler
+
+    return {"txt2img": (train_txt2img, {}), "inpaint": (inpaint.train, inpaint.DEFAULTS),
+            "x4": (upscaler.train, upscaler.DEFAULTS), "sam": (sam.train, sam.DEFAULTS)}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=VARIANTS, default="txt2img")
-    parser.add_argument("--out", type=Path, default=TINY_MODEL_DIR, help="folder to write (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="folder to write (default: the variant's folder in the package)")
     for field in fields(Settings):
         flags = ["--" + field.name.replace("_", "-")] + (["--steps"] if field.name == "unet_steps" else [])
-        parser.add_argument(*flags, dest=field.name, type=type(field.default), default=field.default,
-                            help=f"(default: {field.default})")
+        parser.add_argument(*flags, dest=field.name, type=type(field.default),
+                            help=f"(default: {field.default}, or the variant's own)")
     # One thread by default: on a busy shared CPU a second thread mostly waits at torch's barriers
     # (ten times slower here), and the shipped weights were made with one, which float sums depend on.
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    trainer, variant_defaults = variant_trainers()[args.variant]
+    given = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name) is not None}
+    settings = Settings(**{**variant_defaults, **given})
+    out = args.out or TINY_VARIANT_DIRS[args.variant]
     np.random.seed(settings.seed)
-    train_txt2img(args.out, settings)
+    torch.manual_seed(settings.seed)
+    log, device = Logger(), pick_device()
+    log(f"{args.variant} on {device}: {json.dumps(asdict(settings))}")
+    trainer(out, settings, device, log)
+    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+    log(f"wrote {out} ({size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":

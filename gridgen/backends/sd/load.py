@@ -63,7 +63,7 @@ def load_components(model: Path, vae: Path | None, device: torch.device, dtype: 
 
     where = vae or model / "vae"
     # diffusers casts its own models (keeping any fp32-only modules); it streams weights only with accelerate.
-    diffusers_kwargs = {"torch_dtype": dtype, "local_files_only": True,
+    diffusers_kwargs = {"dtype": dtype, "local_files_only": True,
                         "low_cpu_mem_usage": is_accelerate_available()}
     try:
         tokenizer = CLIPTokenizer.from_pretrained(model / "tokenizer", local_files_only=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gridgen.errors import ModelError
-from gridgen.tiny import TINY_MODEL_DIR, TINY_MODEL_NAME
+from gridgen.tiny import tiny_folder
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -96,8 +96,9 @@ def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfol
 @lru_cache(maxsize=256)
 def resolve_model(value: str, spec_dir: Path, models_dir: Path | None) -> Path:
     """The diffusers pipeline folder `value` names; raises ModelError."""
-    if value == TINY_MODEL_NAME:
-        return TINY_MODEL_DIR
+    shipped = tiny_folder(value)
+    if shipped is not None:
+        return shipped
     return _find("model", value, spec_dir, models_dir, "Stable-diffusion", _pipeline_dir, "model_index.json",
                  "Stable Diffusion")
 

@@ -14,11 +14,16 @@ from typing import Any
 import torch
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# A batch's cross-attention context: fixed, or computed from the timestep at every step.
+Context = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
-def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float],
+def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float],
                     image: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
+
+    `cond` and `uncond` hold one context row per sample: fixed tensors (CLIP), or functions of the
+    timestep for conditioning that changes along the trajectory (ELLA's TSC).
 
     Rows at scale 1 are the conditional prediction exactly, so their unconditional half is never sent
     through the UNet. Every other scale needs both halves: below 1 the formula mixes in the
@@ -27,16 +32,17 @@ def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequ
     (the x4 upscaler: its low-resolution `image`, joined to the latents' channels, and its noise level
     as `class_labels`) get them on both halves.
     """
-    device = cond.device
+    device = cond.device if isinstance(cond, torch.Tensor) else unet.device
     guided = torch.tensor([i for i, s in enumerate(scales) if s != 1], dtype=torch.long, device=device)
     scale = torch.tensor(list(scales), dtype=torch.float32, device=device)
     scale = scale.view(-1, 1, 1, 1)
-    context = torch.cat([cond, uncond[guided]])
+    fixed = None if callable(cond) or callable(uncond) else torch.cat([cond, uncond[guided]])
     image_in = torch.cat([image, image[guided]]) if image is not None else None
     extra = {"class_labels": torch.cat([class_labels, class_labels[guided]])} if class_labels is not None else {}
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
+        context = fixed if fixed is not None else torch.cat([_at(cond, t), _at(uncond, t)[guided]])
         x_in = torch.cat([x, x[guided]])
         if image_in is not None:
             x_in = torch.cat([x_in, image_in], dim=1)
@@ -47,6 +53,10 @@ def guided_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequ
         return eps_uncond + scale * (eps_cond - eps_uncond)
 
     return denoise
+
+
+def _at(context: Context, t: torch.Tensor) -> torch.Tensor:
+    return context(t) if callable(context) else context
 
 
 def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.device
