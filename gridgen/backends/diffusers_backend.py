@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
-from gridgen.backends.sd import ella_setup, images, sampling
+from gridgen.backends.sd import edit, ella_setup, images, sampling
+from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
 from gridgen.backends.sd.text import PromptEncoder
@@ -39,9 +40,12 @@ SUPPORTED_PARAMS = frozenset({
 UPSCALE_PARAMS = frozenset({"upscale_width", "upscale_height", "tile_size", "tile_overlap", "noise_level",
                             "upscale_prompt", "upscale_steps", "upscale_cfg_scale", "hires_steps", "hires_denoise"})
 SUPPORTED_PARAMS |= UPSCALE_PARAMS
+EDIT_PARAMS = frozenset({"init_image", "denoise", "mask", "mask_blur", "inpaint_full_res", "padding_mask_crop"})
+SAM_PARAMS = frozenset({"sam_prompt", "sam_model", "sam_mask", "dilate", "inpaint_mode", "inpainter"})
+SUPPORTED_PARAMS |= EDIT_PARAMS | SAM_PARAMS
 # Params only the stages after base generation read: cells differing only in these share a base image.
 POST_PARAMS = frozenset({"upscaler", "upscale_by", "out_width", "out_height", "format", "prompt_replace"})
-POST_PARAMS |= UPSCALE_PARAMS
+POST_PARAMS |= UPSCALE_PARAMS | SAM_PARAMS
 _DEFAULTS = Registry().defaults()
 
 
@@ -61,6 +65,7 @@ class DiffusersBackend:
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
+        self.inputs = ImageInputs(Path(context.spec_dir))
         self.upscaling = UpscaleStage(context, self.cache, self._loaded_model)
 
     def supported_params(self) -> set[str]:
@@ -96,11 +101,22 @@ class DiffusersBackend:
     def _size(self, params: dict[str, Any]) -> tuple[int, int]:
         if params.get("width") and params.get("height"):
             return int(params["width"]), int(params["height"])
+        if edit.mode_of(params) in ("img2img", "inpaint") and edit.crop_padding(params) is None:
+            found = self.inputs.size(params["init_image"])
+            if found:  # the init image's size, to the VAE's multiple; the output is resized back to it
+                factor = self._factor(params)
+                return tuple(max(factor, round(side / factor) * factor) for side in found)
         try:
             native = read_model_info(self._model_path(params)).native_size
         except ModelError:
             native = 0  # validate() reports the missing model; planning goes on
         return int(params.get("width") or native), int(params.get("height") or native)
+
+    def _factor(self, params: dict[str, Any]) -> int:
+        try:
+            return read_model_info(self._model_path(params)).vae_factor
+        except ModelError:
+            return 8
 
     def validate(self, params: dict[str, Any]) -> list[ParamProblem]:
         params = {**_DEFAULTS, **params}
@@ -133,6 +149,9 @@ class DiffusersBackend:
             problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
                                                       f"layers of this model's text encoder"))
         problems += ella_setup.check_cell(params, info.path if info else None, self._resolve)
+        problems += self.inputs.check(params)
+        channels = edit.unet_in_channels(info.path) if info else None
+        problems += [ParamProblem(name, message) for name, message in edit.problems(params, channels)]
         return problems + self.upscaling.validate(params)
 
     def load_key(self, params: dict[str, Any]) -> Hashable:
@@ -158,7 +177,7 @@ class DiffusersBackend:
         # The scheduler choice, not the sampler's name: names that build the same scheduler can share a batch.
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
         return (self.load_key(params), choice, int(params["steps"]), *self._size(params),
-                ella_setup.batch_part(params, self._resolve))
+                ella_setup.batch_part(params, self._resolve), edit.batch_part(params))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))
@@ -185,8 +204,11 @@ class DiffusersBackend:
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
         """Base images from the stage cache or one denoising batch, then each cell's post stages."""
         batch = [{**_DEFAULTS, **cell.params} for cell in cells]
-        keys = [stage_key("txt2img", base_params(p), str(self.load_key(p))) for p in batch]
+        keys = [stage_key("txt2img", base_params(p), f"{self.load_key(p)}{self.inputs.fingerprint(p)}") for p in batch]
         bases: dict[str, tuple[Image.Image, dict[str, Any], dict[str, float]]] = {}
+        for key, params in zip(keys, batch, strict=True):
+            if edit.mode_of(params) == "input":  # a SAM edit's own input image: nothing to generate
+                bases[key] = (self.inputs.load("init_image", params["init_image"]), {}, {})
         for key in dict.fromkeys(keys):
             hit = self.cache.get(key)
             if hit is not None:
@@ -233,15 +255,23 @@ class DiffusersBackend:
 
         scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
                                    parts.scheduler_config)
-        scheduler.set_timesteps(int(first["steps"]), device=parts.device)
         seeds = [int(p["seed"]) for p in batch]
-        noise, generators = sampling.initial_noise(
-            seeds, (parts.unet.config.in_channels, height // factor, width // factor), parts.device)
-        denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch])
-        latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
-                                  sampling.step_noise_kwargs(scheduler, seeds, generators))
+        scales = [float(p["cfg_scale"]) for p in batch]
+        finish = [lambda image: image] * len(batch)
+        if edit.mode_of(first) in ("img2img", "inpaint"):
+            prepared = self._prepare_images(batch, (width, height), parts.device)
+            finish = prepared.finish
+            latents = edit.denoise(parts, prepared, scheduler, cond, uncond, scales, int(first["steps"]),
+                                   float(first["denoise"]), seeds)
+        else:
+            scheduler.set_timesteps(int(first["steps"]), device=parts.device)
+            noise, generators = sampling.initial_noise(
+                seeds, (parts.unet.config.in_channels, height // factor, width // factor), parts.device)
+            denoise = sampling.guided_denoiser(parts.unet, cond, uncond, scales)
+            latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
+                                      sampling.step_noise_kwargs(scheduler, seeds, generators))
         denoise_time = clock.lap()
-        decoded = images.decode(parts.vae, latents)
+        decoded = [done(image) for done, image in zip(finish, images.decode(parts.vae, latents), strict=True)]
         decode_time = clock.lap()
 
         metadata = {"model_path": self._load_key[0], "vae": self._load_key[1], "options": self.speed_options(),
@@ -251,6 +281,18 @@ class DiffusersBackend:
         timings = {"text": text_time * share, "denoise": denoise_time * share, "decode": decode_time * share}
         return [(image, {**metadata, **ella_setup.metadata(p, self._resolve)}, dict(timings))
                 for p, image in zip(batch, decoded, strict=True)]
+
+    def _prepare_images(self, batch: list[dict[str, Any]], size: tuple[int, int], device: torch.device
+                        ) -> edit.Prepared:
+        """The batch's init images and masks at `size`; outputs keep the init image's size unless width/height say."""
+        items, out_sizes = [], []
+        for params in batch:
+            image = self.inputs.load("init_image", params["init_image"])
+            mask = self.inputs.load("mask", params["mask"]) if params.get("mask") else None
+            items.append((image, mask, params))
+            explicit = params.get("width") and params.get("height") and edit.crop_padding(params) is None
+            out_sizes.append(size if explicit else image.size)
+        return edit.prepare(items, size, out_sizes, device)
 
     @torch.inference_mode()
     def fit_batch(self, params: dict[str, Any], wanted: int) -> int:

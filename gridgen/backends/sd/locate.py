@@ -149,9 +149,9 @@ def _unsupported(path: Path, index: dict[str, Any], unet: dict[str, Any]) -> str
                     f"runs Stable Diffusion 1.x/2.x txt2img models only so far")
     if "text_encoder_2" in index or unet.get("addition_embed_type"):
         return f"{path} is a {kind} folder (SDXL-style, two text encoders); only SD 1.x/2.x is supported so far"
-    if unet.get("in_channels", 4) != 4:
-        return (f"{path} has a UNet with {unet.get('in_channels')} input channels (an inpainting, depth or "
-                f"pix2pix model); only txt2img models (4 channels) are supported so far")
+    if unet.get("in_channels", 4) not in (4, 9):
+        return (f"{path} has a UNet with {unet.get('in_channels')} input channels (a depth or pix2pix model); "
+                f"only txt2img/img2img (4 channels) and inpainting (9 channels) models are supported so far")
     return None
 
 

@@ -1,0 +1,166 @@
+"""img2img and inpaint of given images: which mode a cell is in, preparing its pixels and mask, the batched
+denoising, and pasting the result back.
+
+Modes: `txt2img` (no image), `img2img` (`init_image`), `inpaint` (`init_image` + `mask`), and `input`
+(a SAM edit's `init_image`, used as it is). A batch shares mode, model and `denoise` (the
+strength decides the step the schedule starts at, so it is part of the batch key), while every
+cell keeps its own image, mask, prompt, seed and CFG scale.
+
+Inpainting models (9-channel UNets) get diffusers' `StableDiffusionInpaintPipeline` inputs: the
+noisy latents, the binarized mask at latent size and the latents of the masked image, in that
+order, with the random draws in that pipeline's order, so a cell matches it. A 4-channel model
+inpaints as A1111 does with it: img2img over the image, then the blurred mask pastes the redrawn
+pixels over the original. Either way the result is pasted back, so pixels outside the (blurred)
+mask keep their exact values. With `inpaint_full_res` (or a `padding_mask_crop`) only the mask's
+box plus padding is redrawn, at the batch's size, and pasted back into the full image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gridgen.backends.sd import masks as mask_ops
+from gridgen.backends.sd import sampling
+from gridgen.backends.sd.img2img import encode, img2img, schedule_tail
+from gridgen.backends.sd.upscale import to_tensor
+
+INPAINT_CHANNELS = 9
+DEFAULT_CROP_PADDING = 32
+
+
+def mode_of(params: dict[str, Any]) -> str:
+    if params.get("sam_prompt"):
+        return "input" if params.get("init_image") else "txt2img"
+    if params.get("init_image"):
+        return "inpaint" if params.get("mask") else "img2img"
+    return "txt2img"
+
+
+def crop_padding(params: dict[str, Any]) -> int | None:
+    """The padding of the crop around the mask, or None when the whole image is redrawn."""
+    if params.get("padding_mask_crop") is not None:
+        return int(params["padding_mask_crop"])
+    return DEFAULT_CROP_PADDING if params.get("inpaint_full_res") else None
+
+
+def batch_part(params: dict[str, Any]) -> tuple:
+    """What of the mode cells must share to denoise together: the mode, and the strength of a start image.
+
+    The strength is in the key whenever a base image could use it, not only in img2img/inpaint mode:
+    the planner judges each axis alone, and a `denoise` axis next to an `init_image` axis must count
+    as one that splits batches, so that it is ordered outside the axes that batch together.
+    """
+    return mode_of(params), None if params.get("sam_prompt") else float(params["denoise"])
+
+
+def problems(params: dict[str, Any], in_channels: int | None) -> list[tuple[str, str]]:
+    """(param, message) for mode params that do not fit together or do not fit the model."""
+    found = []
+    mode = mode_of(params)
+    if params.get("mask") and not params.get("init_image"):
+        found.append(("mask", "mask is set but init_image is not; inpainting needs the image the mask applies to"))
+    if params.get("mask") and params.get("sam_prompt"):
+        found.append(("mask", "mask and sam_prompt both set; SAM makes the mask from sam_prompt, so give one"))
+    if in_channels == INPAINT_CHANNELS and mode != "inpaint" and not params.get("sam_prompt"):
+        found.append(("model", "this is an inpainting model (a 9-channel UNet); give it init_image and mask, "
+                               "or use a txt2img model"))
+    if in_channels not in (None, 4, INPAINT_CHANNELS):
+        found.append(("model", f"this model's UNet takes {in_channels} channels; gridgen runs 4-channel "
+                               f"(txt2img/img2img) and 9-channel (inpainting) models"))
+    return found
+
+
+@dataclass
+class Prepared:
+    """A batch's images at the working size, and how to turn each decoded image into the cell's output."""
+
+    pixels: torch.Tensor  # (N, 3, H, W) in [-1, 1]
+    masks: torch.Tensor | None  # (N, 1, H, W), 0 or 1
+    finish: list[Callable[[Image.Image], Image.Image]]
+
+
+def _prepare_one(image: Image.Image, mask: Image.Image | None, params: dict[str, Any], size: tuple[int, int],
+                 out_size: tuple[int, int]) -> tuple[Image.Image, Image.Image | None, Callable]:
+    padding = crop_padding(params)
+    if mask is None:
+        return image.resize(size, Image.Resampling.LANCZOS), None, lambda decoded: decoded.resize(out_size)
+    soft = mask_ops.blur(mask, int(params["mask_blur"]))
+    if padding is not None:
+        box = mask_ops.crop_region(mask, padding, size[0] / size[1])
+        box_size = (box[2] - box[0], box[3] - box[1])
+        work = image.crop(box).resize(size, Image.Resampling.LANCZOS)
+        work_mask = soft.crop(box).resize(size, Image.Resampling.BILINEAR)
+
+        def finish(decoded: Image.Image) -> Image.Image:
+            canvas = image.copy()
+            canvas.paste(decoded.resize(box_size, Image.Resampling.LANCZOS), box[:2])
+            return mask_ops.paste_back(image, canvas, soft)
+        return work, work_mask, finish
+    original = image.resize(out_size, Image.Resampling.LANCZOS) if image.size != out_size else image
+    soft_out = soft.resize(out_size, Image.Resampling.BILINEAR) if soft.size != out_size else soft
+    work = image.resize(size, Image.Resampling.LANCZOS) if image.size != size else image
+    work_mask = soft.resize(size, Image.Resampling.BILINEAR) if soft.size != size else soft
+    return work, work_mask, lambda decoded: mask_ops.paste_back(original, decoded.resize(out_size), soft_out)
+
+
+def prepare(items: Sequence[tuple[Image.Image, Image.Image | None, dict[str, Any]]], size: tuple[int, int],
+            out_sizes: Sequence[tuple[int, int]], device: torch.device) -> Prepared:
+    """Images (and masks) at the working `size`; each cell's finish maps its decoded image to `out_sizes[i]`."""
+    works, work_masks, finishes = [], [], []
+    for (image, mask, params), out_size in zip(items, out_sizes, strict=True):
+        work, work_mask, finish = _prepare_one(image, mask, params, size, out_size)
+        works.append(to_tensor(work, device) * 2 - 1)
+        work_masks.append(work_mask)
+        finishes.append(finish)
+    masks = None
+    if work_masks[0] is not None:
+        masks = torch.cat([to_tensor(mask_ops.binary(m).convert("RGB"), device)[:, :1] for m in work_masks])
+    return Prepared(torch.cat(works), masks, finishes)
+
+
+def denoise(parts, prepared: Prepared, scheduler, cond, uncond, scales: Sequence[float], steps: int,
+            strength: float, seeds: Sequence[int]) -> torch.Tensor:
+    """The batch's denoised latents: img2img from the images, with the mask channels for an inpainting model."""
+    generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+    if parts.unet.config.in_channels != INPAINT_CHANNELS:
+        start = encode(parts.vae, prepared.pixels, generators)
+        guided = sampling.guided_denoiser(parts.unet, cond, uncond, scales)
+        return img2img(guided, scheduler, start, steps, strength, seeds, generators)
+    # diffusers' order of draws: the image's latents (below full strength), the noise, the masked image's latents.
+    timesteps = schedule_tail(scheduler, steps, strength, prepared.pixels.device)
+    full = strength >= 1
+    start = None if full else encode(parts.vae, prepared.pixels, generators)
+    channels = parts.vae.config.latent_channels
+    height, width = prepared.pixels.shape[2] // _factor(parts), prepared.pixels.shape[3] // _factor(parts)
+    noise = torch.cat([torch.randn((1, channels, height, width), generator=g, dtype=torch.float32)
+                       for g in generators]).to(prepared.pixels.device)
+    masked = encode(parts.vae, prepared.pixels * (prepared.masks < 0.5), generators)
+    if full:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        latents = scheduler.add_noise(start, noise, timesteps[:1].repeat(noise.shape[0]))
+    small_mask = F.interpolate(prepared.masks, size=(height, width))
+    conditioning = torch.cat([small_mask, masked], dim=1).to(parts.unet.dtype)
+    guided = sampling.guided_denoiser(parts.unet, cond, uncond, scales, image=conditioning)
+    return sampling.sample(guided, scheduler, latents, sampling.step_noise_kwargs(scheduler, seeds, generators),
+                           timesteps)
+
+
+def _factor(parts) -> int:
+    return 2 ** (len(parts.vae.config.block_out_channels) - 1)
+
+
+def unet_in_channels(model: Path) -> int | None:
+    """The UNet's input channels from its config (4 txt2img, 9 inpainting), or None when unreadable."""
+    try:
+        return int(json.loads((model / "unet" / "config.json").read_text(encoding="utf-8")).get("in_channels", 4))
+    except (OSError, ValueError):
+        return None
