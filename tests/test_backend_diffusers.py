@@ -278,13 +278,16 @@ def test_a_folder_that_is_not_a_pipeline(tmp_path):
 
 
 def test_pipelines_other_than_sd_txt2img_are_refused(tmp_path):
-    inpaint, xl = tmp_path / "inpaint", tmp_path / "xl"
-    for folder in (inpaint, xl):
+    inpaint, pix2pix, xl = tmp_path / "inpaint", tmp_path / "pix2pix", tmp_path / "xl"
+    for folder in (inpaint, pix2pix, xl):
         shutil.copytree(TINY_MODEL_DIR, folder)
     edit_json(inpaint / "unet" / "config.json", in_channels=9)
+    edit_json(pix2pix / "unet" / "config.json", in_channels=8)
     edit_json(xl / "model_index.json", text_encoder_2=["transformers", "CLIPTextModelWithProjection"])
     backend = DiffusersBackend(BackendContext(spec_dir=tmp_path))
-    assert "9 input channels" in messages(backend.validate(make_cell(model="inpaint").params), "model")[0]
+    # An inpainting model runs, but only with an image and a mask to inpaint.
+    assert "give it init_image and mask" in messages(backend.validate(make_cell(model="inpaint").params), "model")[0]
+    assert "8 input channels" in messages(backend.validate(make_cell(model="pix2pix").params), "model")[0]
     assert "SDXL" in messages(backend.validate(make_cell(model="xl").params), "model")[0]
 
 

@@ -21,6 +21,7 @@ from gridgen.backends.sd import edit, ella_setup, images, sampling
 from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import read_model_info, resolve_model, resolve_vae, vae_factor
+from gridgen.backends.sd.segment_stage import SamStage
 from gridgen.backends.sd.text import PromptEncoder
 from gridgen.backends.sd.upscale_stage import UpscaleStage
 from gridgen.cache import StageCache, stage_key
@@ -50,7 +51,9 @@ _DEFAULTS = Registry().defaults()
 
 
 def base_params(params: dict[str, Any]) -> dict[str, Any]:
-    return ella_setup.stage_params({name: value for name, value in params.items() if name not in POST_PARAMS})
+    # In a SAM edit the inpainting params belong to the edit, not to the base image it starts from.
+    later = POST_PARAMS | (EDIT_PARAMS - {"init_image"} if params.get("sam_prompt") else frozenset())
+    return ella_setup.stage_params({name: value for name, value in params.items() if name not in later})
 
 
 class DiffusersBackend:
@@ -67,6 +70,7 @@ class DiffusersBackend:
         self.cache = StageCache(context.cache_bytes, spill)
         self.inputs = ImageInputs(Path(context.spec_dir))
         self.upscaling = UpscaleStage(context, self.cache, self._loaded_model)
+        self.segmenting = SamStage(context, self.cache)
 
     def supported_params(self) -> set[str]:
         return set(SUPPORTED_PARAMS)
@@ -152,6 +156,8 @@ class DiffusersBackend:
         problems += self.inputs.check(params)
         channels = edit.unet_in_channels(info.path) if info else None
         problems += [ParamProblem(name, message) for name, message in edit.problems(params, channels)]
+        sam_input = self.inputs.size(params["init_image"]) if params.get("init_image") else self._size(params)
+        problems += self.segmenting.validate(params, sam_input)
         return problems + self.upscaling.validate(params)
 
     def load_key(self, params: dict[str, Any]) -> Hashable:
@@ -229,11 +235,12 @@ class DiffusersBackend:
         for cell, params, key in zip(cells, batch, keys, strict=True):
             base, base_metadata, timings = bases[key]
             started = time.perf_counter()
-            image = self.upscaling.apply(base, key, params)
+            image, files, edited_key = self.segmenting.apply(base, key, params)
+            image = self.upscaling.apply(image, edited_key, params)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
             metadata = {**base_metadata, "model": str(params["model"]), "sampler": str(params["sampler"])}
             results.append(Result(cell, image, metadata=metadata,
-                                  timings={**timings, "post": time.perf_counter() - started}))
+                                  timings={**timings, "post": time.perf_counter() - started}, files=files))
         return results
 
     @torch.inference_mode()
@@ -360,6 +367,7 @@ class DiffusersBackend:
 
     def close(self) -> None:
         self.upscaling.close()
+        self.segmenting.close()
         self._components = None
         self.prompts = None
         self.ella.close()

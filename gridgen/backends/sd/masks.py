@@ -59,3 +59,26 @@ def crop_region(mask: Image.Image, padding: int, aspect: float) -> Box:
 def paste_back(original: Image.Image, redrawn: Image.Image, mask: Image.Image) -> Image.Image:
     """`redrawn` where the mask is white, `original` where it is black, blended in between."""
     return Image.composite(redrawn.convert("RGB"), original.convert("RGB"), mask.convert("L"))
+
+
+OBJECT_TINT = (0, 160, 255)  # the mask shown over the input
+POINT_COLORS = {1: (0, 220, 0), 0: (230, 0, 0)}  # object points green, background points red
+BOX_COLOR = (255, 200, 0)
+
+
+def overlay(image: Image.Image, mask: Image.Image, points: tuple = (), labels: tuple = (),
+            box: tuple | None = None) -> Image.Image:
+    """The input with the mask tinted over it and the prompt's points (a cross each) and box drawn on top."""
+    from PIL import ImageDraw
+
+    tinted = Image.blend(image.convert("RGB"), Image.new("RGB", image.size, OBJECT_TINT), 0.45)
+    shown = Image.composite(tinted, image.convert("RGB"), mask.convert("L"))
+    draw = ImageDraw.Draw(shown)
+    arm = max(2, min(image.size) // 40)
+    for (x, y), label in zip(points, labels, strict=True):
+        color = POINT_COLORS[label]
+        draw.line([(x - arm, y), (x + arm, y)], fill=color)
+        draw.line([(x, y - arm), (x, y + arm)], fill=color)
+    if box is not None:
+        draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=BOX_COLOR)
+    return shown
