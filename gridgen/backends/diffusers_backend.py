@@ -207,10 +207,15 @@ class DiffusersBackend:
         """The cell's model and its prompt cache, for stages that run it again (hires fix, SD upscale)."""
         return self._ensure_loaded(params), self.prompts
 
+    def _base_key(self, params: dict[str, Any]) -> str:
+        if edit.mode_of(params) == "input":  # the file as it is: only its bytes matter
+            return stage_key("input", {}, self.inputs.fingerprint(params))
+        return stage_key("txt2img", base_params(params), f"{self.load_key(params)}{self.inputs.fingerprint(params)}")
+
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
         """Base images from the stage cache or one denoising batch, then each cell's post stages."""
         batch = [{**_DEFAULTS, **cell.params} for cell in cells]
-        keys = [stage_key("txt2img", base_params(p), f"{self.load_key(p)}{self.inputs.fingerprint(p)}") for p in batch]
+        keys = [self._base_key(p) for p in batch]
         bases: dict[str, tuple[Image.Image, dict[str, Any], dict[str, float]]] = {}
         for key, params in zip(keys, batch, strict=True):
             if edit.mode_of(params) == "input":  # a SAM edit's own input image: nothing to generate

@@ -11,6 +11,7 @@ with three candidate masks and its own estimate of each one's IoU, which `sam_ma
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,14 +21,32 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gridgen.backends.sd.locate import _find
+from gridgen.backends.sd.locate import _from_hub_cache
 from gridgen.errors import ModelError
 from gridgen.segment_params import SamPrompt
 from gridgen.tiny import tiny_folder
 
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
-def _sam_dir(folder: Path) -> Path | None:
-    return folder if (folder / "config.json").is_file() else None
+
+def _find_sam(value: str, spec_dir: Path, models_dir: Path | None) -> Path:
+    raw = Path(value).expanduser()
+    roots = [spec_dir] + ([models_dir, models_dir / "sam"] if models_dir else [])
+    candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
+    for candidate in candidates:
+        if candidate.is_dir():
+            if not (candidate / "config.json").is_file():
+                raise ModelError(f"sam_model {value!r}: {candidate} has no config.json, so it is not a SamModel "
+                                 f"folder; point sam_model at a folder saved by transformers (model and processor)")
+            return candidate
+    looked = [str(c) for c in candidates]
+    if _HUB_ID.match(value):
+        cached = _from_hub_cache(value, "config.json")
+        if cached is not None:
+            return cached
+        looked.append("the Hugging Face cache")
+    raise ModelError(f"sam_model {value!r} not found: looked for {', '.join(looked)}; download it (e.g. "
+                     f"facebook/sam-vit-base) or give a SamModel folder")
 
 
 @lru_cache(maxsize=16)
@@ -37,14 +56,15 @@ def resolve_sam(value: str, spec_dir: Path, models_dir: Path | None) -> Path:
     if folder is not None and not folder.is_dir():
         raise ModelError(f"sam_model {value!r}: the embedded tiny SAM is not in this install ({folder}); "
                          f"give a SamModel folder or a cached id such as facebook/sam-vit-base")
-    folder = folder or _find("sam_model", value, spec_dir, models_dir, "sam", _sam_dir, "config.json", "SamModel")
+    folder = (folder or _find_sam(value, spec_dir, models_dir)).resolve()
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"sam_model {value!r}: cannot read {folder / 'config.json'} ({exc})") from exc
     if config.get("model_type") != "sam":
-        raise ModelError(f"sam_model {value!r}: {folder} holds a {config.get('model_type')!r} model, not a "
-                         f"Segment Anything model (transformers SamModel)")
+        kind = config.get("model_type") or config.get("_class_name")
+        raise ModelError(f"sam_model {value!r}: {folder} holds a {kind} model, not a Segment Anything model "
+                         f"(a transformers SamModel)")
     return folder
 
 

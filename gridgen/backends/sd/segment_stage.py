@@ -30,6 +30,7 @@ from gridgen.cache import StageCache, stage_key
 from gridgen.errors import ModelError
 from gridgen.samplers import make_scheduler, scheduler_choice
 from gridgen.segment_params import DEFAULT_DILATE, Inpainter, parse_inpainter, parse_sam_prompt
+from gridgen.tiny import tiny_folder
 
 _MASK_PARAMS = ("sam_model", "sam_prompt", "sam_mask", "dilate", "inpaint_mode", "inpainter", "mask_blur")
 # What an SD inpainter reads besides the mask: the cell's own generation settings.
@@ -69,6 +70,10 @@ class SamStage:
         raise ModelError(f"inpainter lama:{name}: no such file; looked for {', '.join(map(str, candidates))}")
 
     def _sd_path(self, inpainter: Inpainter) -> Path:
+        shipped = tiny_folder(inpainter.name)
+        if shipped is not None and not shipped.is_dir():
+            raise ModelError(f"inpainter {inpainter.name!r}: the embedded tiny inpainting model is not in this "
+                             f"install ({shipped}); use opencv-telea, lama:<file> or an SD inpainting model folder")
         return resolve_model(inpainter.name, *self._dirs())
 
     # Validation
