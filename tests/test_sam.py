@@ -167,6 +167,8 @@ def test_the_random_sam_runs_and_cells_write_the_chosen_mask(backend, folder):
     for choice, index in (("0", 0), ("2", 2), ("best", int(np.argmax(scores)))):
         (result,) = backend.render([cell(sam_prompt="point 20 30", sam_mask=choice, dilate=0)])
         assert np.array_equal(np.asarray(result.files["mask"]) > 0, expected[index]), choice
+        facts = result.metadata["sam"]  # recorded in the journal and the image's own metadata
+        assert facts["mask_index"] == index and facts["predicted_iou"] == pytest.approx(scores[index], abs=1e-4)
 
 
 # Dilation

@@ -240,12 +240,13 @@ class DiffusersBackend:
         for cell, params, key in zip(cells, batch, keys, strict=True):
             base, base_metadata, timings = bases[key]
             started = time.perf_counter()
-            image, files, edited_key = self.segmenting.apply(base, key, params)
-            image = self.upscaling.apply(image, edited_key, params)
+            edited = self.segmenting.apply(base, key, params)
+            image = self.upscaling.apply(edited.image, edited.key, params)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
-            metadata = {**base_metadata, "model": str(params["model"]), "sampler": str(params["sampler"])}
+            metadata = {**base_metadata, **edited.metadata, "model": str(params["model"]),
+                        "sampler": str(params["sampler"])}
             results.append(Result(cell, image, metadata=metadata,
-                                  timings={**timings, "post": time.perf_counter() - started}, files=files))
+                                  timings={**timings, "post": time.perf_counter() - started}, files=edited.files))
         return results
 
     @torch.inference_mode()

@@ -112,7 +112,11 @@ def segment(sam: Sam, image: Image.Image, prompt: SamPrompt) -> tuple[np.ndarray
     return masks[0].numpy().astype(bool), outputs.iou_scores[0, 0].float().cpu().numpy()
 
 
+def index_of(scores: np.ndarray, choice: str) -> int:
+    """Which of the three masks `sam_mask` asks for: `best` is the highest predicted IoU."""
+    return int(np.argmax(scores)) if choice == "best" else int(choice)
+
+
 def pick(masks: np.ndarray, scores: np.ndarray, choice: str) -> Image.Image:
-    """The mask `sam_mask` asks for (`best`: the highest predicted IoU), as an "L" image."""
-    index = int(np.argmax(scores)) if choice == "best" else int(choice)
-    return Image.fromarray(masks[index].astype(np.uint8) * 255, "L")
+    """The mask `sam_mask` asks for, as an "L" image."""
+    return Image.fromarray(masks[index_of(scores, choice)].astype(np.uint8) * 255, "L")

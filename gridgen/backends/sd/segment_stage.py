@@ -14,6 +14,7 @@ once per input and prompt, and Telea or LaMa once per mask whatever the prompt.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,19 @@ _MASK_PARAMS = ("sam_model", "sam_prompt", "sam_mask", "dilate", "inpaint_mode",
 _SD_PARAMS = ("prompt", "negative_prompt", "seed", "steps", "cfg_scale", "sampler", "schedule", "clip_skip",
               "denoise", "padding_mask_crop", "inpaint_full_res")
 _LAMA_SUBFOLDERS = ("LaMa", "lama", "inpaint")
+
+
+@dataclass
+class Edited:
+    """A cell's image after the SAM stage, the files to save with it, its cache key and facts for its metadata.
+
+    The files are the dilated SAM mask and an overlay: the input with the mask tinted and the prompt drawn.
+    """
+
+    image: Image.Image
+    files: dict[str, Image.Image]
+    key: str
+    metadata: dict[str, Any]
 
 
 def dilation(params: dict[str, Any]) -> int:
@@ -120,35 +134,35 @@ class SamStage:
             self.cache.put(key, found)
         return found
 
-    def apply(self, base: Image.Image, base_key: str, params: dict[str, Any]
-              ) -> tuple[Image.Image, dict[str, Image.Image], str]:
-        """The edited image, the files to save with it, and its cache key.
-
-        The files are the dilated SAM mask and an overlay: the input with the mask tinted and the prompt drawn.
-        """
+    def apply(self, base: Image.Image, base_key: str, params: dict[str, Any]) -> Edited:
+        """The cell's edited image (`base` itself when it has no `sam_prompt`), from the cache when known."""
         if not params.get("sam_prompt"):
-            return base, {}, base_key
+            return Edited(base, {}, base_key, {})
         key = self.key(params, base_key)
         found = self.cache.get(key)
         if found is None:
             found = self._edit(base, base_key, params)
             self.cache.put(key, found)
-        image, mask = found
+        image, mask, facts = found
         prompt = parse_sam_prompt(params["sam_prompt"])
         marked = mask_ops.overlay(base, mask, prompt.points, prompt.labels, prompt.box)
-        return image, {"mask": mask, "overlay": marked}, key
+        return Edited(image, {"mask": mask, "overlay": marked}, key, {"sam": facts})
 
     @torch.inference_mode()
-    def _edit(self, image: Image.Image, base_key: str, params: dict[str, Any]) -> tuple[Image.Image, Image.Image]:
+    def _edit(self, image: Image.Image, base_key: str, params: dict[str, Any]
+              ) -> tuple[Image.Image, Image.Image, dict[str, Any]]:
         image = image.convert("RGB")
-        object_mask = mask_ops.dilate(segment.pick(*self.masks(image, base_key, params), str(params["sam_mask"])),
-                                      dilation(params))
+        masks, scores = self.masks(image, base_key, params)
+        index = segment.index_of(scores, str(params["sam_mask"]))
+        object_mask = mask_ops.dilate(segment.pick(masks, scores, str(index)), dilation(params))
+        facts = {"mask_index": index, "predicted_iou": round(float(scores[index]), 4), "dilate": dilation(params),
+                 "mask_pixels": int(masks[index].sum()), "model_path": str(self._sam_path(params))}
         mode = str(params["inpaint_mode"])
         redraw = ImageOps.invert(object_mask) if mode == "replace" else object_mask
         result = self._inpaint(image, redraw, params)
         if mode == "replace":  # the blur must not reach into the object: its pixels stay exactly as they were
             result = mask_ops.paste_back(result, image, object_mask)
-        return result, object_mask
+        return result, object_mask, facts
 
     def _inpaint(self, image: Image.Image, mask: Image.Image, params: dict[str, Any]) -> Image.Image:
         inpainter = parse_inpainter(str(params["inpainter"]))
