@@ -17,7 +17,7 @@ from gridgen.errors import SpecError
 from gridgen.params import Registry
 from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
-from gridgen.tiny import TINY_MODEL_DIR
+from gridgen.tiny import TINY_MODEL_DIR, TINY_VARIANT_DIRS
 from tests.spec_helpers import write_spec
 
 
@@ -252,3 +252,20 @@ def test_cells_with_different_images_and_masks_share_a_batch_and_denoise_splits_
                                     steps=2, cfg_scale=7.0, prompt="", seed=1)])
     backend.close()
     assert np.abs(pixels(alone.image) - out["other_png/corner_png/0_5"]).max() <= 1
+
+
+@pytest.mark.skipif(not (TINY_VARIANT_DIRS["inpaint"] / "model_index.json").is_file(),
+                    reason="the trained gridgen-tiny-inpaint is not shipped in this checkout yet")
+def test_the_shipped_tiny_inpaint_model_removes_a_shape(tmp_path):
+    from gridgen.tiny import data as shapes
+
+    sample = shapes.draw("red", "circle", "white", 20, 12, 24)
+    Image.fromarray(sample.image).save(tmp_path / "shape.png")
+    mask = mask_ops.dilate(Image.fromarray(sample.mask.astype(np.uint8) * 255), 4)
+    mask.save(tmp_path / "shape-mask.png")
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu"))
+    (result,) = backend.render([cell(model="gridgen-tiny-inpaint", init_image="shape.png", mask="shape-mask.png",
+                                     denoise=1.0, steps=20, prompt=shapes.background_caption("white"))])
+    backend.close()
+    inside = np.asarray(mask) > 0
+    assert np.abs(pixels(result.image)[inside] - 255).mean() < 40  # the red circle is gone, white in its place

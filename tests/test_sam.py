@@ -18,6 +18,7 @@ from gridgen.errors import SpecError
 from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.segment_params import parse_sam_prompt
+from gridgen.tiny import TINY_VARIANT_DIRS
 from tests.spec_helpers import write_spec
 from tests.test_image_modes import build_inpaint_folder, picture, pixels
 
@@ -321,3 +322,18 @@ def test_an_edit_grid_over_telea_caches_across_prompts(folder, tmp_path, monkeyp
     sd = [k for k in keys if k.startswith("tiny")]
     assert np.array_equal(images[telea[0]], images[telea[1]])
     assert not np.array_equal(images[sd[0]], images[sd[1]])  # the SD inpainter follows the prompt
+
+
+@pytest.mark.skipif(not (TINY_VARIANT_DIRS["sam"] / "config.json").is_file(),
+                    reason="the trained gridgen-tiny-sam is not shipped in this checkout yet")
+def test_the_shipped_tiny_sam_finds_a_shape_from_a_point_on_a_resized_image():
+    from gridgen.tiny import data as shapes
+
+    sample = shapes.draw("red", "circle", "white", 20, 12, 24)  # 64x64 image, the circle's box is (20, 12)-(44, 36)
+    image = Image.fromarray(sample.image).resize((128, 128), Image.Resampling.NEAREST).crop((0, 0, 128, 96))
+    truth = np.asarray(Image.fromarray(sample.mask).resize((128, 128), Image.Resampling.NEAREST).crop((0, 0, 128, 96)))
+    sam = segment.load_sam(segment.resolve_sam("gridgen-tiny-sam", TINY_VARIANT_DIRS["sam"], None),
+                           torch.device("cpu"))
+    masks, scores = segment.segment(sam, image, parse_sam_prompt("point 64 48"))  # the circle's center
+    best = masks[int(np.argmax(scores))]
+    assert (best & truth).sum() / (best | truth).sum() > 0.7
