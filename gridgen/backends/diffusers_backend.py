@@ -1,4 +1,4 @@
-"""The built-in `diffusers` backend: Stable Diffusion txt2img on diffusers' models and schedulers.
+"""The built-in `diffusers` backend: Stable Diffusion txt2img, img2img and inpaint on diffusers' models and schedulers.
 
 It validates a cell's params from config files alone, keeps the last model loaded, and renders a
 batch of cells that share a sampler, step count and size while each keeps its own prompt,
@@ -105,22 +105,15 @@ class DiffusersBackend:
     def _size(self, params: dict[str, Any]) -> tuple[int, int]:
         if params.get("width") and params.get("height"):
             return int(params["width"]), int(params["height"])
-        if edit.mode_of(params) in ("img2img", "inpaint") and edit.crop_padding(params) is None:
-            found = self.inputs.size(params["init_image"])
-            if found:  # the init image's size, to the VAE's multiple; the output is resized back to it
-                factor = self._factor(params)
-                return tuple(max(factor, round(side / factor) * factor) for side in found)
         try:
-            native = read_model_info(self._model_path(params)).native_size
+            info = read_model_info(self._model_path(params))
         except ModelError:
-            native = 0  # validate() reports the missing model; planning goes on
+            info = None  # validate() reports the missing model; planning goes on
+        found = edit.init_size(params, self.inputs, info.vae_factor if info else 8)
+        if found:
+            return found
+        native = info.native_size if info else 0
         return int(params.get("width") or native), int(params.get("height") or native)
-
-    def _factor(self, params: dict[str, Any]) -> int:
-        try:
-            return read_model_info(self._model_path(params)).vae_factor
-        except ModelError:
-            return 8
 
     def validate(self, params: dict[str, Any]) -> list[ParamProblem]:
         params = {**_DEFAULTS, **params}
@@ -272,7 +265,7 @@ class DiffusersBackend:
         scales = [float(p["cfg_scale"]) for p in batch]
         finish = [lambda image: image] * len(batch)
         if edit.mode_of(first) in ("img2img", "inpaint"):
-            prepared = self._prepare_images(batch, (width, height), parts.device)
+            prepared = edit.prepare_cells(batch, self.inputs, (width, height), parts.device)
             finish = prepared.finish
             latents = edit.denoise(parts, prepared, scheduler, cond, uncond, scales, int(first["steps"]),
                                    float(first["denoise"]), seeds)
@@ -294,18 +287,6 @@ class DiffusersBackend:
         timings = {"text": text_time * share, "denoise": denoise_time * share, "decode": decode_time * share}
         return [(image, {**metadata, **ella_setup.metadata(p, self._resolve)}, dict(timings))
                 for p, image in zip(batch, decoded, strict=True)]
-
-    def _prepare_images(self, batch: list[dict[str, Any]], size: tuple[int, int], device: torch.device
-                        ) -> edit.Prepared:
-        """The batch's init images and masks at `size`; outputs keep the init image's size unless width/height say."""
-        items, out_sizes = [], []
-        for params in batch:
-            image = self.inputs.load("init_image", params["init_image"])
-            mask = self.inputs.load("mask", params["mask"]) if params.get("mask") else None
-            items.append((image, mask, params))
-            explicit = params.get("width") and params.get("height") and edit.crop_padding(params) is None
-            out_sizes.append(size if explicit else image.size)
-        return edit.prepare(items, size, out_sizes, device)
 
     @torch.inference_mode()
     def fit_batch(self, params: dict[str, Any], wanted: int) -> int:

@@ -30,6 +30,7 @@ from PIL import Image
 from gridgen.backends.sd import masks as mask_ops
 from gridgen.backends.sd import sampling
 from gridgen.backends.sd.img2img import encode, img2img, schedule_tail
+from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.upscale import to_tensor
 
 INPAINT_CHANNELS = 9
@@ -124,6 +125,30 @@ def prepare(items: Sequence[tuple[Image.Image, Image.Image | None, dict[str, Any
     if work_masks[0] is not None:
         masks = torch.cat([to_tensor(mask_ops.binary(m).convert("RGB"), device)[:, :1] for m in work_masks])
     return Prepared(torch.cat(works), masks, finishes)
+
+
+def init_size(params: dict[str, Any], inputs: ImageInputs, factor: int) -> tuple[int, int] | None:
+    """The size an img2img/inpaint cell without width and height works at: its init image's, to the VAE's multiple.
+
+    None when another size applies: width/height given, a crop around the mask (the model's size), or no image.
+    """
+    if params.get("width") and params.get("height") or mode_of(params) not in ("img2img", "inpaint"):
+        return None
+    found = inputs.size(params["init_image"]) if crop_padding(params) is None else None
+    return tuple(max(factor, round(side / factor) * factor) for side in found) if found else None
+
+
+def prepare_cells(batch: Sequence[dict[str, Any]], inputs: ImageInputs, size: tuple[int, int],
+                  device: torch.device) -> Prepared:
+    """A batch's init images and masks at `size`; outputs keep the init image's size unless width/height say."""
+    items, out_sizes = [], []
+    for params in batch:
+        image = inputs.load("init_image", params["init_image"])
+        mask = inputs.load("mask", params["mask"]) if params.get("mask") else None
+        items.append((image, mask, params))
+        explicit = params.get("width") and params.get("height") and crop_padding(params) is None
+        out_sizes.append(size if explicit else image.size)
+    return prepare(items, size, out_sizes, device)
 
 
 def denoise(parts, prepared: Prepared, scheduler, cond, uncond, scales: Sequence[float], steps: int,
