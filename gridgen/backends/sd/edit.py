@@ -6,11 +6,11 @@ Modes: `txt2img` (no image), `img2img` (`init_image`), `inpaint` (`init_image` +
 strength decides the step the schedule starts at, so it is part of the batch key), while every
 cell keeps its own image, mask, prompt, seed and CFG scale.
 
-Inpainting models (9-channel UNets) get diffusers' `StableDiffusionInpaintPipeline` inputs: the
-noisy latents, the binarized mask at latent size and the latents of the masked image, in that
-order, with the random draws in that pipeline's order, so a cell matches it. A 4-channel model
-inpaints as A1111 does with it: img2img over the image, then the blurred mask pastes the redrawn
-pixels over the original. Either way the result is pasted back, so pixels outside the (blurred)
+Inpainting follows diffusers' `StableDiffusionInpaintPipeline`, random draws in its order, so a
+cell matches it: a 9-channel UNet gets the noisy latents, the binarized mask at latent size and
+the latents of the masked image, in that order; a 4-channel model (any txt2img model) has the
+image's latents, noised to the current level, put back outside the mask after every step, so the
+redrawn part is made to fit what surrounds it. Either way the result is pasted back, so pixels outside the (blurred)
 mask keep their exact values. With `inpaint_full_res` (or a `padding_mask_crop`) only the mask's
 box plus padding is redrawn, at the batch's size, and pasted back into the full image.
 """
@@ -153,30 +153,50 @@ def prepare_cells(batch: Sequence[dict[str, Any]], inputs: ImageInputs, size: tu
 
 def denoise(parts, prepared: Prepared, scheduler, cond, uncond, scales: Sequence[float], steps: int,
             strength: float, seeds: Sequence[int]) -> torch.Tensor:
-    """The batch's denoised latents: img2img from the images, with the mask channels for an inpainting model."""
+    """The batch's denoised latents: img2img from the images, inpainting where the batch has masks."""
     generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
-    if parts.unet.config.in_channels != INPAINT_CHANNELS:
+    if prepared.masks is None:
         start = encode(parts.vae, prepared.pixels, generators)
         guided = sampling.guided_denoiser(parts.unet, cond, uncond, scales)
         return img2img(guided, scheduler, start, steps, strength, seeds, generators)
-    # diffusers' order of draws: the image's latents (below full strength), the noise, the masked image's latents.
-    timesteps = schedule_tail(scheduler, steps, strength, prepared.pixels.device)
+    return _inpaint(parts, prepared, scheduler, cond, uncond, scales, steps, strength, seeds, generators)
+
+
+def _inpaint(parts, prepared: Prepared, scheduler, cond, uncond, scales: Sequence[float], steps: int,
+             strength: float, seeds: Sequence[int], generators: list[torch.Generator]) -> torch.Tensor:
+    """diffusers' StableDiffusionInpaintPipeline on the batch, draws in its order: the image's latents (when
+    needed), the noise, the masked image's latents. A 9-channel UNet reads the mask and the masked image's
+    latents as extra channels; a 4-channel one gets the image's latents, noised to the next step's level,
+    put back outside the mask after every step."""
+    pixels, device = prepared.pixels, prepared.pixels.device
+    timesteps = schedule_tail(scheduler, steps, strength, device)
     full = strength >= 1
-    start = None if full else encode(parts.vae, prepared.pixels, generators)
-    channels = parts.vae.config.latent_channels
-    height, width = prepared.pixels.shape[2] // _factor(parts), prepared.pixels.shape[3] // _factor(parts)
-    noise = torch.cat([torch.randn((1, channels, height, width), generator=g, dtype=torch.float32)
-                       for g in generators]).to(prepared.pixels.device)
-    masked = encode(parts.vae, prepared.pixels * (prepared.masks < 0.5), generators)
+    extra_channels = parts.unet.config.in_channels == INPAINT_CHANNELS
+    start = None if full and extra_channels else encode(parts.vae, pixels, generators)
+    factor = _factor(parts)
+    shape = (parts.vae.config.latent_channels, pixels.shape[2] // factor, pixels.shape[3] // factor)
+    noise = torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in generators]).to(device)
+    # Drawn for a 4-channel UNet too, which does not read it: the step noise after it must be diffusers'.
+    masked = encode(parts.vae, pixels * (prepared.masks < 0.5), generators)
     if full:
         latents = noise * scheduler.init_noise_sigma
     else:
         latents = scheduler.add_noise(start, noise, timesteps[:1].repeat(noise.shape[0]))
-    small_mask = F.interpolate(prepared.masks, size=(height, width))
-    conditioning = torch.cat([small_mask, masked], dim=1).to(parts.unet.dtype)
-    guided = sampling.guided_denoiser(parts.unet, cond, uncond, scales, image=conditioning)
-    return sampling.sample(guided, scheduler, latents, sampling.step_noise_kwargs(scheduler, seeds, generators),
-                           timesteps)
+    small_mask = F.interpolate(prepared.masks, size=shape[1:])
+    step_kwargs = sampling.step_noise_kwargs(scheduler, seeds, generators)
+    if extra_channels:
+        conditioning = torch.cat([small_mask, masked], dim=1).to(parts.unet.dtype)
+        guided = sampling.guided_denoiser(parts.unet, cond, uncond, scales, image=conditioning)
+        return sampling.sample(guided, scheduler, latents, step_kwargs, timesteps)
+
+    def keep_outside(i: int, current: torch.Tensor) -> torch.Tensor:
+        known = start
+        if i < len(timesteps) - 1:
+            known = scheduler.add_noise(start, noise, timesteps[i + 1:i + 2].repeat(noise.shape[0]))
+        return (1 - small_mask) * known + small_mask * current
+
+    guided = sampling.guided_denoiser(parts.unet, cond, uncond, scales)
+    return sampling.sample(guided, scheduler, latents, step_kwargs, timesteps, keep_outside)
 
 
 def _factor(parts) -> int:
