@@ -163,6 +163,15 @@ def _choose_inpaint_mode(text: str) -> str | None:
     return value if value in segment_params.INPAINT_MODES else None
 
 
+INPAINTING_FILLS = ("original", "fill", "latent_noise", "latent_nothing")
+
+
+def _choose_inpainting_fill(text: str) -> str | None:
+    # A1111 stores the masked content as an index (0 fill, 1 original, 2 latent noise, 3 latent nothing).
+    value = {"0": "fill", "1": "original", "2": "latent_noise", "3": "latent_nothing"}.get(str(text).strip(), text)
+    return {normalize_key(name): name for name in INPAINTING_FILLS}.get(normalize_key(value))
+
+
 def _choose_inpainter(text: str) -> str | None:
     try:
         return segment_params.canonical_inpainter(text)
@@ -186,6 +195,11 @@ IMAGE_EDIT_PARAMS: tuple[Param, ...] = (
     Param("padding_mask_crop", "int", None,
           "Pixels of context around the mask's box when cropping (setting it turns the crop on; default 32).",
           aliases=("inpaint_full_res_padding", "only_masked_padding"), min=0, max=4096),
+    Param("inpainting_fill", "choice", "original",
+          "What the masked part starts from (A1111's masked content; matters below denoise 1): original, fill "
+          "(filled from its surroundings), latent_noise or latent_nothing.",
+          aliases=("masked_content", "inpaint_fill"), choose=_choose_inpainting_fill,
+          choices_help=", ".join(INPAINTING_FILLS)),
     Param("sam_prompt", "str", None,
           "Segment Anything prompt in input pixels: `point X Y`, `box X1 Y1 X2 Y2`, or {points, labels, box}.",
           parse=segment_params.canonical_sam_prompt, stage="post"),

@@ -290,3 +290,20 @@ def test_the_shipped_tiny_inpaint_model_removes_a_shape(tmp_path):
     backend.close()
     inside = np.asarray(mask) > 0
     assert np.abs(pixels(result.image)[inside] - 255).mean() < 40  # the red circle is gone, white in its place
+
+
+def test_inpainting_fill_changes_only_what_the_masked_part_starts_from(backend, folder):
+    inside = np.asarray(Image.open(folder / "mask.png")) > 0
+    source = pixels(picture(64, 64))
+    fills = ["original", "fill", "latent_noise", "latent_nothing"]
+    cells = [cell(key=fill, init_image="init.png", mask="mask.png", denoise=0.6, inpainting_fill=fill)
+             for fill in fills]
+    together = {result.cell.key: pixels(result.image) for result in backend.render(cells)}  # one batch, mixed
+    (alone,) = backend.render([cell(init_image="init.png", mask="mask.png", denoise=0.6, inpainting_fill="fill")])
+    assert np.abs(together["fill"] - pixels(alone.image)).max() <= 1
+    (default,) = backend.render([cell(init_image="init.png", mask="mask.png", denoise=0.6)])
+    assert np.abs(together["original"] - pixels(default.image)).max() <= 1  # original is the default
+    for fill in fills:
+        assert np.array_equal(together[fill][~inside], source[~inside]), fill
+    for other in fills[1:]:
+        assert np.abs(together[other] - together["original"])[inside].mean() > 2, other

@@ -41,7 +41,8 @@ SUPPORTED_PARAMS = frozenset({
 UPSCALE_PARAMS = frozenset({"upscale_width", "upscale_height", "tile_size", "tile_overlap", "noise_level",
                             "upscale_prompt", "upscale_steps", "upscale_cfg_scale", "hires_steps", "hires_denoise"})
 SUPPORTED_PARAMS |= UPSCALE_PARAMS
-EDIT_PARAMS = frozenset({"init_image", "denoise", "mask", "mask_blur", "inpaint_full_res", "padding_mask_crop"})
+EDIT_PARAMS = frozenset({"init_image", "denoise", "mask", "mask_blur", "inpaint_full_res", "padding_mask_crop",
+                         "inpainting_fill"})
 SAM_PARAMS = frozenset({"sam_prompt", "sam_model", "sam_mask", "dilate", "inpaint_mode", "inpainter"})
 SUPPORTED_PARAMS |= EDIT_PARAMS | SAM_PARAMS
 # Params only the stages after base generation read: cells differing only in these share a base image.

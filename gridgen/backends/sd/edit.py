@@ -30,6 +30,7 @@ from PIL import Image
 from gridgen.backends.sd import masks as mask_ops
 from gridgen.backends.sd import sampling
 from gridgen.backends.sd.img2img import encode, img2img, schedule_tail
+from gridgen.backends.sd.inpainters import telea
 from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.upscale import to_tensor
 
@@ -86,6 +87,7 @@ class Prepared:
     pixels: torch.Tensor  # (N, 3, H, W) in [-1, 1]
     masks: torch.Tensor | None  # (N, 1, H, W), 0 or 1
     finish: list[Callable[[Image.Image], Image.Image]]
+    fills: list[str]  # each cell's `inpainting_fill`: what the masked part starts from
 
 
 def _prepare_one(image: Image.Image, mask: Image.Image | None, params: dict[str, Any], size: tuple[int, int],
@@ -115,16 +117,19 @@ def _prepare_one(image: Image.Image, mask: Image.Image | None, params: dict[str,
 def prepare(items: Sequence[tuple[Image.Image, Image.Image | None, dict[str, Any]]], size: tuple[int, int],
             out_sizes: Sequence[tuple[int, int]], device: torch.device) -> Prepared:
     """Images (and masks) at the working `size`; each cell's finish maps its decoded image to `out_sizes[i]`."""
-    works, work_masks, finishes = [], [], []
+    works, work_masks, finishes, fills = [], [], [], []
     for (image, mask, params), out_size in zip(items, out_sizes, strict=True):
         work, work_mask, finish = _prepare_one(image, mask, params, size, out_size)
+        fills.append(str(params.get("inpainting_fill") or "original"))
+        if work_mask is not None and fills[-1] == "fill":
+            work = telea(work, mask_ops.binary(work_mask))
         works.append(to_tensor(work, device) * 2 - 1)
         work_masks.append(work_mask)
         finishes.append(finish)
     masks = None
     if work_masks[0] is not None:
         masks = torch.cat([to_tensor(mask_ops.binary(m).convert("RGB"), device)[:, :1] for m in work_masks])
-    return Prepared(torch.cat(works), masks, finishes)
+    return Prepared(torch.cat(works), masks, finishes, fills)
 
 
 def init_size(params: dict[str, Any], inputs: ImageInputs, factor: int) -> tuple[int, int] | None:
@@ -178,11 +183,12 @@ def _inpaint(parts, prepared: Prepared, scheduler, cond, uncond, scales: Sequenc
     noise = torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in generators]).to(device)
     # Drawn for a 4-channel UNet too, which does not read it: the step noise after it must be diffusers'.
     masked = encode(parts.vae, pixels * (prepared.masks < 0.5), generators)
+    small_mask = F.interpolate(prepared.masks, size=shape[1:])
     if full:
         latents = noise * scheduler.init_noise_sigma
     else:
+        start = _masked_content(start, small_mask, prepared.fills, generators)
         latents = scheduler.add_noise(start, noise, timesteps[:1].repeat(noise.shape[0]))
-    small_mask = F.interpolate(prepared.masks, size=shape[1:])
     step_kwargs = sampling.step_noise_kwargs(scheduler, seeds, generators)
     if extra_channels:
         conditioning = torch.cat([small_mask, masked], dim=1).to(parts.unet.dtype)
@@ -197,6 +203,20 @@ def _inpaint(parts, prepared: Prepared, scheduler, cond, uncond, scales: Sequenc
 
     guided = sampling.guided_denoiser(parts.unet, cond, uncond, scales)
     return sampling.sample(guided, scheduler, latents, step_kwargs, timesteps, keep_outside)
+
+
+def _masked_content(start: torch.Tensor, small_mask: torch.Tensor, fills: Sequence[str],
+                    generators: list[torch.Generator]) -> torch.Tensor:
+    """A1111's masked content in latent space: `latent_noise` starts the masked part from fresh noise,
+    `latent_nothing` from zeros; `original` and `fill` (done on the pixels) keep the encoded image."""
+    start = start.clone()
+    for row, (fill, generator) in enumerate(zip(fills, generators, strict=True)):
+        if fill in ("latent_noise", "latent_nothing"):
+            content = torch.zeros_like(start[row])
+            if fill == "latent_noise":
+                content = torch.randn(start.shape[1:], generator=generator, dtype=torch.float32).to(start.device)
+            start[row] = start[row] * (1 - small_mask[row]) + content * small_mask[row]
+    return start
 
 
 def _factor(parts) -> int:

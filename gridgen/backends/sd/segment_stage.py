@@ -36,7 +36,7 @@ from gridgen.tiny import tiny_folder
 _MASK_PARAMS = ("sam_model", "sam_prompt", "sam_mask", "dilate", "inpaint_mode", "inpainter", "mask_blur")
 # What an SD inpainter reads besides the mask: the cell's own generation settings.
 _SD_PARAMS = ("prompt", "negative_prompt", "seed", "steps", "cfg_scale", "sampler", "schedule", "clip_skip",
-              "denoise", "padding_mask_crop", "inpaint_full_res")
+              "denoise", "padding_mask_crop", "inpaint_full_res", "inpainting_fill")
 _LAMA_SUBFOLDERS = ("LaMa", "lama", "inpaint")
 
 
