@@ -187,7 +187,7 @@ def test_dilation_grows_the_mask_by_the_radius():
 # Inpaint modes
 
 
-@pytest.mark.parametrize("inpainter", ["opencv-telea", "lama:lama.pth", "tiny-inpaint"])
+@pytest.mark.parametrize("inpainter", ["opencv-telea", "lama:lama.pth", "tiny-inpaint", "gridgen-tiny"])
 @pytest.mark.parametrize("mode", ["remove", "fill"])
 def test_remove_and_fill_touch_only_the_dilated_mask(backend, known_sam, mode, inpainter):
     (result,) = backend.render([cell(inpaint_mode=mode, inpainter=inpainter, sam_mask="0", dilate=3,

@@ -296,8 +296,8 @@ class DiffusersBackend:
         Measured, not guessed: one UNet pass at one and at two guided cells gives the memory a cell
         adds; CPU memory is not probed (the executor's batch size stands there).
         """
-        if pick_device(self.context.device).type != "cuda" or wanted <= 1:
-            return wanted
+        if pick_device(self.context.device).type != "cuda" or wanted <= 1 or edit.mode_of(params) == "input":
+            return wanted  # (a SAM edit of a given image has no base denoising to fit)
         params = {**_DEFAULTS, **params}
         parts = self._ensure_loaded(params)
         if ella_setup.enabled(params):
