@@ -337,3 +337,22 @@ def test_the_shipped_tiny_sam_finds_a_shape_from_a_point_on_a_resized_image():
     masks, scores = segment.segment(sam, image, parse_sam_prompt("point 64 48"))  # the circle's center
     best = masks[int(np.argmax(scores))]
     assert (best & truth).sum() / (best | truth).sum() > 0.7
+
+
+@pytest.mark.parametrize(("library", "param", "extra"), [
+    ("axes/inpaint_mode.yaml", "inpaint_mode", "init_image: input.png, sam_model: tiny-sam, sam_prompt: point 5 5, "
+                                               "inpainter: opencv-telea"),
+    ("axes/inpainting_fill.yaml", "inpainting_fill", "init_image: input.png, mask: input.png"),
+])
+def test_edit_axis_libraries_teach_every_value_and_validate(folder, tmp_path, library, param, extra):
+    spec = write_spec(folder, f"""
+        include: {library}
+        grid:
+          params: {{model: gridgen-tiny, steps: 2, {extra}}}
+        """, name=f"{param}-library.yaml")
+    prepared = prepare(spec, RunOptions(out=tmp_path / "out"))  # validates every cell: a bad value fails here
+    (axis,) = prepared.plan.spec.axes
+    assert axis.id == param and len(axis.description) > 200 and len(axis.values) >= 3
+    for value in axis.values:
+        assert value.title and len(value.description) > 80, value.key
+        assert set(value.params) == {param}
