@@ -96,7 +96,8 @@ def backend(folder):
 
 def cell(key: str = "0", **params) -> Cell:
     base = {"prompt": "a red square", "seed": 1, "steps": 3, "sampler": "Euler", "init_image": "input.png",
-            "sam_model": "tiny-sam", "sam_prompt": "point 32 32", "inpainter": "opencv-telea", "mask_blur": 0}
+            "sam_model": "tiny-sam", "sam_prompt": "point 32 32", "inpainter": "opencv-telea", "inpaint_mode": "remove",
+            "mask_blur": 0}
     return Cell(index=0, key=key, coords=(key,), params={**base, **params}, image_path=f"images/{key}.png",
                 thumb_path=f"thumbs/{key}.webp")
 
@@ -240,6 +241,12 @@ def test_sam_problems_are_found_before_rendering(backend, params, param, words):
     assert found, backend.validate({**cell().params, **params})
     for word in words:
         assert word in found[0]
+
+
+def test_fill_without_a_prompt_reading_inpainter_is_a_warning(backend):
+    (problem,) = backend.validate({**cell().params, "inpaint_mode": "fill", "inpainter": "lama:lama.pth"})
+    assert problem.severity == "warning" and "reads no prompt" in problem.message
+    assert backend.validate({**cell().params, "inpaint_mode": "remove", "inpainter": "lama:lama.pth"}) == []
 
 
 def test_a_box_with_x2_left_of_x1_is_a_spec_error(folder, tmp_path):

@@ -10,9 +10,10 @@ Inpainting follows diffusers' `StableDiffusionInpaintPipeline`, random draws in 
 cell matches it: a 9-channel UNet gets the noisy latents, the binarized mask at latent size and
 the latents of the masked image, in that order; a 4-channel model (any txt2img model) has the
 image's latents, noised to the current level, put back outside the mask after every step, so the
-redrawn part is made to fit what surrounds it. Either way the result is pasted back, so pixels outside the (blurred)
-mask keep their exact values. With `inpaint_full_res` (or a `padding_mask_crop`) only the mask's
-box plus padding is redrawn, at the batch's size, and pasted back into the full image.
+redrawn part is made to fit what surrounds it. Either way the result is pasted back, so pixels
+outside the (blurred) mask keep their exact values. With `inpaint_full_res` (or a
+`padding_mask_crop`) only the mask's box plus padding is redrawn, at the batch's size, and pasted
+back into the full image.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ DEFAULT_CROP_PADDING = 32
 
 
 def mode_of(params: dict[str, Any]) -> str:
+    """txt2img, img2img, inpaint, or input (a SAM edit's own image, which needs no base generation)."""
     if params.get("sam_prompt"):
         return "input" if params.get("init_image") else "txt2img"
     if params.get("init_image"):

@@ -106,6 +106,10 @@ class SamStage:
         except ModelError as exc:
             problems.append(ParamProblem("sam_model", str(exc)))
         inpainter = parse_inpainter(str(params["inpainter"]))
+        if params["inpaint_mode"] == "fill" and inpainter.family != "sd":
+            problems.append(ParamProblem("inpainter", f"inpaint_mode fill with {params['inpainter']}, which reads no "
+                                                      f"prompt: the object is erased as by remove; use an SD "
+                                                      f"inpainting model to fill it from the prompt", "warning"))
         try:
             if inpainter.family == "lama":
                 inpainters.load_lama(self._lama_path(inpainter.name))
