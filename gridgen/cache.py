@@ -33,6 +33,8 @@ def _size_of(value: Any) -> int:
         return value.element_size() * value.nelement()
     if isinstance(value, tuple | list):
         return sum(_size_of(item) for item in value)
+    if hasattr(value, "nbytes"):  # a numpy array (SAM's masks)
+        return int(value.nbytes)
     if hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image
         width, height = value.size
         return width * height * len(value.getbands())

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gridgen import samplers, upscalers
+from gridgen import samplers, segment_params, upscalers
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Param:
     stage: str = "base"  # the pipeline stage that consumes it: text, base, post, output
     # Values from the base params and from every axis add up instead of replacing each other.
     accumulate: bool = False
+    # Parses values that may be mappings or lists (sam_prompt) into their canonical text; raises ValueError.
+    parse: Callable[[Any], str] | None = None
 
 
 def normalize_key(name: Any) -> str:
@@ -187,6 +189,73 @@ CORE_PARAMS: tuple[Param, ...] = (
           choose=_choose_ella_mode, choices_help="ella, ella+clip"),
 )
 
+
+def _choose_sam_mask(text: str) -> str | None:
+    value = str(text).strip().lower()
+    return value if value in ("best", "0", "1", "2") else None
+
+
+def _choose_inpaint_mode(text: str) -> str | None:
+    value = str(text).strip().lower()
+    return value if value in segment_params.INPAINT_MODES else None
+
+
+INPAINTING_FILLS = ("original", "fill", "latent_noise", "latent_nothing")
+
+
+def _choose_inpainting_fill(text: str) -> str | None:
+    # A1111 stores the masked content as an index (0 fill, 1 original, 2 latent noise, 3 latent nothing).
+    value = {"0": "fill", "1": "original", "2": "latent_noise", "3": "latent_nothing"}.get(str(text).strip(), text)
+    return {normalize_key(name): name for name in INPAINTING_FILLS}.get(normalize_key(value))
+
+
+def _choose_inpainter(text: str) -> str | None:
+    try:
+        return segment_params.canonical_inpainter(text)
+    except ValueError:
+        return None
+
+
+# img2img, inpaint and the SAM-prompted edit (image inputs are paths relative to the spec file).
+IMAGE_EDIT_PARAMS: tuple[Param, ...] = (
+    Param("init_image", "path", None, "Start image for img2img and inpaint (the input of a SAM edit).",
+          aliases=("image", "input_image")),
+    Param("denoise", "float", 0.75, "Denoising strength: 0 keeps the init image, 1 redraws it from noise.",
+          aliases=("denoising_strength", "strength"), min=0, max=1),
+    Param("mask", "path", None, "Inpaint mask image (white = redraw), the size of init_image.",
+          aliases=("mask_image", "init_mask")),
+    Param("mask_blur", "int", 4, "Gaussian blur of the mask's edge in pixels, softening the paste back.",
+          min=0, max=256),
+    Param("inpaint_full_res", "bool", False,
+          "Inpaint only the masked region: crop around the mask, redraw the crop at the model's size, paste back.",
+          aliases=("inpaint_only_masked",)),
+    Param("padding_mask_crop", "int", None,
+          "Pixels of context around the mask's box when cropping (setting it turns the crop on; default 32).",
+          aliases=("inpaint_full_res_padding", "only_masked_padding"), min=0, max=4096),
+    Param("inpainting_fill", "choice", "original",
+          "What the masked part starts from (A1111's masked content; matters below denoise 1): original, fill "
+          "(filled from its surroundings), latent_noise or latent_nothing.",
+          aliases=("masked_content", "inpaint_fill"), choose=_choose_inpainting_fill,
+          choices_help=", ".join(INPAINTING_FILLS)),
+    Param("sam_prompt", "str", None,
+          "Segment Anything prompt in input pixels: `point X Y`, `box X1 Y1 X2 Y2`, or {points, labels, box}.",
+          parse=segment_params.canonical_sam_prompt, stage="post"),
+    Param("sam_model", "model", "gridgen-tiny-sam", "A transformers SamModel folder or cached id "
+          "(facebook/sam-vit-base, -large, -huge); default the embedded tiny SAM.", stage="post"),
+    Param("sam_mask", "choice", "best", "Which of SAM's three masks: best (highest predicted IoU), 0, 1 or 2.",
+          choose=_choose_sam_mask, choices_help="best, 0, 1, 2", stage="post"),
+    Param("dilate", "int", None, "Grow the SAM mask by this many pixels (default 15 remove, 50 fill, 0 replace).",
+          aliases=("dilate_kernel_size",), min=0, max=1024, stage="post"),
+    Param("inpaint_mode", "choice", "fill",
+          "remove: erase the object; fill: redraw it from the prompt; replace: keep it, redraw everything else.",
+          choose=_choose_inpaint_mode, choices_help=", ".join(segment_params.INPAINT_MODES), stage="post"),
+    Param("inpainter", "choice", "gridgen-tiny-inpaint",
+          "What fills the SAM mask: opencv-telea, lama:<model file>, or an SD inpainting model.",
+          choose=_choose_inpainter, choices_help="opencv-telea, lama:<file>, or an SD inpainting model",
+          stage="post"),
+)
+CORE_PARAMS += IMAGE_EDIT_PARAMS
+
 # Params whose values from the grid params and every axis add up into one list.
 ACCUMULATING = frozenset(p.name for p in CORE_PARAMS if p.accumulate)
 
@@ -273,6 +342,8 @@ def _as_number(param: Param, value: Any, integer: bool) -> int | float:
 
 def coerce(param: Param, value: Any) -> Any:
     """Convert a raw value to `param`'s type; raises ValueError saying what was expected."""
+    if param.parse is not None:
+        return param.parse(value)
     if param.kind in ("int", "seed"):
         return _as_number(param, value, integer=True)
     if param.kind == "float":

@@ -57,6 +57,11 @@ def read_journal(path: Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
+def extra_path(image_path: str, name: str) -> str:
+    """Where a cell's extra image `name` goes: next to its image, `images/a/b.png` -> `images/a/b.mask.png`."""
+    return f"{image_path.rsplit('.', 1)[0]}.{name}.png"
+
+
 def previous_random_seed(out_dir: Path) -> int | None:
     """The random seed an earlier run of this grid chose for `seed: -1`, so a resume keeps it."""
     try:
@@ -105,11 +110,17 @@ class Store:
         thumb = image.copy()
         thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
         atomic_write_bytes(self.out_dir / cell.thumb_path, encode_image(thumb, "webp", parameters, record))
+        files = {}
+        for name, extra in result.files.items():  # a SAM edit's mask: images/<key>.mask.png
+            files[name] = extra_path(cell.image_path, name)
+            atomic_write_bytes(self.out_dir / files[name], encode_image(extra, "png", parameters, record))
         entry = {
             **record, "timings": result.timings, "index": cell.index, "seed": params.get("seed"),
             "file": cell.image_path, "thumb": cell.thumb_path, "hash": hashlib.sha1(image.tobytes()).hexdigest(),
             "time": round(sum(result.timings.values()), 4), "parameters": parameters, "finished": _now(),
         }
+        if files:
+            entry["files"] = files
         line = json.dumps(entry, sort_keys=True, default=str)
         with self._lock:
             append_line(self.journal_path, line)
@@ -145,7 +156,8 @@ class Store:
         meta = spec.meta
         cells = {
             key: {"image": e["file"], "thumb": e["thumb"], "seed": e.get("seed"), "params": e.get("params", {}),
-                  "time": e.get("time"), "hash": e.get("hash"), "parameters": e.get("parameters", "")}
+                  "time": e.get("time"), "hash": e.get("hash"), "parameters": e.get("parameters", ""),
+                  **({"files": e["files"]} if e.get("files") else {})}
             for key, e in self.entries.items()
         }
         return {

@@ -53,6 +53,7 @@
   let rendered = new Map(); // "row:col" -> {td, r, c, sig} for the cells that have DOM
   let popupAt = null; // [row, col] of the cell in the popup
   let popupSig = "";
+  let showMask = false; // the popup shows a SAM edit's mask overlay instead of its image; kept while moving
   let pollTimer = 0;
   let loading = false;
   let windowFrame = 0;
@@ -1079,6 +1080,7 @@
     $("popup").dataset.key = info.key;
     $("popup-title").textContent = values.map((v) => (v ? titleOf(v) : "?")).join(" \u00b7 ");
     $("popup-figure").replaceChildren(cellContent(info, values, true));
+    syncPopupMask(info);
     $("popup-params").replaceChildren(...metaRows(values, info.cell));
     $("popup-parameters").textContent = (info.cell && info.cell.parameters) || "";
     $("popup-copy").hidden = !(info.cell && info.cell.parameters);
@@ -1091,6 +1093,25 @@
     syncPopupStar();
     emit("popup", current);
     if (!$("popup").contains(document.activeElement)) $("popup").focus();
+  }
+
+  /* A SAM edit's cell has an overlay file (its input, the mask tinted, the prompt marked): a toggle shows it. */
+  function syncPopupMask(info) {
+    const button = $("popup-mask");
+    const overlay = info.cell && info.cell.files && info.cell.files.overlay;
+    button.hidden = !overlay;
+    const shown = Boolean(overlay) && showMask;
+    button.setAttribute("aria-pressed", String(shown));
+    button.textContent = shown ? "Show image" : "Show mask";
+    const img = $("popup-figure").querySelector("img");
+    if (img) img.src = urlOf(shown ? overlay : info.cell.image);
+  }
+
+  function onPopupMask() {
+    const current = popupCell();
+    if (!current) return;
+    showMask = !showMask;
+    syncPopupMask(current.info);
   }
 
   function syncPopupStar() {
@@ -1128,6 +1149,10 @@
     if ((event.key === "s" || event.key === "*") && !event.ctrlKey && !event.metaKey && !event.altKey) {
       const current = popupCell();
       if (current && current.info.kind === "done") toggleFavourite(current.info.key);
+      return;
+    }
+    if (event.key === "m" && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      if (!$("popup-mask").hidden) onPopupMask();
       return;
     }
     if (!(event.key in ARROWS)) return;
@@ -1251,6 +1276,7 @@
     $("popup-close").addEventListener("click", closePopup);
     $("popup-copy").addEventListener("click", copyParameters);
     $("popup-star").addEventListener("click", onPopupStar);
+    $("popup-mask").addEventListener("click", onPopupMask);
     window.addEventListener("hashchange", onHashChange);
     window.addEventListener("scroll", scheduleWindow, { passive: true });
     window.addEventListener("resize", () => (view && view.windowed && state.toggles.scale ? renderGrid() : scheduleWindow()));

@@ -366,3 +366,26 @@ def test_toggles_change_the_page(page, grid):
     page.uncheck("#opt-labels")
     assert page.eval_on_selector("thead", "t => getComputedStyle(t).position") == "static"
     assert re.search(r"desc=0&scale=1&sticky=1&labels=0", page.url)
+
+
+def test_the_popup_toggles_a_sam_edits_mask_overlay(page, tmp_path):
+    out = tmp_path / "sam-grid"
+    data = build_grid(out)
+    for key in ("euler/5/1", "ddim/5/1"):
+        overlay = f"images/{key}.overlay.png"
+        (out / overlay).write_bytes(_picture(key, 128, "PNG"))
+        data["cells"][key]["files"] = {"mask": f"images/{key}.mask.png", "overlay": overlay}
+    write_data(out, data)
+    open_grid(page, out)
+    page.click('td[data-key="euler/7/1"] img')
+    assert not page.is_visible("#popup-mask")  # a cell without a SAM edit has nothing to toggle
+    page.keyboard.press("ArrowUp")
+    assert page.is_visible("#popup-mask") and page.get_attribute("#popup-mask", "aria-pressed") == "false"
+    page.click("#popup-mask")
+    assert page.get_attribute("#popup-figure img", "src") == "images/euler/5/1.overlay.png"
+    assert page.inner_text("#popup-mask") == "Show image"
+    page.keyboard.press("ArrowRight")  # the toggle holds while moving between edited cells
+    assert page.get_attribute("#popup-figure img", "src") == "images/ddim/5/1.overlay.png"
+    page.keyboard.press("m")
+    assert page.get_attribute("#popup-figure img", "src") == "images/ddim/5/1.png"
+    assert page.get_attribute("#popup-mask", "aria-pressed") == "false"

@@ -229,3 +229,28 @@ def test_resume_after_stopping_the_driver(ray_cluster, tmp_path):
     assert all((tmp_path / "out" / f).stat().st_mtime_ns == stamp for f, stamp in stamps.items())
     data = json.loads((tmp_path / "out" / "grid.json").read_text())
     assert data["progress"]["done"] == 24 and data["progress"]["running"] is False
+
+
+def test_ray_brings_back_a_sam_edits_mask_and_overlay(ray_cluster, tmp_path):
+    from gridgen.tiny.sam import build_processor, build_sam
+    from tests.test_image_modes import picture
+
+    picture(64, 64).save(tmp_path / "input.png")
+    torch.manual_seed(0)
+    build_sam().save_pretrained(tmp_path / "sam")
+    build_processor().save_pretrained(tmp_path / "sam")
+    spec = write_spec(tmp_path, """
+        grid:
+          format: png
+          params: {init_image: input.png, sam_model: sam, sam_prompt: point 20 30, inpainter: opencv-telea,
+                   inpaint_mode: remove}
+        axes:
+          sam_mask: 0, 1
+        """)
+    local = RunOptions(out=tmp_path / "local", batch_size=2)
+    execute(prepare(spec, local), local, show_progress=False)
+    remote = _ray_options(tmp_path / "ray", workers=1)
+    assert execute(prepare(spec, remote), remote, show_progress=False).rendered == 2
+    ours, theirs = _files(tmp_path / "local" / "images"), _files(tmp_path / "ray" / "images")
+    assert len(ours) == 6 and ours == theirs  # each cell's image, mask and overlay, byte for byte
+    assert all(set(entry["files"]) == {"mask", "overlay"} for entry in _journal(tmp_path / "ray"))

@@ -48,6 +48,7 @@ class Result:
     image: Image.Image
     metadata: dict[str, Any] = field(default_factory=dict)  # facts the backend wants recorded
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    files: dict[str, Image.Image] = field(default_factory=dict)  # extra images saved next to it, by name (mask)
 
 
 @dataclass(frozen=True)

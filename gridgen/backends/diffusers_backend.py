@@ -1,4 +1,4 @@
-"""The built-in `diffusers` backend: Stable Diffusion txt2img on diffusers' models and schedulers.
+"""The built-in `diffusers` backend: Stable Diffusion txt2img, img2img and inpaint on diffusers' models and schedulers.
 
 It validates a cell's params from config files alone, keeps the last model loaded, and renders a
 batch of cells that share a sampler, step count and size while each keeps its own prompt,
@@ -17,12 +17,14 @@ import torch
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
-from gridgen.backends.sd import ella_setup, images, networks, sampling, wildcards
+from gridgen.backends.sd import edit, ella_setup, images, networks, sampling, wildcards
+from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.kinds import kind_problems
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import ModelInfo, read_model_info, resolve_model, resolve_vae, vae_factor
 from gridgen.backends.sd.lora import LoraError
 from gridgen.backends.sd.model_cache import ModelCache, modified
+from gridgen.backends.sd.segment_stage import SamStage
 from gridgen.backends.sd.text import PromptEncoder
 from gridgen.backends.sd.text_xl import SdxlPromptEncoder, added_conditioning
 from gridgen.backends.sd.upscale_stage import UpscaleStage
@@ -43,9 +45,13 @@ SUPPORTED_PARAMS = frozenset({
 UPSCALE_PARAMS = frozenset({"upscale_width", "upscale_height", "tile_size", "tile_overlap", "noise_level",
                             "upscale_prompt", "upscale_steps", "upscale_cfg_scale", "hires_steps", "hires_denoise"})
 SUPPORTED_PARAMS |= UPSCALE_PARAMS
+EDIT_PARAMS = frozenset({"init_image", "denoise", "mask", "mask_blur", "inpaint_full_res", "padding_mask_crop",
+                         "inpainting_fill"})
+SAM_PARAMS = frozenset({"sam_prompt", "sam_model", "sam_mask", "dilate", "inpaint_mode", "inpainter"})
+SUPPORTED_PARAMS |= EDIT_PARAMS | SAM_PARAMS
 # Params only the stages after base generation read: cells differing only in these share a base image.
 POST_PARAMS = frozenset({"upscaler", "upscale_by", "out_width", "out_height", "format", "prompt_replace"})
-POST_PARAMS |= UPSCALE_PARAMS
+POST_PARAMS |= UPSCALE_PARAMS | SAM_PARAMS
 _DEFAULTS = Registry().defaults()
 
 
@@ -55,7 +61,9 @@ def scheduler_config(config: dict[str, Any], prediction: str) -> dict[str, Any]:
 
 
 def base_params(params: dict[str, Any]) -> dict[str, Any]:
-    return ella_setup.stage_params({name: value for name, value in params.items() if name not in POST_PARAMS})
+    # In a SAM edit the inpainting params belong to the edit, not to the base image it starts from.
+    later = POST_PARAMS | (EDIT_PARAMS - {"init_image"} if params.get("sam_prompt") else frozenset())
+    return ella_setup.stage_params({name: value for name, value in params.items() if name not in later})
 
 
 class DiffusersBackend:
@@ -73,7 +81,9 @@ class DiffusersBackend:
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
         self.models = ModelCache(context.model_cache_bytes)
+        self.inputs = ImageInputs(Path(context.spec_dir))
         self.upscaling = UpscaleStage(context, self.cache, self._loaded_model)
+        self.segmenting = SamStage(context, self.cache)
 
     def supported_params(self) -> set[str]:
         return set(SUPPORTED_PARAMS)
@@ -115,9 +125,13 @@ class DiffusersBackend:
         if params.get("width") and params.get("height"):
             return int(params["width"]), int(params["height"])
         try:
-            native = self._info(params).native_size
+            info = self._info(params)
         except ModelError:
-            native = 0  # validate() reports the missing model; planning goes on
+            info = None  # validate() reports the missing model; planning goes on
+        found = edit.init_size(params, self.inputs, info.vae_factor if info else 8)
+        if found:
+            return found
+        native = info.native_size if info else 0
         return int(params.get("width") or native), int(params.get("height") or native)
 
     def validate(self, params: dict[str, Any]) -> list[ParamProblem]:
@@ -164,6 +178,11 @@ class DiffusersBackend:
             problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
                                                       f"layers of this model's text encoder"))
         problems += ella_setup.check_cell(params, info.path if info else None, self._resolve)
+        problems += self.inputs.check(params)
+        channels = info.in_channels if info else None
+        problems += [ParamProblem(name, message) for name, message in edit.problems(params, channels)]
+        sam_input = self.inputs.size(params["init_image"]) if params.get("init_image") else self._size(params)
+        problems += self.segmenting.validate(params, sam_input)
         return problems + self.upscaling.validate(params)
 
     def load_key(self, params: dict[str, Any]) -> Hashable:
@@ -196,7 +215,7 @@ class DiffusersBackend:
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
         # One LoRA set and weights per batch: adapter weights apply to the whole UNet call.
         return (self.load_key(params), self._lora_set(params), choice, str(params["prediction"]), int(params["steps"]),
-                *self._size(params), ella_setup.batch_part(params, self._resolve))
+                *self._size(params), ella_setup.batch_part(params, self._resolve), edit.batch_part(params))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))
@@ -232,11 +251,19 @@ class DiffusersBackend:
         """The cell's model and its prompt cache, for stages that run it again (hires fix, SD upscale)."""
         return self._ensure_loaded(params), self.prompts
 
+    def _base_key(self, params: dict[str, Any]) -> str:
+        if edit.mode_of(params) == "input":  # the file as it is: only its bytes matter
+            return stage_key("input", {}, self.inputs.fingerprint(params))
+        return stage_key("txt2img", base_params(params), f"{self.load_key(params)}{self.inputs.fingerprint(params)}")
+
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
         """Base images from the stage cache or one denoising batch, then each cell's post stages."""
         batch = [wildcards.expand_params({**_DEFAULTS, **cell.params}, self._wildcard_folders()) for cell in cells]
-        keys = [stage_key("txt2img", base_params(p), str(self.load_key(p))) for p in batch]
+        keys = [self._base_key(p) for p in batch]
         bases: dict[str, tuple[Image.Image, dict[str, Any], dict[str, float]]] = {}
+        for key, params in zip(keys, batch, strict=True):
+            if edit.mode_of(params) == "input":  # a SAM edit's own input image: nothing to generate
+                bases[key] = (self.inputs.load("init_image", params["init_image"]), {}, {})
         for key in dict.fromkeys(keys):
             hit = self.cache.get(key)
             if hit is not None:
@@ -257,13 +284,15 @@ class DiffusersBackend:
         for cell, params, key in zip(cells, batch, keys, strict=True):
             base, base_metadata, timings = bases[key]
             started = time.perf_counter()
-            image = self.upscaling.apply(base, key, params)
+            edited = self.segmenting.apply(base, key, params)
+            image = self.upscaling.apply(edited.image, edited.key, params)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
-            metadata = {**base_metadata, "model": str(params["model"]), "sampler": str(params["sampler"])}
+            metadata = {**base_metadata, **edited.metadata, "model": str(params["model"]),
+                        "sampler": str(params["sampler"])}
             if "wildcards" in params:  # the prompts as rendered, and what each wildcard picked
                 metadata.update({field: params[field] for field in ("prompt", "negative_prompt", "wildcards")})
             results.append(Result(cell, image, metadata=metadata,
-                                  timings={**timings, "post": time.perf_counter() - started}))
+                                  timings={**timings, "post": time.perf_counter() - started}, files=edited.files))
         return results
 
     @torch.inference_mode()
@@ -298,16 +327,24 @@ class DiffusersBackend:
 
         scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
                                    scheduler_config(parts.scheduler_config, str(first["prediction"])))
-        scheduler.set_timesteps(int(first["steps"]), device=parts.device)
         seeds = [int(p["seed"]) for p in batch]
-        noise, generators = sampling.initial_noise(
-            seeds, (parts.unet.config.in_channels, height // factor, width // factor), parts.device)
-        denoise = sampling.guided_denoiser(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch],
-                                           masks=masks, added_cond=added[0], added_uncond=added[1])
-        latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
-                                  sampling.step_noise_kwargs(scheduler, seeds, generators))
+        scales = [float(p["cfg_scale"]) for p in batch]
+        text = {"masks": masks, "added_cond": added[0], "added_uncond": added[1]}
+        finish = [lambda image: image] * len(batch)
+        if edit.mode_of(first) in ("img2img", "inpaint"):
+            prepared = edit.prepare_cells(batch, self.inputs, (width, height), parts.device)
+            finish = prepared.finish
+            latents = edit.denoise(parts, prepared, scheduler, cond, uncond, scales, int(first["steps"]),
+                                   float(first["denoise"]), seeds, **text)
+        else:
+            scheduler.set_timesteps(int(first["steps"]), device=parts.device)
+            noise, generators = sampling.initial_noise(
+                seeds, (parts.unet.config.in_channels, height // factor, width // factor), parts.device)
+            denoise = sampling.guided_denoiser(parts.unet, cond, uncond, scales, **text)
+            latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
+                                      sampling.step_noise_kwargs(scheduler, seeds, generators))
         denoise_time = clock.lap()
-        decoded = images.decode(parts.vae, latents)
+        decoded = [done(image) for done, image in zip(finish, images.decode(parts.vae, latents), strict=True)]
         decode_time = clock.lap()
 
         metadata = {"model_path": self._load_key[0], "vae": self._load_key[1], "options": self.speed_options(),
@@ -327,8 +364,8 @@ class DiffusersBackend:
         Measured, not guessed: one UNet pass at one and at two guided cells gives the memory a cell
         adds; CPU memory is not probed (the executor's batch size stands there).
         """
-        if pick_device(self.context.device).type != "cuda" or wanted <= 1:
-            return wanted
+        if pick_device(self.context.device).type != "cuda" or wanted <= 1 or edit.mode_of(params) == "input":
+            return wanted  # (a SAM edit of a given image has no base denoising to fit)
         params = {**_DEFAULTS, **params}
         parts = self._ensure_loaded(params)
         if ella_setup.enabled(params):
@@ -391,6 +428,7 @@ class DiffusersBackend:
     def close(self) -> None:
         self.upscaling.close()
         self.models.clear()
+        self.segmenting.close()
         self._components = None
         self.prompts = None
         self.ella.close()

@@ -101,7 +101,8 @@ class RenderWorker:
         self.batches += 1
         self.cells += len(results)
         self.busy_s += elapsed
-        return {"results": [(r.cell.key, _pixels(r.image), r.metadata, r.timings) for r in results],
+        return {"results": [(r.cell.key, _pixels(r.image), r.metadata, r.timings, _extra_pixels(r.files))
+                            for r in results],
                 "limit": self.limit.size(key), "render_s": elapsed, "loads": dict(self.loads)}
 
     def stats(self) -> dict[str, Any]:
@@ -113,6 +114,13 @@ def _pixels(image: Image.Image):
     import numpy as np
 
     return np.asarray(image.convert("RGB"), dtype=np.uint8)  # Store.write saves the RGB pixels
+
+
+def _extra_pixels(files: dict[str, Image.Image]) -> dict[str, Any]:
+    """A result's extra images (a SAM edit's mask and overlay) as arrays, each keeping its mode (L or RGB)."""
+    import numpy as np
+
+    return {name: np.asarray(image.convert("L" if image.mode == "L" else "RGB")) for name, image in files.items()}
 
 
 def size_workers(gpus: float, cpus: float, node_cpus: float, gpus_per_worker: float, workers: int | None,
@@ -453,8 +461,9 @@ class _Driver:
         if reply["limit"] < self.limit.size(job.batch_key):
             self.limit.lower(job.batch_key, reply["limit"])
         cells = {cell.key: cell for cell in job.cells}
-        for key, pixels, metadata, timings in reply["results"]:
-            result = Result(cells[key], Image.fromarray(pixels), metadata=metadata, timings=timings)
+        for key, pixels, metadata, timings, extra in reply["results"]:
+            files = {name: Image.fromarray(array) for name, array in extra.items()}
+            result = Result(cells[key], Image.fromarray(pixels), metadata=metadata, timings=timings, files=files)
             self.pending.append(self.writer.submit(self.store.write, result))
             self.summary.rendered += 1
             self.bar.update(1)

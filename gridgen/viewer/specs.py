@@ -26,7 +26,7 @@ from gridgen.runner import Prepared, RunOptions, peek_backend, prepare
 from gridgen.spec import load_spec
 from gridgen.spec.model import GridSpec
 from gridgen.spec.yamlnodes import Node, read_yaml
-from gridgen.tiny import TINY_MODEL_NAME
+from gridgen.tiny import TINY_MODEL_NAME, tiny_folder
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -137,7 +137,7 @@ def _network_file(name: str, value: str, spec_dir: Path, models_dir: Path | None
 def path_problem(name: str, kind: str, value: str, spec_dir: Path, models_dir: Path | None,
                  allowed: list[Path]) -> str | None:
     """Why `value` of a path-valued param may not be used by a browser-submitted spec, or None."""
-    if kind == "model" and (value == TINY_MODEL_NAME or value.lower() == "auto"):
+    if kind == "model" and (tiny_folder(value) is not None or value.lower() == "auto"):
         return None
     if name in ("lora", "embedding"):
         found = _network_file(name, value, spec_dir, models_dir)

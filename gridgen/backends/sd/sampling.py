@@ -91,12 +91,16 @@ def step_noise_kwargs(scheduler, seeds: Sequence[int], generators: list[torch.Ge
 
 
 def sample(denoise: Denoiser, scheduler, latents: torch.Tensor, step_kwargs: dict[str, Any],
-           timesteps: torch.Tensor | None = None) -> torch.Tensor:
+           timesteps: torch.Tensor | None = None,
+           after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Run `scheduler` (its timesteps already set) from `latents` to the denoised latents.
 
     `timesteps`, when given, is the tail of the schedule to run (img2img starts part-way down).
+    `after_step(i, latents)`, when given, may rewrite the latents after step i (inpainting's mask blend).
     """
-    for t in scheduler.timesteps if timesteps is None else timesteps:
+    for i, t in enumerate(scheduler.timesteps if timesteps is None else timesteps):
         eps = denoise(scheduler.scale_model_input(latents, t), t)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        if after_step is not None:
+            latents = after_step(i, latents)
     return latents

@@ -1,0 +1,66 @@
+"""The weight-free and LaMa inpainters of a SAM edit: OpenCV's Telea and LaMa model files through spandrel.
+
+Both fill the white part of a mask from the rest of the image and take no prompt. (The third kind
+of inpainter, a Stable Diffusion model, runs through `gridgen.backends.sd.edit`.) LaMa files are
+resolved like upscaler files and identified by spandrel; anything it cannot identify, or that is
+not an inpainting model, is a `ModelError` naming the file.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gridgen.backends.sd.upscale import to_image, to_tensor
+from gridgen.backends.sd.upscale_models import _loader
+from gridgen.errors import ModelError
+
+TELEA_RADIUS = 3  # px of neighbourhood each filled pixel is estimated from
+
+
+def telea(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """Alexandru Telea's fast marching inpainting (cv2.inpaint) of the mask's white pixels."""
+    import cv2
+
+    filled = cv2.inpaint(np.asarray(image.convert("RGB")), np.asarray(mask.convert("L")), TELEA_RADIUS,
+                         cv2.INPAINT_TELEA)
+    return Image.fromarray(filled, "RGB")
+
+
+@lru_cache(maxsize=2)
+def _load(path: Path, mtime_ns: int):
+    spandrel = _loader()
+    try:
+        descriptor = spandrel.ModelLoader("cpu").load_from_file(path)
+    except spandrel.UnsupportedModelError as exc:
+        raise ModelError(f"inpainter lama:{path}: spandrel cannot identify the model in this file; use a LaMa "
+                         f"model file (big-lama.pt, .pth or .safetensors)") from exc
+    except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many kinds on a bad file
+        raise ModelError(f"inpainter lama:{path}: cannot read the model file ({type(exc).__name__}: {exc}); "
+                         f"re-download it") from exc
+    if not isinstance(descriptor, spandrel.MaskedImageModelDescriptor):
+        raise ModelError(f"inpainter lama:{path}: this is a {descriptor.architecture.name} {descriptor.purpose} "
+                         f"model, not an inpainting model; use a LaMa model file")
+    return descriptor.eval()
+
+
+def load_lama(path: Path):
+    """The spandrel descriptor of the LaMa model in `path` (CPU, fp32), cached per modification time."""
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise ModelError(f"inpainter lama:{path}: cannot read the file ({exc})") from exc
+    return _load(path, mtime)
+
+
+@torch.inference_mode()
+def lama(model, image: Image.Image, mask: Image.Image, device: torch.device) -> Image.Image:
+    """LaMa's fill of the mask's white pixels (spandrel pads the image to the model's multiple and back)."""
+    model.to(device)
+    pixels = to_tensor(image, device)
+    holes = (to_tensor(mask.convert("RGB"), device)[:, :1] >= 0.5).float()
+    return to_image(model(pixels, holes))
