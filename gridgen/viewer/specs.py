@@ -177,12 +177,11 @@ def _models_dir(spec: GridSpec, options: RunOptions) -> Path | None:
 
 
 def _params_problems(spec: GridSpec, registry: P.Registry, options: RunOptions, allowed: list[Path]) -> list[Problem]:
-    """Every path-valued param any cell can resolve to: the defaults, the grid's params, each axis value
-    (a cell's params are those layers merged)."""
+    """Every path-valued param the spec sets: the grid's params and each axis value. gridgen's own
+    defaults are not the sender's choice (the embedded models, ELLA's usual T5 id) and are not checked."""
     kinds = {param.name: param.kind for param in registry if param.kind in ("path", "model")}
     models_dir = _models_dir(spec, options)
-    layers: list[tuple[dict[str, Any], dict[str, Location]]] = [(registry.defaults(), {}),
-                                                                (spec.base_params, spec.base_locations)]
+    layers: list[tuple[dict[str, Any], dict[str, Location]]] = [(spec.base_params, spec.base_locations)]
     layers += [(value.params, value.param_locations) for axis in spec.axes for value in axis.values]
     problems, seen = [], set()
     for params, locations in layers:
