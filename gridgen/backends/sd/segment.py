@@ -80,7 +80,8 @@ def load_sam(path: Path, device: torch.device) -> Sam:
     from transformers import SamModel, SamProcessor
 
     try:
-        model = SamModel.from_pretrained(path, local_files_only=True)
+        # fp32 whatever the file holds (the embedded SAM is stored in fp16): segment() feeds it fp32.
+        model = SamModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         processor = SamProcessor.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"sam_model {path}: cannot load it ({exc}); it must hold a SamModel and its "

@@ -190,12 +190,12 @@ class SamStage:
             size = tuple(max(factor, round(side / factor) * factor) for side in image.size)
         prepared = edit.prepare([(image, mask, params)], size, [image.size], parts.device)
         skip = int(params["clip_skip"])
-        cond = prompts([(str(params["prompt"]), skip)])
-        uncond = prompts([(str(params["negative_prompt"]), skip)])
+        text = prompts.conditioning([(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)])
         scheduler = make_scheduler(scheduler_choice(str(params["sampler"]), str(params["schedule"])),
                                    parts.scheduler_config)
-        latents = edit.denoise(parts, prepared, scheduler, cond, uncond, [float(params["cfg_scale"])],
-                               int(params["steps"]), float(params["denoise"]), [int(params["seed"])])
+        latents = edit.denoise(parts, prepared, scheduler, text.cond, text.uncond, [float(params["cfg_scale"])],
+                               int(params["steps"]), float(params["denoise"]), [int(params["seed"])],
+                               masks=(text.cond_mask, text.uncond_mask))
         (decoded,) = images.decode(parts.vae, latents)
         return prepared.finish[0](decoded)
 
