@@ -8,7 +8,6 @@ not an inpainting model, is a `ModelError` naming the file.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ import torch
 from PIL import Image
 
 from gridgen.backends.sd.upscale import to_image, to_tensor
-from gridgen.backends.sd.upscale_models import _loader
-from gridgen.errors import ModelError
+from gridgen.backends.sd.upscale_models import load_model_file
 
 TELEA_RADIUS = 3  # px of neighbourhood each filled pixel is estimated from
 
@@ -31,30 +29,10 @@ def telea(image: Image.Image, mask: Image.Image) -> Image.Image:
     return Image.fromarray(filled, "RGB")
 
 
-@lru_cache(maxsize=2)
-def _load(path: Path, mtime_ns: int):
-    spandrel = _loader()
-    try:
-        descriptor = spandrel.ModelLoader("cpu").load_from_file(path)
-    except spandrel.UnsupportedModelError as exc:
-        raise ModelError(f"inpainter lama:{path}: spandrel cannot identify the model in this file; use a LaMa "
-                         f"model file (big-lama.pt, .pth or .safetensors)") from exc
-    except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many kinds on a bad file
-        raise ModelError(f"inpainter lama:{path}: cannot read the model file ({type(exc).__name__}: {exc}); "
-                         f"re-download it") from exc
-    if not isinstance(descriptor, spandrel.MaskedImageModelDescriptor):
-        raise ModelError(f"inpainter lama:{path}: this is a {descriptor.architecture.name} {descriptor.purpose} "
-                         f"model, not an inpainting model; use a LaMa model file")
-    return descriptor.eval()
-
-
 def load_lama(path: Path):
     """The spandrel descriptor of the LaMa model in `path` (CPU, fp32), cached per modification time."""
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError as exc:
-        raise ModelError(f"inpainter lama:{path}: cannot read the file ({exc})") from exc
-    return _load(path, mtime)
+    return load_model_file(path, f"inpainter lama:{path}", "use a LaMa model file (big-lama.pt, .pth or "
+                           ".safetensors)", "MaskedImageModelDescriptor")
 
 
 @torch.inference_mode()

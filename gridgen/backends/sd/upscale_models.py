@@ -97,31 +97,44 @@ def _loader():
     return spandrel
 
 
+def load_model_file(path: Path, label: str, use_instead: str, expected: str):
+    """spandrel's descriptor of the model in `path` (CPU, fp32), cached per modification time.
+
+    `label` names the value in errors ("upscaler X", "inpainter lama:X"), `use_instead` says what to
+    use when spandrel cannot identify the file, and `expected` is the descriptor class the caller
+    needs (`ImageModelDescriptor`, `MaskedImageModelDescriptor`); raises ModelError.
+    """
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise ModelError(f"{label}: cannot read the file ({exc})") from exc
+    descriptor = _load(path, mtime, label, use_instead)
+    if type(descriptor).__name__ != expected:
+        kind = "an upscaler" if expected == "ImageModelDescriptor" else "an inpainting model"
+        raise ModelError(f"{label}: this is a {descriptor.architecture.name} {descriptor.purpose} model, "
+                         f"not {kind}; {use_instead}")
+    return descriptor
+
+
 @lru_cache(maxsize=8)
-def _load(path: Path, mtime_ns: int):
+def _load(path: Path, mtime_ns: int, label: str, use_instead: str):
     spandrel = _loader()
     try:
-        descriptor = spandrel.ModelLoader("cpu").load_from_file(path)
+        return spandrel.ModelLoader("cpu").load_from_file(path).eval()
     except spandrel.UnsupportedModelError as exc:
-        more = "" if "spandrel_extra_arches" in sys.modules else " (installing spandrel_extra_arches adds more)"
-        raise ModelError(f"upscaler {path}: spandrel cannot identify the model in this file, its architecture is "
-                         f"unknown{more}; use an ESRGAN, Real-ESRGAN, SwinIR, DAT, HAT or Compact model file") from exc
+        raise ModelError(f"{label}: spandrel cannot identify the model in this file, its architecture is "
+                         f"unknown; {use_instead}") from exc
     except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many kinds on a bad file
-        raise ModelError(f"upscaler {path}: cannot read the model file ({type(exc).__name__}: {exc}); "
+        raise ModelError(f"{label}: cannot read the model file ({type(exc).__name__}: {exc}); "
                          f"re-download it or check that it is a .pth or .safetensors model") from exc
-    if not isinstance(descriptor, spandrel.ImageModelDescriptor):
-        raise ModelError(f"upscaler {path}: this is a {descriptor.architecture.name} {descriptor.purpose} model, "
-                         f"not an upscaler; use a super-resolution model file")
-    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
-        raise ModelError(f"upscaler {path}: this model takes {descriptor.input_channels} and gives "
-                         f"{descriptor.output_channels} channels; gridgen upscales RGB images (3 channels)")
-    return descriptor.eval()
 
 
 def load_upscale_model(path: Path):
     """The spandrel `ImageModelDescriptor` in `path` (on the CPU, fp32), cached; raises ModelError."""
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError as exc:
-        raise ModelError(f"upscaler {path}: cannot read the file ({exc})") from exc
-    return _load(path, mtime)
+    more = "" if "spandrel_extra_arches" in sys.modules else " (installing spandrel_extra_arches adds more)"
+    descriptor = load_model_file(path, f"upscaler {path}", f"use an ESRGAN, Real-ESRGAN, SwinIR, DAT, HAT or "
+                                 f"Compact model file{more}", "ImageModelDescriptor")
+    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
+        raise ModelError(f"upscaler {path}: this model takes {descriptor.input_channels} and gives "
+                         f"{descriptor.output_channels} channels; gridgen upscales RGB images (3 channels)")
+    return descriptor
