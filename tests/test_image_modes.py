@@ -220,8 +220,8 @@ def test_inpaint_full_res_redraws_the_crop_at_the_model_size_and_pastes_it_back(
 
     seen = []
     original = edit.denoise
-    monkeypatch.setattr(edit, "denoise", lambda parts, prepared, *rest: seen.append(prepared.pixels.shape) or
-                        original(parts, prepared, *rest))
+    monkeypatch.setattr(edit, "denoise", lambda parts, prepared, *rest, **text: seen.append(prepared.pixels.shape)
+                        or original(parts, prepared, *rest, **text))
     (result,) = backend.render([cell(init_image="wide.png", mask="wide-mask.png", inpaint_full_res=True,
                                      padding_mask_crop=4, denoise=0.9)])
     assert seen == [(1, 3, 64, 64)]  # the crop, at the model's native size, not the 96x64 image

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -258,11 +259,17 @@ def test_without_a_vocabulary_package_single_files_say_what_to_install(tiny, tmp
 def test_kind_comes_from_the_unet_and_other_kinds_are_refused_until_rendered(tiny, tmp_path):
     tiny[0]["sd1-inpaint"].write(tmp_path / "inpaint.safetensors")
     backend = DiffusersBackend(BackendContext(spec_dir=tmp_path))
+    # An inpainting model renders, given something to inpaint.
     (message,) = messages(backend.validate(make_cell(model="inpaint.safetensors").params), "model")
-    assert "'inpaint.safetensors' is an inpaint model (9-channel UNet)" in message
-    assert "does not render inpaint" in message
+    assert "inpainting model (a 9-channel UNet)" in message and "init_image and mask" in message
     folder = backend.validate(make_cell(model=str(tiny[0]["sd1-inpaint"].folder)).params)
-    assert "an inpaint model" in messages(folder, "model")[0]
+    assert "init_image and mask" in messages(folder, "model")[0]
+    pix2pix = tmp_path / "pix2pix"
+    shutil.copytree(tiny[0]["sd1"].folder, pix2pix)
+    config = json.loads((pix2pix / "unet" / "config.json").read_text())
+    (pix2pix / "unet" / "config.json").write_text(json.dumps({**config, "in_channels": 8}))
+    (message,) = messages(backend.validate(make_cell(model=str(pix2pix)).params), "model")
+    assert "is an instruct-pix2pix model (8-channel UNet)" in message and "does not render instruct-pix2pix" in message
 
 
 def test_pipeline_param_must_fit_the_unet(tiny, tmp_path):
@@ -278,8 +285,7 @@ def test_a_param_of_another_kind_names_the_param_and_the_models_kind(tiny, tmp_p
     monkeypatch.setitem(kinds.PARAM_KINDS, "mask", frozenset({"inpaint"}))
     backend = DiffusersBackend(BackendContext(spec_dir=tmp_path))
     problems = backend.validate(make_cell(model=str(tiny[0]["sd1"].folder), mask="m.png").params)
-    (message,) = messages(problems, "mask")
-    assert "mask is for inpaint models" in message and "txt2img model" in message
+    assert any("mask is for inpaint models" in m and "txt2img model" in m for m in messages(problems, "mask"))
 
 
 def test_prediction_param_overrides_the_scheduler(tiny, tmp_path):
@@ -507,7 +513,7 @@ def test_gridgen_run_reports_every_bad_model_with_its_spec_line(tiny, tmp_path, 
     err = capsys.readouterr().err
     assert f"{spec}:5:" in err
     assert "'missing-model' not found" in err
-    assert "'inpainter' is an inpaint model (9-channel UNet); gridgen does not render inpaint yet" in err
+    assert "inpainting model (a 9-channel UNet); give it init_image and mask" in err
     assert f"cannot read checkpoint {models_dir / 'Stable-diffusion' / 'broken.ckpt'}" in err
     assert not (tmp_path / "out" / "images").exists()
 

@@ -76,10 +76,7 @@ def problems(params: dict[str, Any], in_channels: int | None) -> list[tuple[str,
     if in_channels == INPAINT_CHANNELS and mode != "inpaint" and not params.get("sam_prompt"):
         found.append(("model", "this is an inpainting model (a 9-channel UNet); give it init_image and mask, "
                                "or use a txt2img model"))
-    if in_channels not in (None, 4, INPAINT_CHANNELS):
-        found.append(("model", f"this model's UNet takes {in_channels} channels; gridgen runs 4-channel "
-                               f"(txt2img/img2img) and 9-channel (inpainting) models"))
-    return found
+    return found  # other channel counts are the kinds check's (gridgen.backends.sd.kinds)
 
 
 @dataclass
