@@ -17,7 +17,7 @@ from gridgen.errors import SpecError
 from gridgen.params import Registry
 from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
-from gridgen.tiny import TINY_MODEL_DIR, TINY_VARIANT_DIRS
+from gridgen.tiny import TINY_MODEL_DIR
 from tests.spec_helpers import write_spec
 
 
@@ -275,8 +275,6 @@ def test_cells_with_different_images_and_masks_share_a_batch_and_denoise_splits_
     assert np.abs(pixels(alone.image) - out["other_png/corner_png/0_5"]).max() <= 1
 
 
-@pytest.mark.skipif(not (TINY_VARIANT_DIRS["inpaint"] / "model_index.json").is_file(),
-                    reason="the trained gridgen-tiny-inpaint is not shipped in this checkout yet")
 def test_the_shipped_tiny_inpaint_model_removes_a_shape(tmp_path):
     from gridgen.tiny import data as shapes
 

@@ -331,8 +331,6 @@ def test_an_edit_grid_over_telea_caches_across_prompts(folder, tmp_path, monkeyp
     assert not np.array_equal(images[sd[0]], images[sd[1]])  # the SD inpainter follows the prompt
 
 
-@pytest.mark.skipif(not (TINY_VARIANT_DIRS["sam"] / "config.json").is_file(),
-                    reason="the trained gridgen-tiny-sam is not shipped in this checkout yet")
 def test_the_shipped_tiny_sam_finds_a_shape_from_a_point_on_a_resized_image():
     from gridgen.tiny import data as shapes
 
