@@ -173,9 +173,9 @@ def test_text_embeddings_are_cached(backend):
     try:
         list(backend.render([make_cell(prompt="a cached prompt", negative_prompt="a cached negative", seed=9)]))
         assert encodes == []
-        misses = backend.prompts.misses
+        misses = backend.prompts.cache.misses
         list(backend.render([make_cell(prompt="a new prompt", negative_prompt="a cached negative")]))
-        assert encodes == [1] and backend.prompts.misses == misses + 1
+        assert encodes == [1] and backend.prompts.cache.misses == misses + 1
     finally:
         hook.remove()
 

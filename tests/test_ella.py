@@ -334,11 +334,11 @@ def test_mixed_length_prompts_in_one_batch_match_each_alone(backend, mode):
 def test_t5_features_are_encoded_once_per_prompt_and_token_length(backend):
     list(backend.render([make_cell(prompt="green circle", token_length="64")]))
     features = backend.ella._text[1]
-    before = features.misses
+    before = features.cache.misses
     list(backend.render([make_cell(prompt="green circle", token_length="64", seed=s) for s in range(3)]))
-    assert features.misses == before
+    assert features.cache.misses == before
     list(backend.render([make_cell(prompt="green circle", token_length="flexible")]))
-    assert features.misses == before + 1
+    assert features.cache.misses == before + 1
 
 
 def test_the_bundled_axes_teach_every_value():

@@ -422,7 +422,7 @@ class DiffusersBackend:
         """Lines for the run summary."""
         lines = [self.cache.stats.line(), f"models: {self.models.loads} loaded, {self.models.hits} reused from memory"]
         if self.prompts is not None:
-            lines.append(f"text embeddings: {self.prompts.hits} cached, {self.prompts.misses} encoded")
+            lines.append(f"text embeddings: {self.prompts.cache.hits} cached, {self.prompts.cache.misses} encoded")
         return lines + self.ella.stats()
 
     def close(self) -> None:

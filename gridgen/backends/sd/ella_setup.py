@@ -217,7 +217,7 @@ class EllaRuntime:
     def stats(self) -> list[str]:
         if self._text is None:
             return []
-        return [f"T5 features: {self._text[1].hits} cached, {self._text[1].misses} encoded"]
+        return [f"T5 features: {self._text[1].cache.hits} cached, {self._text[1].cache.misses} encoded"]
 
     def close(self) -> None:
         self._connector = None

@@ -8,12 +8,12 @@ fixed token length pads or truncates every prompt to that many tokens, as ELLA w
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from gridgen.backends.sd.encoding_cache import EncodingCache
 from gridgen.errors import ModelError
 
 FLEXIBLE = "flexible"
@@ -45,27 +45,18 @@ class T5Features:
     def __init__(self, tokenizer, encoder, capacity: int = 1024):
         self.tokenizer = tokenizer
         self.encoder = encoder
-        self.capacity = capacity
-        self.hits = 0
-        self.misses = 0
-        self._cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+        self.cache: EncodingCache[tuple[str, str], torch.Tensor] = EncodingCache(capacity)
 
     def __call__(self, requests: Sequence[tuple[str, str]]) -> list[torch.Tensor]:
         """Features for each (text, token_length) request, in request order; lengths may differ."""
-        missing = [key for key in dict.fromkeys(requests) if key not in self._cache]
-        self.hits += len(requests) - len(missing)
-        self.misses += len(missing)
-        for length in sorted({length for _, length in missing}):
-            texts = [text for text, wanted in missing if wanted == length]
-            for text, features in zip(texts, self._encode(texts, length), strict=True):
-                self._cache[(text, length)] = features
-        rows = []
-        for key in requests:
-            self._cache.move_to_end(key)
-            rows.append(self._cache[key])
-        while len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
-        return rows
+        return self.cache.lookup(list(requests), self._encode_missing)
+
+    def _encode_missing(self, keys: list[tuple[str, str]]) -> list[torch.Tensor]:
+        encoded: dict[tuple[str, str], torch.Tensor] = {}
+        for length in sorted({length for _, length in keys}):  # one encoder pass per token length
+            group = [key for key in keys if key[1] == length]
+            encoded.update(zip(group, self._encode([text for text, _ in group], length), strict=True))
+        return [encoded[key] for key in keys]
 
     def _encode(self, texts: list[str], length: str) -> list[torch.Tensor]:
         if length == FLEXIBLE:

@@ -13,13 +13,13 @@ applied): a grid repeats the same prompts and negative prompts across many cells
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from gridgen.backends.sd.embeddings import spell_tokens
+from gridgen.backends.sd.encoding_cache import EncodingCache
 from gridgen.backends.sd.prompt_syntax import parse
 
 COMMA_BACKTRACK = 20  # A1111's default "prompt word wrap length limit"
@@ -86,38 +86,28 @@ class PromptEncoder:
     def __init__(self, tokenizer, text_encoder, capacity: int = 1024):
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
-        self.capacity = capacity
-        self.hits = 0
-        self.misses = 0
+        self.cache: EncodingCache[tuple[str, int, Hashable], torch.Tensor] = EncodingCache(capacity)
         self.state: Hashable = ()  # anything besides the text that changes an encoding (text-encoder LoRAs)
         self.embedding_names: list[str] = []  # textual-inversion embeddings loaded into the text encoder
         self.embedding_tokens: dict[int, list[int]] = {}  # first token of each loaded embedding -> all its tokens
-        self._cache: OrderedDict[tuple[str, int, Hashable], torch.Tensor] = OrderedDict()
         self.window = tokenizer.model_max_length - 2
         self._comma = tokenizer.get_vocab().get(",</w>")
 
     @torch.inference_mode()
     def encode(self, requests: Sequence[tuple[str, int]]) -> list[torch.Tensor]:
         """Embeddings for each (text, clip_skip) request, in request order; lengths differ with chunk counts."""
-        keys = [(text, skip, self.state) for text, skip in requests]
-        missing = [key for key in dict.fromkeys(keys) if key not in self._cache]
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
-        for clip_skip in sorted({skip for _, skip, _ in missing}):
-            texts = [text for text, skip, _ in missing if skip == clip_skip]
-            for text, embedding in zip(texts, self._encode(texts, clip_skip), strict=True):
-                self._cache[(text, clip_skip, self.state)] = embedding
-        rows = []
-        for key in keys:
-            self._cache.move_to_end(key)
-            rows.append(self._cache[key])
-        while len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
-        return rows
+        return self.cache.lookup([(text, skip, self.state) for text, skip in requests], self._encode_missing)
+
+    def _encode_missing(self, keys: list[tuple[str, int, Hashable]]) -> list[torch.Tensor]:
+        encoded: dict[tuple[str, int, Hashable], torch.Tensor] = {}
+        for clip_skip in sorted({skip for _, skip, _ in keys}):  # one encoder pass per CLIP skip
+            group = [key for key in keys if key[1] == clip_skip]
+            encoded.update(zip(group, self._encode([text for text, _, _ in group], clip_skip), strict=True))
+        return [encoded[key] for key in keys]
 
     def forget(self) -> None:
         """Drop every cached encoding (the tokenizer learnt new words: cached texts may spell them)."""
-        self._cache.clear()
+        self.cache.clear()
 
     def conditioning(self, prompts: Sequence[tuple[str, int]], negatives: Sequence[tuple[str, int]]) -> Conditioning:
         """The batch's prompts and negative prompts, stacked.

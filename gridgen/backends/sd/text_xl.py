@@ -9,11 +9,11 @@ StableDiffusionXLPipeline builds them. Encodings are cached per (text, clip_skip
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
 
+from gridgen.backends.sd.encoding_cache import EncodingCache
 from gridgen.backends.sd.text import Conditioning
 
 
@@ -23,24 +23,10 @@ class SdxlPromptEncoder:
     def __init__(self, tokenizers: Sequence, text_encoders: Sequence, capacity: int = 1024):
         self.tokenizers = list(tokenizers)
         self.text_encoders = list(text_encoders)
-        self.capacity = capacity
-        self.hits = 0
-        self.misses = 0
-        self._cache: OrderedDict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.cache: EncodingCache[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = EncodingCache(capacity)
 
     def _lookup(self, requests: Sequence[tuple[str, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        missing = [key for key in dict.fromkeys(requests) if key not in self._cache]
-        self.hits += len(requests) - len(missing)
-        self.misses += len(missing)
-        for text, clip_skip in missing:
-            self._cache[(text, clip_skip)] = self._encode(text, clip_skip)
-        rows = []
-        for key in requests:
-            self._cache.move_to_end(key)
-            rows.append(self._cache[key])
-        while len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
-        return rows
+        return self.cache.lookup(list(requests), lambda missing: [self._encode(*key) for key in missing])
 
     def encode(self, requests: Sequence[tuple[str, int]]) -> list[torch.Tensor]:
         """The context of each request, in request order (one 77-token window each)."""
