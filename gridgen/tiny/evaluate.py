@@ -30,8 +30,8 @@ BATCH_MAE_BAR = 1 / 255  # in [0, 1] pixel units
 STEPS = 20  # A1111's default step count; each sampler is judged at its own `usual_steps`
 SEEDS = (1, 2)
 
-_PALETTE_NAMES = list(shapes.COLORS)
-_PALETTE = np.array([shapes.COLORS[name] for name in _PALETTE_NAMES], dtype=np.float32)
+PALETTE_NAMES = list(shapes.COLORS)
+PALETTE = np.array([shapes.COLORS[name] for name in PALETTE_NAMES], dtype=np.float32)
 _BACKGROUND_NAMES = list(shapes.BACKGROUNDS)
 _BACKGROUNDS = np.array([shapes.BACKGROUNDS[name] for name in _BACKGROUND_NAMES], dtype=np.float32)
 FOREGROUND_DISTANCE = 60.0  # RGB distance from the background above which a pixel is foreground
@@ -54,7 +54,7 @@ def _border(image: np.ndarray, width: int = 2) -> np.ndarray:
                            image[:, :width].reshape(-1, 3), image[:, -width:].reshape(-1, 3)])
 
 
-def _nearest(colors: np.ndarray, palette: np.ndarray) -> np.ndarray:
+def nearest(colors: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return np.argmin(((colors[:, None, :] - palette[None, :, :]) ** 2).sum(-1), axis=1)
 
 
@@ -101,7 +101,7 @@ def classify(image) -> Reading:
     """Read an RGB image (PIL or HxWx3 uint8) of one shape on a plain background."""
     pixels = np.asarray(image, dtype=np.float32)[..., :3]
     background_rgb = np.median(_border(pixels), axis=0)
-    background = _BACKGROUND_NAMES[int(_nearest(background_rgb[None], _BACKGROUNDS)[0])]
+    background = _BACKGROUND_NAMES[int(nearest(background_rgb[None], _BACKGROUNDS)[0])]
     # smoothed a little, so that pixel noise does not fray the shape's outline
     distance = ndimage.gaussian_filter(np.sqrt(((pixels - background_rgb) ** 2).sum(-1)), 0.7)
     foreground = distance > FOREGROUND_DISTANCE
@@ -111,8 +111,8 @@ def classify(image) -> Reading:
     # the color votes come from the shape's core: its blurred rim mixes in the background's color
     core = foreground & (distance >= 0.6 * np.percentile(distance[foreground], 95))
     colors = pixels[core]
-    votes = np.bincount(_nearest(colors, _PALETTE), minlength=len(_PALETTE))
-    color = _PALETTE_NAMES[int(votes.argmax())]
+    votes = np.bincount(nearest(colors, PALETTE), minlength=len(PALETTE))
+    color = PALETTE_NAMES[int(votes.argmax())]
     high, low = colors.max(-1), colors.min(-1)
     saturation = float(np.mean(np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)))
     # an opening by a 3x3 square drops one-pixel specks and spurs but keeps a square's corners

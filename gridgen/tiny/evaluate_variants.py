@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from gridgen.tiny import TINY_VARIANT_DIRS
 from gridgen.tiny import data as shapes
-from gridgen.tiny.evaluate import _PALETTE, _PALETTE_NAMES, FOREGROUND_DISTANCE, _nearest
+from gridgen.tiny.evaluate import FOREGROUND_DISTANCE, PALETTE, PALETTE_NAMES, nearest
 from gridgen.tiny.inpaint import mask_around
 
 HELDOUT_SEED = 31_337
@@ -85,8 +85,8 @@ def inpaint_figures(folder: Path = TINY_VARIANT_DIRS["inpaint"], n: int = 24) ->
         near.append(float((np.linalg.norm(gone[mask] - background, axis=-1) < FOREGROUND_DISTANCE).mean()))
         region = fill[mask]
         painted = region[np.linalg.norm(region - background, axis=-1) >= FOREGROUND_DISTANCE]
-        votes = np.bincount(_nearest(painted, _PALETTE), minlength=len(_PALETTE)) if len(painted) else None
-        hits.append(votes is not None and _PALETTE_NAMES[int(votes.argmax())] == other)
+        votes = np.bincount(nearest(painted, PALETTE), minlength=len(PALETTE)) if len(painted) else None
+        hits.append(votes is not None and PALETTE_NAMES[int(votes.argmax())] == other)
         outside.append(float(np.abs(gone[~mask] - sample.image[~mask]).mean()))
     return InpaintFigures(float(np.mean(near)), float(np.mean(hits)), float(np.mean(outside)))
 

@@ -84,8 +84,8 @@ def train(out: Path, settings: Settings, device: torch.device, log: Logger) -> N
         samples = shapes.make_batch(settings.seed * 1_000_003 + 900_000_011 + step, settings.unet_batch)
         boxes = step % 2 == 1  # alternate: a forward pass takes one prompt kind and one mask count
         inputs = prompt_inputs(processor, samples, boxes, rng).to(device)
-        inputs.pop("original_sizes"), inputs.pop("reshaped_input_sizes")
-        outputs = model(**inputs, multimask_output=not boxes)
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("original_sizes", "reshaped_input_sizes")}
+        outputs = model(**model_inputs, multimask_output=not boxes)
         logits = outputs.pred_masks[:, 0]  # (B, masks, 64, 64): the images are not resized, only normalized
         target = torch.from_numpy(np.stack([s.mask for s in samples])).float().to(device)[:, None]
         losses = mask_loss(logits, target)
