@@ -112,9 +112,6 @@ def upscale_figures():
     return evv.upscale_figures()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 4's x4 bar is not met yet: the shipped x4 model is +0.72 dB over "
-                                       "bicubic at noise_level 20 (bar +1 dB); strict, so weights that meet it "
-                                       "turn this into a failure that asks for the mark to go")
 def test_x4_upscaler_beats_bicubic_by_1_db(upscale_figures):
     gain = upscale_figures.psnr_model - upscale_figures.psnr_bicubic
     assert gain >= evv.PSNR_GAIN_BAR, f"PSNR gain over bicubic at noise_level 20: {gain:+.2f} dB"

@@ -43,7 +43,7 @@ LOW_RES = shapes.SIZE // 4
 # The schedule that noises the small image; SD's x4 upscaler uses this one.
 LOW_RES_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
                      "beta_schedule": "scaled_linear", "clip_sample": False, "variance_type": "fixed_small"}
-DEFAULTS = {"unet_steps": 1500, "warmup": 100, "unet_lr": 1e-3}
+DEFAULTS = {"unet_steps": 2400, "warmup": 100, "unet_lr": 1e-3}
 
 
 @torch.no_grad()
