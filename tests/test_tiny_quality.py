@@ -1,4 +1,4 @@
-"""Issue 4's quality bars, asserted on the gridgen-tiny weights shipped in the package.
+"""The gridgen-tiny quality bars, asserted on the gridgen-tiny weights shipped in the package.
 
 txt2img images are rendered through gridgen's own diffusers backend, the way a grid renders them,
 and read back by `gridgen.tiny.evaluate`'s color and shape classifier; the inpaint, x4 and SAM

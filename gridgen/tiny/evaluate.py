@@ -21,7 +21,7 @@ from scipy import ndimage
 from gridgen.tiny import TINY_MODEL_DIR
 from gridgen.tiny import data as shapes
 
-# The bars of issue 4, txt2img.
+# The quality bars the shipped txt2img weights must meet.
 COLOR_BAR = 0.90
 SHAPE_BAR = 0.75
 UNCOND_COLOR_BAR = 0.40

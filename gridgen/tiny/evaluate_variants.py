@@ -1,4 +1,4 @@
-"""Measures the inpaint, x4 and SAM variants of gridgen-tiny against issue 4's bars:
+"""Measures the inpaint, x4 and SAM variants of gridgen-tiny against their quality bars:
 `python -m gridgen.tiny.evaluate_variants [--inpaint DIR] [--x4 DIR] [--sam DIR]`.
 
 Each runs through its library's own code path (diffusers' `StableDiffusionInpaintPipeline` and
@@ -25,7 +25,7 @@ from gridgen.tiny.inpaint import mask_around
 
 HELDOUT_SEED = 31_337
 STEPS = 20
-# The bars of issue 4. "Takes that color" has no number in the issue; the txt2img color bar is used.
+# The quality bars. A fill "takes the prompted color" has no number of its own; the txt2img color bar is used.
 REMOVE_BAR = 0.90  # fraction of masked pixels that end near the background color
 FILL_COLOR_BAR = 0.90  # fraction of fills whose masked region is mostly the prompted color
 PSNR_GAIN_BAR = 1.0  # dB over bicubic at noise_level 20

@@ -15,7 +15,8 @@ are the settings that made the shipped weights (about 45 minutes on a busy 2-cor
 thread). CUDA is used when present. The UNet's learning rate is constant after warmup, so the
 checkpoint a longer run writes at step N (`--checkpoint-every`) is exactly what `--steps N` gives.
 
-Only the txt2img variant exists so far; issue 4's inpaint, x4 upscaler and SAM variants are to come.
+`--variant inpaint`, `x4` and `sam` train the companions from the shipped txt2img folder (see
+`gridgen.tiny.inpaint`, `gridgen.tiny.upscaler`, `gridgen.tiny.sam`), each with its own defaults.
 """
 
 from __future__ import annotations
