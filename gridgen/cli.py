@@ -37,6 +37,7 @@ def _options(args) -> RunOptions:
                       device=args.device, dtype=args.dtype, batch_size=args.batch_size, strict=args.strict,
                       overwrite=getattr(args, "overwrite", False), compile=getattr(args, "compile", False),
                       channels_last=getattr(args, "channels_last", False),
+                      cpu_shards=getattr(args, "cpu_shards", 0),
                       executor=getattr(args, "executor", "local"), ray_address=getattr(args, "ray_address", None),
                       gpus_per_worker=getattr(args, "gpus_per_worker", 1.0), workers=getattr(args, "workers", None))
 
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE (worth it on CUDA)")
     run.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on recent GPUs)")
+    run.add_argument("--cpu-shards", type=int, default=0, metavar="N",
+                     help="on the CPU, run each UNet batch as N slices on single-threaded workers "
+                          "(default: one per core torch uses; 1: off)")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local: this process; ray: one worker per GPU of a Ray cluster (pip install gridgen[ray])")
     run.add_argument("--ray-address", metavar="auto|HOST:PORT",

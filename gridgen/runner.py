@@ -37,6 +37,7 @@ class RunOptions:
     overwrite: bool = False
     compile: bool = False
     channels_last: bool = False
+    cpu_shards: int = 0  # 0: one per intra-op thread; 1: off
     executor: str = "local"  # "local" (this process) or "ray" (one worker per GPU of a Ray cluster)
     ray_address: str | None = None  # "auto" or HOST:PORT of a running cluster; default: start a local one
     gpus_per_worker: float = 1.0  # GPUs each ray worker holds (0: CPU workers)
@@ -76,7 +77,7 @@ def prepare(spec_path: Path, options: RunOptions) -> Prepared:
     registry = P.Registry()
     context = BackendContext(spec_dir=spec_path.parent.resolve(), device=options.device, dtype=options.dtype,
                              max_batch=options.batch_size, compile=options.compile,
-                             channels_last=options.channels_last)
+                             channels_last=options.channels_last, cpu_shards=options.cpu_shards)
     backend = load_backend(options.backend or peek_backend(spec_path), context)
     for extra in backend.extra_params():
         registry.add(extra)

@@ -74,6 +74,7 @@ def inputs_of(backend, component: str):
 def test_every_sampler_renders_a_finite_varied_image(backend, sampler):
     with inputs_of(backend, "vae.post_quant_conv") as latents:
         (result,) = backend.render([make_cell(sampler=sampler.name, steps=3)])
+        assert result.image  # the decode runs on the decoder's thread: wait for it while the hook is on
     assert torch.isfinite(latents[0]).all()
     assert result.image.mode == "RGB" and result.image.size == (64, 64)
     assert pixels(result).std() > 1.0

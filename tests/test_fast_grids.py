@@ -1,4 +1,5 @@
-"""Fast grids: batching never changes a cell, shared stages run once, out-of-memory halves the batch."""
+"""Fast grids: batching never changes a cell, shared stages run once, out-of-memory halves the batch, CPU
+batches split across workers and the VAE decode runs off the render thread without changing an image."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import resource
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ import torch
 from PIL import Image
 
 from gridgen.backends.diffusers_backend import DiffusersBackend
+from gridgen.backends.sd import decoding
+from gridgen.backends.sd.cpu_shards import BatchShards
 from gridgen.runner import RunOptions, execute, prepare
 from tests.spec_helpers import write_spec
 
@@ -92,6 +96,81 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_image(tmp_path, monkeypa
     assert summary.failed == 0 and images.keys() == reference.keys()
     assert all(np.abs(images[key] - reference[key]).mean() <= 1.0 for key in images)
     assert max(size for size in sizes) == 8 and sizes[-1] <= 2
+
+
+def test_cpu_shards_split_a_batch_without_changing_a_cell(tmp_path):
+    spec = write_spec(tmp_path, MIXED_GRID)
+    whole, _ = _run(spec, tmp_path / "whole", batch_size=8, cpu_shards=1)
+    # Three workers over batches whose guided rows differ (CFG 1 cells have no unconditional half).
+    split, _ = _run(spec, tmp_path / "split", batch_size=8, cpu_shards=3)
+    assert whole.keys() == split.keys()
+    assert max(np.abs(whole[key] - split[key]).mean() for key in whole) <= 1.0
+    entry = json.loads((tmp_path / "split" / "journal.jsonl").read_text().splitlines()[0])
+    assert entry["metadata"]["options"]["cpu_shards"] == 3
+
+
+def test_batch_shards_slice_every_batched_input_and_join_the_outputs():
+    seen = []
+
+    def forward(sample, scale, context=None, extra=None):
+        seen.append((sample.shape[0], context.shape[0], extra["rows"].shape[0], extra["fixed"].shape[0]))
+        return {"sample": sample * scale + context.sum(dim=1, keepdim=True)}["sample"], scale
+
+    shards = BatchShards(3)
+    try:
+        sample, context = torch.arange(7.0).view(7, 1), torch.ones(7, 2)
+        extra = {"rows": torch.zeros(7), "fixed": torch.zeros(2)}
+        out, scale = shards.wrap(forward)(sample, 2.0, context=context, extra=extra)
+    finally:
+        shards.close()
+    assert torch.equal(out, sample * 2 + 2) and scale == 2.0
+    assert sorted(seen) == [(2, 2, 2, 2), (2, 2, 2, 2), (3, 3, 3, 2)]
+
+
+def test_the_vae_decode_runs_off_the_render_thread(tmp_path, monkeypatch):
+    threads: list[str] = []
+    original = decoding.images.decode
+
+    def recording(vae, latents):
+        threads.append(threading.current_thread().name)
+        return original(vae, latents)
+
+    monkeypatch.setattr(decoding.images, "decode", recording)
+    images, summary = _run(write_spec(tmp_path, MIXED_GRID), tmp_path / "out", batch_size=8)
+    assert len(images) == 16 and summary.failed == 0
+    assert threads and all(name.startswith("gridgen-decode") for name in threads)
+
+
+def test_out_of_memory_in_the_decode_decodes_one_image_at_a_time(tmp_path, monkeypatch):
+    spec = write_spec(tmp_path, MIXED_GRID)
+    reference, _ = _run(spec, tmp_path / "reference", batch_size=8)
+    original = decoding.images.decode
+
+    def limited(vae, latents):
+        if latents.shape[0] > 1:
+            raise torch.OutOfMemoryError("fake allocator limit")
+        return original(vae, latents)
+
+    monkeypatch.setattr(decoding.images, "decode", limited)
+    images, summary = _run(spec, tmp_path / "limited", batch_size=8)
+    assert summary.failed == 0 and images.keys() == reference.keys()
+    assert all(np.abs(images[key] - reference[key]).mean() <= 1.0 for key in images)
+
+
+def test_a_failed_decode_fails_its_cells_and_a_rerun_renders_them(tmp_path, monkeypatch):
+    spec = write_spec(tmp_path, MIXED_GRID)
+
+    def no_memory(vae, latents):
+        raise torch.OutOfMemoryError("fake allocator limit")
+
+    options = RunOptions(out=tmp_path / "out", batch_size=8)
+    with monkeypatch.context() as patched:
+        patched.setattr(decoding.images, "decode", no_memory)
+        summary = execute(prepare(spec, options), options, show_progress=False)
+    assert summary.failed == 16 and summary.rendered == 0
+    assert any("out of device memory decoding" in error for error in summary.errors)
+    images, summary = _run(spec, tmp_path / "out", batch_size=8)
+    assert summary.failed == 0 and len(images) == 16
 
 
 def _peak_rss_mb(spec: Path, out: Path) -> float:

@@ -7,6 +7,7 @@ A backend is the only code that touches torch. The executor hands it batches of 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +33,7 @@ class BackendContext:
     model_cache_bytes: int | None = None  # loaded models kept for reuse; None: a quarter of RAM, at most 16 GiB
     compile: bool = False  # torch.compile the UNet and the VAE decoder (CUDA; compiles once per shape)
     channels_last: bool = False  # NHWC memory format for the convolutions (faster on recent GPUs)
+    cpu_shards: int = 0  # CPU: split each UNet batch across this many single-threaded workers; 0 one per thread
 
 
 class BatchOutOfMemory(Exception):
@@ -44,11 +46,18 @@ class BatchOutOfMemory(Exception):
 
 @dataclass
 class Result:
+    """One rendered cell. Its image may still be in the making (a Future, e.g. a VAE decode on another
+    thread): `image` waits for it, and `timings` are complete once it has."""
+
     cell: Cell
-    image: Image.Image
+    pending: Image.Image | Future
     metadata: dict[str, Any] = field(default_factory=dict)  # facts the backend wants recorded
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     files: dict[str, Image.Image] = field(default_factory=dict)  # extra images saved next to it, by name (mask)
+
+    @property
+    def image(self) -> Image.Image:
+        return self.pending.result() if isinstance(self.pending, Future) else self.pending
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Hashable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
 from gridgen.backends.sd import edit, ella_setup, images, networks, sampling, wildcards
+from gridgen.backends.sd.cpu_shards import BatchShards, default_workers
+from gridgen.backends.sd.decoding import Decoder
 from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.kinds import kind_problems
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
@@ -32,6 +35,7 @@ from gridgen.cache import StageCache, stage_key
 from gridgen.errors import ModelError
 from gridgen.params import Registry
 from gridgen.samplers import make_scheduler, scheduler_choice, unsupported_schedule
+from gridgen.upscalers import parse_upscaler
 
 if TYPE_CHECKING:
     from gridgen.params import Param
@@ -60,6 +64,12 @@ def scheduler_config(config: dict[str, Any], prediction: str) -> dict[str, Any]:
     return config if prediction == "auto" else {**config, "prediction_type": prediction}
 
 
+def has_post_stages(params: dict[str, Any]) -> bool:
+    """Whether a cell's image goes on from its base render: a SAM edit, an upscaler or a resize."""
+    return bool(params.get("sam_prompt") or params.get("out_width") or params.get("out_height")
+                or parse_upscaler(str(params["upscaler"])).name != "none")
+
+
 def base_params(params: dict[str, Any]) -> dict[str, Any]:
     # In a SAM edit the inpainting params belong to the edit, not to the base image it starts from.
     later = POST_PARAMS | (EDIT_PARAMS - {"init_image"} if params.get("sam_prompt") else frozenset())
@@ -84,6 +94,8 @@ class DiffusersBackend:
         self.inputs = ImageInputs(Path(context.spec_dir))
         self.upscaling = UpscaleStage(context, self.cache, self._loaded_model)
         self.segmenting = SamStage(context, self.cache)
+        self.shards: BatchShards | None = None  # CPU batch sharding, made on the first CPU load
+        self.decoder = Decoder()
 
     def supported_params(self) -> set[str]:
         return set(SUPPORTED_PARAMS)
@@ -232,6 +244,7 @@ class DiffusersBackend:
         # LoRAs are adapters on the loaded model (see networks.py), so they are not part of it.
         loaded = (key[:2], str(config), modified(model), modified(vae), str(device), dtype)
         if self._components is None or loaded != self._loaded:
+            self.decoder.drain()  # the model cache may move the VAE a decode is using
             # The cache parks the current model first: if this load fails, nothing may pass for loaded.
             self._components = self.prompts = self.networks = self._loaded = None
 
@@ -278,26 +291,37 @@ class DiffusersBackend:
                 self._free_device_memory()
                 raise BatchOutOfMemory(len(todo)) from exc
             for key, (image, metadata, timings) in zip(todo, rendered, strict=True):
-                self.cache.put(key, (image, metadata))
+                image.add_done_callback(lambda done, key=key, metadata=metadata: done.exception() or
+                                        self.cache.put(key, (done.result(), metadata)))
                 bases[key] = (image, metadata, timings)
         results = []
         for cell, params, key in zip(cells, batch, keys, strict=True):
             base, base_metadata, timings = bases[key]
+            if not has_post_stages(params):  # the image goes to the writers as a future: nothing here waits
+                results.append(Result(cell, base, metadata={**base_metadata, **self._cell_metadata(params)},
+                                      timings=timings))
+                continue
+            base = base.result() if isinstance(base, Future) else base
             started = time.perf_counter()
             edited = self.segmenting.apply(base, key, params)
             image = self.upscaling.apply(edited.image, edited.key, params)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
-            metadata = {**base_metadata, **edited.metadata, "model": str(params["model"]),
-                        "sampler": str(params["sampler"])}
-            if "wildcards" in params:  # the prompts as rendered, and what each wildcard picked
-                metadata.update({field: params[field] for field in ("prompt", "negative_prompt", "wildcards")})
+            metadata = {**base_metadata, **edited.metadata, **self._cell_metadata(params)}
             results.append(Result(cell, image, metadata=metadata,
                                   timings={**timings, "post": time.perf_counter() - started}, files=edited.files))
         return results
 
+    @staticmethod
+    def _cell_metadata(params: dict[str, Any]) -> dict[str, Any]:
+        metadata = {"model": str(params["model"]), "sampler": str(params["sampler"])}
+        if "wildcards" in params:  # the prompts as rendered, and what each wildcard picked
+            metadata.update({field: params[field] for field in ("prompt", "negative_prompt", "wildcards")})
+        return metadata
+
     @torch.inference_mode()
-    def _denoise(self, batch: list[dict[str, Any]]) -> list[tuple[Image.Image, dict[str, Any], dict[str, float]]]:
-        """One batched txt2img pass: cells share sampler, steps and size, each keeps its own conditioning."""
+    def _denoise(self, batch: list[dict[str, Any]]) -> list[tuple[Future, dict[str, Any], dict[str, float]]]:
+        """One batched denoising pass: cells share sampler, steps and size, each keeps its own conditioning.
+        Each image is a future: the VAE decode runs on the decoder's thread."""
         first = batch[0]
         parts = self._ensure_loaded(first)
         width, height = self._size(first)
@@ -344,8 +368,6 @@ class DiffusersBackend:
             latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
                                       sampling.step_noise_kwargs(scheduler, seeds, generators))
         denoise_time = clock.lap()
-        decoded = [done(image) for done, image in zip(finish, images.decode(parts.vae, latents), strict=True)]
-        decode_time = clock.lap()
 
         metadata = {"model_path": self._load_key[0], "vae": self._load_key[1], "options": self.speed_options(),
                     "scheduler": type(scheduler).__name__, "device": str(parts.device),
@@ -353,9 +375,10 @@ class DiffusersBackend:
         if self.networks is not None and self.networks.active:
             metadata["loras"] = [list(pair) for pair in self.networks.active]
         share = 1 / len(batch)
-        timings = {"text": text_time * share, "denoise": denoise_time * share, "decode": decode_time * share}
-        return [(image, {**metadata, **ella_setup.metadata(p, self._resolve)}, dict(timings))
-                for p, image in zip(batch, decoded, strict=True)]
+        timings = [{"text": text_time * share, "denoise": denoise_time * share} for _ in batch]
+        decoded = self.decoder.submit(parts.vae, latents, finish, timings)
+        return [(image, {**metadata, **ella_setup.metadata(p, self._resolve)}, cell_timings)
+                for p, image, cell_timings in zip(batch, decoded, timings, strict=True)]
 
     @torch.inference_mode()
     def fit_batch(self, params: dict[str, Any], wanted: int) -> int:
@@ -368,6 +391,7 @@ class DiffusersBackend:
             return wanted  # (a SAM edit of a given image has no base denoising to fit)
         params = {**_DEFAULTS, **params}
         parts = self._ensure_loaded(params)
+        self.decoder.drain()  # its memory would count against the batch being measured
         if ella_setup.enabled(params):
             self.ella.load(params, self._resolve, parts.device, parts.dtype)  # its memory is taken before measuring
         width, height = self._size(params)
@@ -403,6 +427,10 @@ class DiffusersBackend:
             # Static shapes: each batch key (size, batch length) compiles once and is reused for its cells.
             parts.unet.forward = torch.compile(parts.unet.forward, dynamic=False)
             parts.vae.decode = torch.compile(parts.vae.decode, dynamic=False)
+        workers = self.context.cpu_shards or default_workers()
+        if parts.device.type == "cpu" and workers > 1:
+            self.shards = self.shards or BatchShards(workers)
+            parts.unet.forward = self.shards.wrap(parts.unet.forward)
 
     def speed_options(self) -> dict[str, Any]:
         """What the journal records about how a cell was computed, beyond device and dtype."""
@@ -411,7 +439,7 @@ class DiffusersBackend:
             processors = {type(p).__name__ for p in self._components.unet.attn_processors.values()}
             attention = ",".join(sorted(processors))
         return {"compile": self.context.compile, "channels_last": self.context.channels_last,
-                "attention": attention}
+                "attention": attention, "cpu_shards": self.shards.workers if self.shards else 1}
 
     def _free_device_memory(self) -> None:
         gc.collect()
@@ -426,9 +454,14 @@ class DiffusersBackend:
         return lines + self.ella.stats()
 
     def close(self) -> None:
+        self.decoder.close()
+        self.decoder = Decoder()  # a closed backend may render again
         self.upscaling.close()
         self.models.clear()
         self.segmenting.close()
+        if self.shards is not None:
+            self.shards.close()
+            self.shards = None
         self._components = None
         self.prompts = None
         self.ella.close()

@@ -156,15 +156,16 @@ def record_failure(summary: RunSummary, store: Store, batch: list[Cell], message
 
 
 def settle(pending: list[Future], summary: RunSummary, limit: int) -> list[Future]:
-    """Wait for writes until at most `limit` are in flight; a failed write counts as a failed cell."""
+    """Wait for writes until at most `limit` are in flight; a failed write (or a failed decode of the image it
+    waited for) counts as a failed cell, which a rerun renders again."""
     while len(pending) > limit:
         future = pending.pop(0)
         try:
             future.result()
-        except OSError as err:
+        except (OSError, GridError) as err:
             summary.rendered -= 1
             summary.failed += 1
-            message = f"cannot write an image: {err}"
+            message = f"cannot write an image: {err}" if isinstance(err, OSError) else str(err)
             if message not in summary.errors:
                 summary.errors.append(message)
                 print(f"error: {message}", file=sys.stderr)

@@ -155,7 +155,7 @@ def _worker_context(plan: Plan, options, gpu: bool) -> BackendContext:
         spec = plan.spec
         context = BackendContext(spec_dir=spec.folder.resolve(), device=options.device, dtype=options.dtype,
                                  max_batch=options.batch_size, compile=options.compile,
-                                 channels_last=options.channels_last,
+                                 channels_last=options.channels_last, cpu_shards=options.cpu_shards,
                                  models_dir=_models_dir(options, spec.folder, spec.meta.models_dir))
     # Ray shows a worker only its own GPUs, from index 0. Stage caches stay in memory: only the
     # driver writes the output folder.
