@@ -2,17 +2,21 @@
 
     python bench/grid_throughput.py --preset cpu-tiny
     python bench/grid_throughput.py --preset gpu-sd15      # on a CUDA machine
+    python bench/grid_throughput.py --preset gpu-sdxl      # on a CUDA machine
 
 Both sides render the same cells (same model, sampler, steps, size, prompts, seeds, CFG) and write
-each image to disk as PNG: (a) gridgen's runner and local executor, (b) one
-`StableDiffusionPipeline` call per cell, as the A1111 X/Y/Z plot and the Infinity Grid script do.
-It prints images/s for each and their ratio. Figures depend on the machine: run it, don't quote it.
+each image to disk as PNG: (a) gridgen's runner and local executor, (b) one pipeline call per cell
+(`StableDiffusionPipeline`, or `StableDiffusionXLPipeline` for the SDXL preset), as the A1111 X/Y/Z
+plot and the Infinity Grid script do. With `--rounds N` the two sides take turns N times and the
+ratio of each round is printed, so a machine busy with other work shows up as spread rather than
+as one lucky or unlucky figure. Figures depend on the machine: run it, don't quote it.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -38,12 +42,23 @@ class Preset:
     cfgs: list[float]
     dtype: str
     batch_size: int
-    model: str  # "tiny" or "sd15-random"
+    model: str  # "tiny", "sd15-random" or "sdxl-random"
+    cfg_axis: bool = True  # CFG values as an axis (cells x len(cfgs)), else one per seed in turn
+
+    def cells(self) -> list[tuple[str, int, float]]:
+        """(prompt, seed, cfg) of every cell, in the grid's order."""
+        if self.cfg_axis:
+            return [(p, s, c) for p in PROMPTS for s in self.seeds for c in self.cfgs]
+        return [(p, s, self.cfg_of(s)) for p in PROMPTS for s in self.seeds]
+
+    def cfg_of(self, seed: int) -> float:
+        return self.cfgs[self.seeds.index(seed) % len(self.cfgs)]
 
 
 PRESETS = {
     "cpu-tiny": Preset(64, 20, "DPM++ 2M", [1, 2, 3, 4], [5.0, 8.0], "fp32", 16, "tiny"),
     "gpu-sd15": Preset(512, 20, "DPM++ 2M", [1, 2, 3, 4], [3.0, 5.0, 7.0, 9.0], "fp16", 16, "sd15-random"),
+    "gpu-sdxl": Preset(1024, 20, "Euler", [1, 2, 3, 4], [5.0, 8.0], "fp16", 16, "sdxl-random", cfg_axis=False),
 }
 
 
@@ -70,13 +85,43 @@ def sd15_random(folder: Path) -> Path:
     return folder
 
 
+def sdxl_random(folder: Path) -> Path:
+    """An SDXL-base-sized pipeline (UNet 2.57B params, both text encoders) with random weights, from the
+    SDXL configs gridgen ships; built on the GPU, where initialising it takes seconds."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from gridgen.backends.sd.families import config_root
+    from gridgen.backends.sd.single_file import load_tokenizer
+
+    configs = config_root() / "sdxl"
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae"))
+        text = CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder"))
+        text_2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(configs / "text_encoder_2"))
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text, text_encoder_2=text_2, tokenizer=load_tokenizer(configs, "tokenizer"),
+        tokenizer_2=load_tokenizer(configs, "tokenizer_2"), unet=unet,
+        scheduler=EulerDiscreteScheduler.from_pretrained(configs / "scheduler"))
+    pipe.to(torch.float16).save_pretrained(folder)
+    return folder
+
+
 def write_spec(folder: Path, preset: Preset, model: Path) -> Path:
+    axes: dict = {"prompt": " || ".join(PROMPTS)}
+    if preset.cfg_axis:
+        axes["seed"] = ", ".join(map(str, preset.seeds))
+        axes["cfg_scale"] = ", ".join(f"{c:g}" for c in preset.cfgs)
+    else:  # each seed value brings its own CFG scale, so every batch mixes scales
+        axes["seed"] = {"values": {str(s): {"params": {"seed": s, "cfg_scale": preset.cfg_of(s)}}
+                                   for s in preset.seeds}}
     spec = {
         "grid": {"title": "throughput", "params": {"model": str(model), "steps": preset.steps,
                                                    "sampler": preset.sampler, "width": preset.size,
                                                    "height": preset.size}},
-        "axes": {"prompt": " || ".join(PROMPTS), "seed": ", ".join(map(str, preset.seeds)),
-                 "cfg_scale": ", ".join(f"{c:g}" for c in preset.cfgs)},
+        "axes": axes,
     }
     path = folder / "throughput.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -91,24 +136,35 @@ def run_gridgen(spec: Path, out: Path, preset: Preset, device: str) -> tuple[int
     return summary.rendered, time.perf_counter() - started
 
 
-def run_plain_loop(model: Path, out: Path, preset: Preset, device: str) -> tuple[int, float]:
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+def load_plain_pipeline(model: Path, preset: Preset, device: str):
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
 
     dtype = torch.float16 if preset.dtype == "fp16" else torch.float32
-    pipe = StableDiffusionPipeline.from_pretrained(model, dtype=dtype, safety_checker=None,
-                                                   requires_safety_checker=False).to(device)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    if preset.model == "sdxl-random":
+        pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=dtype)
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(model, dtype=dtype, safety_checker=None,
+                                                       requires_safety_checker=False)
+    scheduler = EulerDiscreteScheduler if preset.sampler == "Euler" else DPMSolverMultistepScheduler
+    pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def run_plain_loop(pipe, out: Path, preset: Preset) -> tuple[int, float]:
     out.mkdir(parents=True, exist_ok=True)
     count = 0
     started = time.perf_counter()
-    for prompt in PROMPTS:
-        for seed in preset.seeds:
-            for cfg in preset.cfgs:
-                image = pipe(prompt, num_inference_steps=preset.steps, guidance_scale=cfg, height=preset.size,
-                             width=preset.size, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
-                image.save(out / f"{count}.png")
-                count += 1
+    for prompt, seed, cfg in preset.cells():
+        image = pipe(prompt, num_inference_steps=preset.steps, guidance_scale=cfg, height=preset.size,
+                     width=preset.size, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+        image.save(out / f"{count}.png")
+        count += 1
     return count, time.perf_counter() - started
 
 
@@ -116,29 +172,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--rounds", type=int, default=1, help="times each side renders the grid, in turns")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if preset.model != "tiny" and device != "cuda":
         print(f"preset {args.preset} needs a CUDA device; this machine has none", file=sys.stderr)
         return 2
+    builders = {"tiny": lambda _folder: TINY_MODEL_DIR, "sd15-random": sd15_random, "sdxl-random": sdxl_random}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        model = TINY_MODEL_DIR if preset.model == "tiny" else sd15_random(folder / "sd15")
+        model = builders[preset.model](folder / "model")
         spec = write_spec(folder, preset, model)
         card = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-        print(f"preset {args.preset} on {card}: {len(PROMPTS) * len(preset.seeds) * len(preset.cfgs)} cells, "
-              f"{preset.size}px, {preset.steps} steps, {preset.sampler}, {preset.dtype}")
+        print(f"preset {args.preset} on {card}: {len(preset.cells())} cells, {preset.size}px, {preset.steps} steps, "
+              f"{preset.sampler}, {preset.dtype}")
+        pipe = load_plain_pipeline(model, preset, device)
         # Warm both paths once so neither pays first-call costs (allocator, kernels) in its timing.
-        run_plain_loop(model, folder / "warm", Preset(preset.size, 2, preset.sampler, [1], [7.0], preset.dtype,
-                                                      1, preset.model), device)
-        loop_count, loop_s = run_plain_loop(model, folder / "loop", preset, device)
-        grid_count, grid_s = run_gridgen(spec, folder / "grid", preset, device)
-    loop_rate, grid_rate = loop_count / loop_s, grid_count / grid_s
-    print(f"plain per-image loop: {loop_count} images in {loop_s:.1f} s = {loop_rate:.2f} img/s")
-    print(f"gridgen:              {grid_count} images in {grid_s:.1f} s = {grid_rate:.2f} img/s")
-    print(f"ratio gridgen / loop: {grid_rate / loop_rate:.2f}x")
+        run_plain_loop(pipe, folder / "warm", Preset(preset.size, 2, preset.sampler, [1], [7.0], preset.dtype, 1,
+                                                     preset.model))
+        ratios, loop_rates, grid_rates = [], [], []
+        for round_ in range(args.rounds):
+            loop_count, loop_s = run_plain_loop(pipe, folder / f"loop{round_}", preset)
+            grid_count, grid_s = run_gridgen(spec, folder / f"grid{round_}", preset, device)
+            loop_rates.append(loop_count / loop_s)
+            grid_rates.append(grid_count / grid_s)
+            ratios.append(grid_rates[-1] / loop_rates[-1])
+            print(f"round {round_ + 1}: plain per-image loop {loop_count} images in {loop_s:.1f} s = "
+                  f"{loop_rates[-1]:.2f} img/s; gridgen {grid_count} images in {grid_s:.1f} s = "
+                  f"{grid_rates[-1]:.2f} img/s; ratio {ratios[-1]:.2f}x")
+    print(f"plain per-image loop: {statistics.median(loop_rates):.2f} img/s (median of {args.rounds})")
+    print(f"gridgen:              {statistics.median(grid_rates):.2f} img/s (median of {args.rounds})")
+    print(f"ratio gridgen / loop: {statistics.median(ratios):.2f}x (median; rounds {', '.join(f'{r:.2f}' for r in ratios)})")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if device == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     return 0
 
 
