@@ -122,7 +122,7 @@ def test_depth2img_with_its_own_depth_model_matches_diffusers_depth2img_pipeline
     pipe = diffusers_pipeline(backend, DPTForDepthEstimation.from_pretrained(folder / "tiny-depth/depth_estimator"),
                               DPTImageProcessor.from_pretrained(folder / "tiny-depth/feature_extractor"))
     difference = np.abs(pixels(ours.image) - run_diffusers(pipe))
-    assert difference.mean() <= 2 and difference.max() <= 4, (difference.mean(), difference.max())
+    assert difference.max() <= 2, f"up to {difference.max()}/255 from diffusers' StableDiffusionDepth2ImgPipeline"
     assert np.abs(pixels(ours.image) - pixels(picture(64, 64))).mean() > 5  # it redrew the image
 
 
@@ -132,7 +132,7 @@ def test_a_given_depth_map_matches_diffusers_with_that_depth_and_changes_the_ima
     values = np.asarray(Image.open(folder / "depth.png"), dtype=np.float32)
     theirs = run_diffusers(diffusers_pipeline(backend), depth_map=torch.from_numpy(values)[None])
     difference = np.abs(pixels(given.image) - theirs)
-    assert difference.mean() <= 2 and difference.max() <= 4, (difference.mean(), difference.max())
+    assert difference.max() <= 2, f"up to {difference.max()}/255 from diffusers' StableDiffusionDepth2ImgPipeline"
     # The fifth channel is read: another depth, another image.
     assert np.abs(pixels(given.image) - pixels(estimated.image)).mean() > 1
 

@@ -1,4 +1,5 @@
-"""The built-in `diffusers` backend: Stable Diffusion txt2img, img2img and inpaint on diffusers' models and schedulers.
+"""The built-in `diffusers` backend: Stable Diffusion txt2img, img2img, inpaint and depth2img on diffusers' models
+and schedulers.
 
 It validates a cell's params from config files alone, keeps the last model loaded, and renders a
 batch of cells that share a sampler, step count and size while each keeps its own prompt,

@@ -26,6 +26,7 @@ from gridgen.backends.base import BackendContext
 from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.kinds import PARAM_KINDS
 from gridgen.backends.sd.load import pick_device
+from gridgen.backends.sd.model_cache import modified
 from gridgen.cache import StageCache, stage_key
 from gridgen.errors import ModelError
 
@@ -170,7 +171,9 @@ class DepthMaps:
         if source is None:
             return torch.from_numpy(depth_values(self.inputs.read("depth_map", params["depth_map"])[0]))[None]
         _, fingerprint = self.inputs.read("init_image", params["init_image"])
-        key = stage_key("depth", {"depth_model": str(source.weights)}, fingerprint)
+        # The weights' modification time too: the cache may spill to disk and outlive a model replaced in place.
+        key = stage_key("depth", {"depth_model": str(source.weights), "modified": modified(source.weights)},
+                        fingerprint)
         raw = self.cache.get(key)
         if raw is not None:
             self.reused += 1
