@@ -254,6 +254,21 @@ def test_depth_params_and_sources_that_fit_pass_validation(backend, folder):
         assert backend.validate({**cell().params, **params}) == [], params
 
 
+def test_a_depth_model_id_is_found_in_the_hugging_face_cache_only(backend, folder, tmp_path, monkeypatch):
+    import shutil
+
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-dpt" / "snapshots" / "0123abcd"
+    shutil.copytree(folder / "other-dpt", snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert backend.validate({**cell().params, "depth_model": "someone/tiny-dpt"}) == []
+    (problem,) = backend.validate({**cell().params, "depth_model": "someone/other-dpt"})
+    assert problem.param == "depth_model" and "the Hugging Face cache" in problem.message
+
+
 def test_a_depth_grid_with_bad_params_stops_before_any_model_loads(folder, tmp_path, monkeypatch):
     from gridgen.backends import diffusers_backend
 

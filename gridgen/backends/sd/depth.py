@@ -185,7 +185,7 @@ class DepthMaps:
 
     @torch.inference_mode()
     def _estimate(self, source: DepthModel, image: Image.Image) -> torch.Tensor:
-        """The depth model's raw (1, H, W) prediction for `image` at its own size, on the CPU."""
+        """The depth model's raw (1, H, W) prediction for `image`, at the size its processor feeds it, on the CPU."""
         estimator, processor = self._load(source)
         pixel_values = processor(images=[image], return_tensors="pt").pixel_values
         return estimator(pixel_values.to(estimator.device)).predicted_depth.float().cpu()
