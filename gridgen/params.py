@@ -256,6 +256,18 @@ IMAGE_EDIT_PARAMS: tuple[Param, ...] = (
 )
 CORE_PARAMS += IMAGE_EDIT_PARAMS
 
+# depth2img (SD 2 depth models): where the depth the redrawn init_image follows comes from.
+DEPTH_PARAMS: tuple[Param, ...] = (
+    Param("depth_map", "path", None,
+          "A depth image (white = near) for a depth2img model to follow instead of estimating one from "
+          "init_image; any size, stretched to the image's.", aliases=("depth_image",)),
+    Param("depth_model", "model", None,
+          "The DPT depth model that estimates depth from init_image: a transformers DPTForDepthEstimation folder "
+          "(with its image processor), a depth2img pipeline folder, or a cached id (Intel/dpt-hybrid-midas); "
+          "default: the depth2img model's own depth_estimator.", aliases=("depth_estimator",)),
+)
+CORE_PARAMS += DEPTH_PARAMS
+
 # Params whose values from the grid params and every axis add up into one list.
 ACCUMULATING = frozenset(p.name for p in CORE_PARAMS if p.accumulate)
 

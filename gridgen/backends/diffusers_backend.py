@@ -1,4 +1,5 @@
-"""The built-in `diffusers` backend: Stable Diffusion txt2img, img2img and inpaint on diffusers' models and schedulers.
+"""The built-in `diffusers` backend: Stable Diffusion txt2img, img2img, inpaint and depth2img on diffusers' models
+and schedulers.
 
 It validates a cell's params from config files alone, keeps the last model loaded, and renders a
 batch of cells that share a sampler, step count and size while each keeps its own prompt,
@@ -18,9 +19,10 @@ import torch
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
-from gridgen.backends.sd import edit, ella_setup, images, networks, sampling, wildcards
+from gridgen.backends.sd import depth2img, edit, ella_setup, images, networks, sampling, wildcards
 from gridgen.backends.sd.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.decoding import Decoder
+from gridgen.backends.sd.depth import DEPTH_PARAMS, DepthMaps
 from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.kinds import kind_problems
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
@@ -52,7 +54,7 @@ SUPPORTED_PARAMS |= UPSCALE_PARAMS
 EDIT_PARAMS = frozenset({"init_image", "denoise", "mask", "mask_blur", "inpaint_full_res", "padding_mask_crop",
                          "inpainting_fill"})
 SAM_PARAMS = frozenset({"sam_prompt", "sam_model", "sam_mask", "dilate", "inpaint_mode", "inpainter"})
-SUPPORTED_PARAMS |= EDIT_PARAMS | SAM_PARAMS
+SUPPORTED_PARAMS |= EDIT_PARAMS | SAM_PARAMS | frozenset(DEPTH_PARAMS)
 # Params only the stages after base generation read: cells differing only in these share a base image.
 POST_PARAMS = frozenset({"upscaler", "upscale_by", "out_width", "out_height", "format", "prompt_replace"})
 POST_PARAMS |= UPSCALE_PARAMS | SAM_PARAMS
@@ -96,6 +98,7 @@ class DiffusersBackend:
         self.segmenting = SamStage(context, self.cache)
         self.shards: BatchShards | None = None  # CPU batch sharding, made on the first CPU load
         self.decoder = Decoder()
+        self.depths = DepthMaps(context, self.cache, self.inputs, self._resolve)
 
     def supported_params(self) -> set[str]:
         return set(SUPPORTED_PARAMS)
@@ -193,6 +196,8 @@ class DiffusersBackend:
         problems += self.inputs.check(params)
         channels = info.in_channels if info else None
         problems += [ParamProblem(name, message) for name, message in edit.problems(params, channels)]
+        if info and depth2img.is_depth2img(info.in_channels):
+            problems += depth2img.problems(params, info.path, self.depths)
         sam_input = self.inputs.size(params["init_image"]) if params.get("init_image") else self._size(params)
         problems += self.segmenting.validate(params, sam_input)
         return problems + self.upscaling.validate(params)
@@ -355,7 +360,14 @@ class DiffusersBackend:
         scales = [float(p["cfg_scale"]) for p in batch]
         text = {"masks": masks, "added_cond": added[0], "added_uncond": added[1]}
         finish = [lambda image: image] * len(batch)
-        if edit.mode_of(first) in ("img2img", "inpaint"):
+        if depth2img.is_depth2img(parts.unet.config.in_channels):
+            prepared = edit.prepare_cells(batch, self.inputs, (width, height), parts.device)
+            finish = prepared.finish
+            depth = self.depths.for_batch(batch, self._model_path(first), (height // factor, width // factor),
+                                          parts.device)
+            latents = depth2img.denoise(parts, prepared.pixels, depth, scheduler, cond, uncond, scales,
+                                        int(first["steps"]), float(first["denoise"]), seeds, **text)
+        elif edit.mode_of(first) in ("img2img", "inpaint"):
             prepared = edit.prepare_cells(batch, self.inputs, (width, height), parts.device)
             finish = prepared.finish
             latents = edit.denoise(parts, prepared, scheduler, cond, uncond, scales, int(first["steps"]),
@@ -451,7 +463,7 @@ class DiffusersBackend:
         lines = [self.cache.stats.line(), f"models: {self.models.loads} loaded, {self.models.hits} reused from memory"]
         if self.prompts is not None:
             lines.append(f"text embeddings: {self.prompts.cache.hits} cached, {self.prompts.cache.misses} encoded")
-        return lines + self.ella.stats()
+        return lines + self.ella.stats() + self.depths.stats()
 
     def close(self) -> None:
         self.decoder.close()
@@ -462,6 +474,7 @@ class DiffusersBackend:
         if self.shards is not None:
             self.shards.close()
             self.shards = None
+        self.depths.close()
         self._components = None
         self.prompts = None
         self.ella.close()

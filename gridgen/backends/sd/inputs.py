@@ -1,4 +1,5 @@
-"""The image files a cell names (`init_image`, `mask`): found relative to the spec file, checked, read once.
+"""The image files a cell names (`init_image`, `mask`, `depth_map`): found relative to the spec file, checked,
+read once.
 
 `check` runs at validation, before any model loads: the file exists, decodes as an image, has a
 usable size, and a mask matches its init image's size. Errors name the param and the file.
@@ -17,7 +18,7 @@ from PIL import Image
 
 from gridgen.backends.base import ParamProblem
 
-IMAGE_PARAMS = ("init_image", "mask")
+IMAGE_PARAMS = ("init_image", "mask", "depth_map")
 MAX_SIDE = 8192
 
 
