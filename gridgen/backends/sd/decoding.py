@@ -10,9 +10,9 @@ to decoding its images one at a time, so a batch that denoised is not lost to it
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 
 import torch
 from PIL import Image
