@@ -73,7 +73,8 @@ class Networks:
         for name, path in files.items():
             if name not in self.embeddings:
                 try:
-                    load(self.pipeline, self.prompts, name, path)
+                    with _quiet_transformers():
+                        load(self.pipeline, self.prompts, name, path)
                 except (ValueError, RuntimeError, embeddings.EmbeddingError) as exc:
                     raise ModelError(f"cannot load embedding {path} into this model: {exc}") from exc
                 self.embeddings.add(name)
@@ -115,7 +116,8 @@ class Networks:
 
 @contextmanager
 def _quiet_transformers():
-    """transformers reports every base weight as missing when it loads an adapter's weights alone."""
+    """transformers reports every base weight as missing when it loads an adapter's weights alone, and how it
+    initialises new token rows that an embedding's vectors then overwrite."""
     from transformers.utils import logging
 
     level = logging.get_verbosity()
