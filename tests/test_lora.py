@@ -176,6 +176,16 @@ def test_cached_embeddings_never_leak_between_lora_weights(backend, with_te):
     assert torch.equal(encoding(backend, ["style:0.5"]), plain) and backend.prompts.cache.misses == misses
 
 
+def test_a_text_encoder_only_lora_changes_the_image_through_the_prompt_alone(backend, files):
+    from safetensors.torch import save_file
+
+    save_file(text_encoder_kohya_weights(seed=2), files["root"] / "spec" / "loras" / "te_only.safetensors")
+    plain = image(backend)
+    assert np.array_equal(image(backend, lora=["te_only:0"]), plain)
+    assert np.abs(image(backend, lora=["te_only:1"]) - plain).mean() > 1.0
+    assert not torch.equal(encoding(backend, ["te_only:1"]), encoding(backend))
+
+
 def test_text_encoder_lora_image_matches_diffusers_load_lora_weights(backend, with_te):
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from gridgen.backends.sd import embeddings, lora
 from gridgen.backends.sd.load import Components
 from gridgen.backends.sd.prompt_syntax import plain_text
+from gridgen.backends.sd.single_file import quiet_diffusers
 from gridgen.backends.sd.text import PromptEncoder
 from gridgen.backends.sd.text_xl import SdxlPromptEncoder
 from gridgen.errors import ModelError
@@ -73,7 +74,7 @@ class Networks:
         for name, path in files.items():
             if name not in self.embeddings:
                 try:
-                    with _quiet_transformers():
+                    with _quiet_loaders():
                         load(self.pipeline, self.prompts, name, path)
                 except (ValueError, RuntimeError, embeddings.EmbeddingError) as exc:
                     raise ModelError(f"cannot load embedding {path} into this model: {exc}") from exc
@@ -101,7 +102,7 @@ class Networks:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Already found a `peft_config`")  # one adapter per LoRA file
-                with _quiet_transformers():
+                with _quiet_loaders():
                     self.pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter,
                                                     local_files_only=True)
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
@@ -115,15 +116,17 @@ class Networks:
 
 
 @contextmanager
-def _quiet_transformers():
+def _quiet_loaders():
     """transformers reports every base weight as missing when it loads an adapter's weights alone, and how it
-    initialises new token rows that an embedding's vectors then overwrite."""
+    initialises new token rows that an embedding's vectors then overwrite; diffusers warns about a LoRA that
+    has no UNet weights. A grid run would print these per file."""
     from transformers.utils import logging
 
     level = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
-        yield
+        with quiet_diffusers():
+            yield
     finally:
         logging.set_verbosity(level)
 
