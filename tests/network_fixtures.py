@@ -54,6 +54,25 @@ def write_kohya_lora(path: Path, weights: dict[str, torch.Tensor], rank: int = 4
     return path
 
 
+def sgm_names(weights: dict[str, torch.Tensor], layers_per_block: int = 2) -> dict[str, torch.Tensor]:
+    """UNet attention LoRA keys in the original (SGM) layout that kohya's SDXL files use: `down_blocks.1.attentions.0`
+    becomes `input_blocks.4.1`, `mid_block.attentions.0` `middle_block.1`, `up_blocks.0.attentions.2`
+    `output_blocks.2.1` (each block holds `layers_per_block` resnets, plus one more going up)."""
+    renamed = {}
+    for key, value in weights.items():
+        parts = key.split(".")
+        if parts[0] == "mid_block":  # mid_block.attentions.0.<rest>
+            renamed[".".join(["middle_block", "1", *parts[3:]])] = value
+            continue
+        block, index = int(parts[1]), int(parts[3])  # down_blocks.1.attentions.0.<rest>
+        if parts[0] == "down_blocks":
+            head = ["input_blocks", str(1 + block * (layers_per_block + 1) + index), "1"]
+        else:
+            head = ["output_blocks", str(block * (layers_per_block + 1) + index), "1"]
+        renamed[".".join(head + parts[4:])] = value
+    return renamed
+
+
 def write_a1111_pt(path: Path, vectors: torch.Tensor) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}, "name": "trained-as",

@@ -21,6 +21,7 @@ from tests import tiny_models
 from tests.network_fixtures import (
     kohya_to_diffusers_text,
     merge_text_encoder_lora,
+    sgm_names,
     text_encoder_kohya_weights,
     unet_lora_weights,
     write_a1111_safetensors,
@@ -54,11 +55,15 @@ def text_weights(seed: int = 0) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def files(root, model):
-    """The same LoRA (UNet and both text encoders) as a kohya file and as a diffusers file, plus embeddings."""
+    """The same LoRA (UNet and both text encoders) as kohya files (UNet keys in diffusers' and in the original SGM
+    layout) and as a diffusers file, plus embeddings."""
     unet = unet_lora_weights(seed=4, model=model)
     loras = root / "spec" / "loras"
     kohya = write_kohya_lora(loras / "xl_kohya.safetensors", unet)
-    save_file({**load_file(kohya), **{k: v for weights in text_weights().values() for k, v in weights.items()}}, kohya)
+    text = {key: value for weights in text_weights().values() for key, value in weights.items()}
+    save_file({**load_file(kohya), **text}, kohya)
+    sgm = write_kohya_lora(loras / "xl_sgm.safetensors", sgm_names(unet))
+    save_file({**load_file(sgm), **text}, sgm)
     diffusers_weights = load_file(write_diffusers_lora(root / "diffusers_lora", unet))  # `unet.` keys
     for prefix, component in TEXT_PREFIXES:
         diffusers_weights.update(kohya_to_diffusers_text(text_weights()[prefix], prefix, component))
@@ -136,11 +141,12 @@ def test_both_text_encoders_take_the_lora_as_the_merged_weights_do(backend, mode
     assert backend.models.loads == loads
 
 
-def test_kohya_and_diffusers_files_of_one_lora_render_alike(backend, model):
+def test_kohya_sgm_and_diffusers_files_of_one_lora_render_alike(backend, model):
     plain = image(backend, model)
     kohya = image(backend, model, lora=["xl_kohya:0.8"])
     assert np.abs(kohya - plain).mean() > 1
     assert np.abs(kohya - image(backend, model, lora=["xl_diffusers:0.8"])).mean() <= 0.5
+    assert np.abs(kohya - image(backend, model, lora=["xl_sgm:0.8"])).mean() <= 0.5
 
 
 def test_sdxl_lora_matches_diffusers_pipeline(backend, model, files):
