@@ -1,5 +1,6 @@
 """LoRA: weights change the UNet output, A1111/kohya files load as diffusers converts them, weights as
-an axis never reload the base model, keys keep LoRA sets apart, and bad files are clear errors."""
+an axis never reload the base model, keys keep LoRA sets apart, text-encoder weights change the text
+embeddings as the merged weights would (cached per LoRA weight), and bad files are clear errors."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from gridgen.backends import BackendContext
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import lora
-from gridgen.backends.sd.networks import text_encoder_adapters_supported
 from gridgen.cli import main
 from gridgen.errors import ModelError
 from gridgen.plan import Cell
 from gridgen.tiny import TINY_MODEL_DIR
 from tests.network_fixtures import (
+    merge_text_encoder_lora,
     text_encoder_kohya_weights,
     unet_lora_weights,
     write_diffusers_lora,
@@ -121,22 +123,82 @@ def test_weights_as_an_axis_load_the_model_once_and_record_the_lora(files, monke
     assert entries["style_0_5/2"]["metadata"]["loras"] == [[str(files["diffusers"]), 0.5]]
 
 
-def test_a_lora_with_text_encoder_weights(backend, files):
+@pytest.fixture(scope="module")
+def with_te(files):
+    """A kohya LoRA with UNet and text-encoder weights, next to the spec as `with_te`."""
     from safetensors.torch import load_file, save_file
 
-    both = files["root"] / "spec" / "loras" / "with_te.safetensors"
-    save_file({**load_file(files["kohya"]), **text_encoder_kohya_weights()}, both)
-    problems = [p for p in backend.validate(make_cell(lora=["with_te"]).params) if p.param == "lora"]
-    unstyled = image(backend)
-    plain = backend.prompts.encode([("a red square", 1)])[0]
-    assert np.abs(image(backend, lora=["with_te"]) - unstyled).mean() > 1.0  # the UNet half applies either way
-    if text_encoder_adapters_supported():
-        assert problems == []
-        assert not backend.prompts.encode([("a red square", 1)])[0].equal(plain)
-    else:
-        (warning,) = problems
-        assert warning.severity == "warning" and "text-encoder weights, which are not applied" in warning.message
-        assert str(both) in warning.message
+    path = files["root"] / "spec" / "loras" / "with_te.safetensors"
+    save_file({**load_file(files["kohya"]), **text_encoder_kohya_weights()}, path)
+    return path
+
+
+def encoding(backend, lora_values=None, text="a red square") -> torch.Tensor:
+    """The prompt's text embedding as the backend encodes it with the cell's LoRAs active (as in a render: adapters
+    loaded during inference may only be switched during inference)."""
+    with torch.inference_mode():
+        backend.networks.use_loras(backend._lora_set(make_cell(lora=lora_values).params))
+        return backend.prompts.encode([(text, 1)])[0].clone()
+
+
+def test_text_encoder_lora_weights_change_the_embeddings_as_the_merged_weights_do(backend, with_te):
+    assert [p for p in backend.validate(make_cell(lora=["with_te"]).params) if p.param == "lora"] == []
+    image(backend)  # loads the model
+    loads = backend.models.loads
+    parts, tokenizer = backend._components, backend.prompts.tokenizer
+    plain = encoding(backend)
+    assert torch.equal(encoding(backend, ["with_te:0"]), plain)
+    ids = tokenizer(["a red square"], padding="max_length", max_length=tokenizer.model_max_length,
+                    return_tensors="pt").input_ids
+    for weight in (0.5, 1.0, -0.7):
+        ours = encoding(backend, [f"with_te:{weight}"])
+        assert (ours - plain).abs().mean() > 0.05
+        backend.networks.use_loras(())  # the reference encoder is a merged copy of the base weights
+        merged = merge_text_encoder_lora(parts.text_encoder, text_encoder_kohya_weights(), "lora_te", weight)
+        with torch.no_grad():
+            output = merged(ids, output_hidden_states=True)
+            reference = merged.final_layer_norm(output.hidden_states[-1])[0]
+        assert (ours - reference).abs().max() < 1e-4, weight
+    assert backend.models.loads == loads  # the weights switch adapters, never reload
+
+
+def test_cached_embeddings_never_leak_between_lora_weights(backend, with_te):
+    image(backend)
+    first = {weight: encoding(backend, [f"with_te:{weight}"]) for weight in (0.3, 0.9)}
+    plain = encoding(backend)
+    # Asked again in another order, each weight gets its own encoding back (from the cache), never another's.
+    assert torch.equal(encoding(backend, ["with_te:0.9"]), first[0.9])
+    assert torch.equal(encoding(backend, ["with_te:0.3"]), first[0.3])
+    assert torch.equal(encoding(backend), plain)
+    assert not torch.equal(first[0.3], first[0.9])
+    # A UNet-only LoRA leaves the text embeddings, and their cache entries, as they are.
+    misses = backend.prompts.cache.misses
+    assert torch.equal(encoding(backend, ["style:0.5"]), plain) and backend.prompts.cache.misses == misses
+
+
+def test_a_text_encoder_only_lora_changes_the_image_through_the_prompt_alone(backend, files):
+    from safetensors.torch import save_file
+
+    save_file(text_encoder_kohya_weights(seed=2), files["root"] / "spec" / "loras" / "te_only.safetensors")
+    plain = image(backend)
+    assert np.array_equal(image(backend, lora=["te_only:0"]), plain)
+    assert np.abs(image(backend, lora=["te_only:1"]) - plain).mean() > 1.0
+    assert not torch.equal(encoding(backend, ["te_only:1"]), encoding(backend))
+
+
+def test_text_encoder_lora_image_matches_diffusers_load_lora_weights(backend, with_te):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    ours = image(backend, lora=["with_te:0.6"], negative_prompt="blurry", width=32, height=32)
+    pipe = StableDiffusionPipeline.from_pretrained(TINY_MODEL_DIR, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(with_te.parent), weight_name=with_te.name, adapter_name="with_te")
+    pipe.set_adapters(["with_te"], adapter_weights=[0.6])
+    assert "with_te" in pipe.text_encoder.peft_config  # diffusers applied the text-encoder half too
+    theirs = pipe("a red square", negative_prompt="blurry", num_inference_steps=3, guidance_scale=7.0, width=32,
+                  height=32, generator=torch.Generator().manual_seed(1), output_type="np").images[0] * 255
+    assert np.abs(ours - theirs).mean() <= 2 and np.abs(ours - image(backend, width=32, height=32)).mean() > 1
 
 
 PROMPT_TAG_GRID = """

@@ -88,7 +88,7 @@ class DiffusersBackend:
         self._components: Components | None = None
         self.prompts: PromptEncoder | SdxlPromptEncoder | None = None  # the loaded model's text-embedding cache
         self.ella = ella_setup.EllaRuntime()
-        self.networks: networks.Networks | None = None  # the loaded model's embeddings and LoRAs (SD 1.x/2.x)
+        self.networks: networks.Networks | None = None  # the loaded model's embeddings and LoRAs
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
         self.cache = StageCache(context.cache_bytes, spill)
@@ -177,9 +177,6 @@ class DiffusersBackend:
             if factor and value is not None and (value < 8 * factor or value % factor):
                 problems.append(ParamProblem(side, f"{side} {value} does not fit this model: it must be at least "
                                                    f"{8 * factor} and a multiple of {factor} (the VAE's scale)"))
-        if info and info.sdxl:
-            problems += [ParamProblem(name, f"{name} works with SD 1.x/2.x models so far; {params['model']} is SDXL")
-                         for name in ("lora", "embedding") if params.get(name)]
         for field in ("prompt", "negative_prompt"):
             problems += [ParamProblem(field, message)
                          for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
@@ -187,7 +184,7 @@ class DiffusersBackend:
                      networks.lora_problems(params.get("lora"), Path(self.context.spec_dir), self._models_dir())]
         problems += [ParamProblem(param, message) for param, message in
                      networks.embedding_problems(params, Path(self.context.spec_dir), self._models_dir(),
-                                                 info.path if info else None)]
+                                                 info.config if info else None, bool(info and info.sdxl))]
         clip_skip = int(params["clip_skip"])
         if info and clip_skip > info.text_layers:
             problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
@@ -257,8 +254,7 @@ class DiffusersBackend:
                 parts = load_components(model, vae, device, dtype, config)
                 self._apply_speed_options(parts)
                 prompts = make_prompt_encoder(parts)
-                adapters = networks.Networks(parts, prompts) if isinstance(prompts, PromptEncoder) else None
-                return parts, (prompts, adapters)
+                return parts, (prompts, networks.Networks(parts, prompts))
 
             self._components, (self.prompts, self.networks) = self.models.get(loaded, load)
             self._loaded = loaded
@@ -333,7 +329,7 @@ class DiffusersBackend:
         factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         clock = _Clock(parts.device)
 
-        if self.networks is not None:  # SD 1.x/2.x; validation keeps LoRAs and embeddings away from SDXL
+        if self.networks is not None:
             self.networks.use_loras(self._lora_set(first))
             spec_dir, models_dir = Path(self.context.spec_dir), self._models_dir()
             self.networks.use_embeddings({name: path for p in batch

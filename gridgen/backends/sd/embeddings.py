@@ -4,9 +4,10 @@ An embedding is used by writing its name (the file name without suffix, any case
 prompt or negative prompt, A1111 style: `negative_prompt: easynegative`. Names resolve to files in
 an `embeddings/` folder next to the spec, then in the models folder's `embeddings/`, plus any file
 the `embedding` param names. Files may be A1111's (`string_to_param`, `emb_params`) or diffusers'
-(one tensor), as .pt, .bin or .safetensors. Files are read and checked at validation, before any
-model loads; diffusers' `load_textual_inversion` adds the vectors to the loaded text encoder under
-a bracketed token no ordinary prompt text can spell, so a name never matches inside another word.
+(one tensor), as .pt, .bin or .safetensors; SDXL embeddings hold two tensors, `clip_l` and `clip_g`,
+one for each of its text encoders. Files are read and checked at validation, before any model
+loads; diffusers' `load_textual_inversion` adds the vectors to the loaded text encoder(s) under a
+bracketed token no ordinary prompt text can spell, so a name never matches inside another word.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from gridgen.errors import GridError
 
 SUFFIXES = (".safetensors", ".pt", ".bin")
+SDXL_PARTS = ("clip_l", "clip_g")  # an SDXL file's vectors for its first and its second text encoder
 
 
 class EmbeddingError(GridError):
@@ -72,10 +74,23 @@ def token_for(name: str) -> str:
     return f"<{name.lower()}>"
 
 
+def tokens_for(name: str, count: int) -> list[str]:
+    """The tokens diffusers adds for an embedding of `count` vectors: `<name>`, `<name>_1`, ..."""
+    token = token_for(name)
+    return [token, *(f"{token}_{i}" for i in range(1, count))]
+
+
 def spell_tokens(text: str, names: list[str]) -> str:
     """`text` with each embedding name written as the token its vectors were loaded under."""
     for name in names:
         text = _word(name).sub(token_for(name), text)
+    return text
+
+
+def spell_vectors(text: str, counts: dict[str, int]) -> str:
+    """`text` with each embedding name written as all the tokens of its vectors, for plain tokenizer calls."""
+    for name, count in counts.items():
+        text = _word(name).sub(" ".join(tokens_for(name, count)), text)
     return text
 
 
@@ -94,6 +109,9 @@ def _read(path: Path, modified: float) -> Any:
 def vectors(path: Path) -> torch.Tensor:
     """The (count, width) vectors of an embedding file; raises EmbeddingError saying what is wrong."""
     data = _read(path, path.stat().st_mtime)
+    if _is_sdxl(data):
+        raise EmbeddingError(f"{path} is an SDXL embedding (`clip_l` and `clip_g` vectors) but this model has one "
+                             f"text encoder (SD 1.x/2.x); use an embedding made for this model")
     if isinstance(data, dict) and isinstance(data.get("string_to_param"), dict):
         data = data["string_to_param"].get("*")  # A1111 .pt
     elif isinstance(data, dict) and len(data) == 1:
@@ -118,6 +136,52 @@ def problems(path: Path, width: int | None, window: int | None) -> list[str]:
     return []
 
 
+def _is_sdxl(data: Any) -> bool:
+    return isinstance(data, dict) and any(part in data for part in SDXL_PARTS)
+
+
+def sdxl_vectors(path: Path) -> dict[str, torch.Tensor]:
+    """The `clip_l` and `clip_g` (count, width) vectors of an SDXL embedding file; raises EmbeddingError."""
+    data = _read(path, path.stat().st_mtime)
+    if not _is_sdxl(data):
+        found = vectors(path)  # raises for files of no known layout
+        raise EmbeddingError(f"embedding {path} holds one set of {found.shape[1]}-wide vectors, made for SD 1.x/2.x, "
+                             f"but SDXL models take an embedding with `clip_l` and `clip_g` vectors; use one made "
+                             f"for SDXL")
+    for part in SDXL_PARTS:
+        if not isinstance(data.get(part), torch.Tensor) or not data[part].numel():
+            raise EmbeddingError(f"SDXL embedding {path} has no `{part}` tensor: SDXL embeddings hold `clip_l` and "
+                                 f"`clip_g` vectors, one set for each text encoder; re-download or re-export it")
+    parts = {part: data[part].detach().reshape(-1, data[part].shape[-1]) for part in SDXL_PARTS}
+    if parts["clip_l"].shape[0] != parts["clip_g"].shape[0]:
+        raise EmbeddingError(f"SDXL embedding {path} has {parts['clip_l'].shape[0]} `clip_l` vectors but "
+                             f"{parts['clip_g'].shape[0]} `clip_g` vectors; the counts must match")
+    return parts
+
+
+def sdxl_problems(path: Path, widths: tuple[int, int] | None, window: int | None) -> list[str]:
+    """What stops the embedding at `path` from working with an SDXL model whose encoders take `widths`."""
+    try:
+        data = _read(path, path.stat().st_mtime)
+        if not _is_sdxl(data) and widths:
+            found = vectors(path)
+            return [f"embedding {path} holds one set of {found.shape[1]}-wide vectors, made for SD 1.x/2.x, but this "
+                    f"SDXL model takes `clip_l` vectors {widths[0]} wide and `clip_g` vectors {widths[1]} wide; use "
+                    f"an embedding made for SDXL"]
+        parts = sdxl_vectors(path)
+    except EmbeddingError as exc:
+        return [str(exc)]
+    found = []
+    for (part, got), wanted in zip(parts.items(), widths or (None, None), strict=True):
+        if wanted is not None and got.shape[1] != wanted:
+            found.append(f"embedding {path} has {got.shape[1]}-wide `{part}` vectors but this model's text encoder "
+                         f"takes {wanted}: it was made for another model; use one trained for this model")
+    count = parts["clip_l"].shape[0]
+    if window is not None and count > window:
+        found.append(f"embedding {path} has {count} vectors, more than the {window} tokens of one prompt window")
+    return found
+
+
 def load(pipeline, prompts, name: str, path: Path) -> None:
     """Add the embedding at `path` to the pipeline's text encoder and tell `prompts` its tokens."""
     token = token_for(name)
@@ -125,7 +189,20 @@ def load(pipeline, prompts, name: str, path: Path) -> None:
     # diffusers reads the file's layout (A1111 or its own); the token given replaces any name inside.
     pipeline.load_textual_inversion(_read(path, path.stat().st_mtime), token=token,
                                     tokenizer=pipeline.tokenizer, text_encoder=pipeline.text_encoder)
-    ids = pipeline.tokenizer.convert_tokens_to_ids([token, *(f"{token}_{i}" for i in range(1, count))])
+    ids = pipeline.tokenizer.convert_tokens_to_ids(tokens_for(name, count))
     prompts.embedding_tokens[ids[0]] = ids
     prompts.embedding_names.append(name)
+    prompts.forget()
+
+
+def load_sdxl(pipeline, prompts, name: str, path: Path) -> None:
+    """Add the SDXL embedding at `path` to both text encoders of the pipeline and tell `prompts` its size."""
+    token = token_for(name)
+    parts = sdxl_vectors(path)
+    encoders = zip(SDXL_PARTS, (pipeline.tokenizer, pipeline.tokenizer_2),
+                   (pipeline.text_encoder, pipeline.text_encoder_2), strict=True)
+    for part, tokenizer, text_encoder in encoders:
+        pipeline.load_textual_inversion({token: parts[part]}, token=token, tokenizer=tokenizer,
+                                        text_encoder=text_encoder)
+    prompts.embedding_vectors[name] = parts["clip_l"].shape[0]
     prompts.forget()

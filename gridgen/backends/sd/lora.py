@@ -94,8 +94,3 @@ def problem(path: Path) -> str | None:
                 f"network? lora takes LoRA files in diffusers or A1111/kohya format")
     return None
 
-
-def has_text_encoder_weights(path: Path) -> bool:
-    """Whether the LoRA also adapts the text encoder (kohya `lora_te...` or diffusers `text_encoder.` keys)."""
-    keys = _header(path)
-    return isinstance(keys, tuple) and any(key.startswith(("lora_te", "text_encoder.")) for key in keys)

@@ -1,37 +1,47 @@
 """Applies textual-inversion embeddings and LoRAs to the loaded model, through diffusers' own loaders,
 and resolves and checks the ones a cell's params ask for.
 
-A diffusers `StableDiffusionPipeline` is built around the components already loaded (sharing them,
-copying nothing) only for its loader mixins: `load_textual_inversion`, `load_lora_weights` (which
-converts A1111/kohya files) and `set_adapters`. An embedding is added the first time a batch's
-prompts use it and stays; each LoRA file becomes one PEFT adapter the first time a batch uses it
-and stays loaded, so moving between LoRA sets and weights is a `set_adapters` call, never a reload
-of the base model from disk.
+A diffusers `StableDiffusionPipeline` (`StableDiffusionXLPipeline` for SDXL) is built around the
+components already loaded (sharing them, copying nothing) only for its loader mixins:
+`load_textual_inversion`, `load_lora_weights` (which converts A1111/kohya files) and `set_adapters`.
+An embedding is added the first time a batch's prompts use it and stays; each LoRA file becomes one
+PEFT adapter on the UNet and on each text encoder it has weights for, the first time a batch uses
+it, and stays loaded, so moving between LoRA sets and weights is a `set_adapters` call, never a
+reload of the base model from disk.
+
+Text-encoder adapters need no newer peft than the installed one: transformers' `load_adapter`,
+which diffusers calls, injects them with peft itself, and diffusers weights and switches them on
+peft's layers directly; only transformers' own adapter methods ask for a newer peft, and none is used.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 from gridgen.backends.sd import embeddings, lora
 from gridgen.backends.sd.load import Components
 from gridgen.backends.sd.prompt_syntax import plain_text
+from gridgen.backends.sd.single_file import quiet_diffusers
 from gridgen.backends.sd.text import PromptEncoder
+from gridgen.backends.sd.text_xl import SdxlPromptEncoder
 from gridgen.errors import ModelError
 
 LoraSet = tuple[tuple[str, float], ...]  # (resolved file, weight) pairs, sorted by file
 
 
 @lru_cache(maxsize=64)
-def text_limits(model: Path) -> tuple[int | None, int | None]:
-    """(token vector width, tokens per prompt chunk) of a model folder's text encoder, from its configs."""
+def text_limits(model: Path) -> tuple[tuple[int, ...] | None, int | None]:
+    """(token vector width of each text encoder, tokens per prompt chunk) of a model folder, from its configs."""
     try:
-        width = json.loads((model / "text_encoder" / "config.json").read_text(encoding="utf-8"))["hidden_size"]
+        encoders = [folder for folder in (model / "text_encoder", model / "text_encoder_2") if folder.is_dir()]
+        widths = tuple(int(json.loads((encoder / "config.json").read_text(encoding="utf-8"))["hidden_size"])
+                       for encoder in encoders) or None
         window = json.loads((model / "tokenizer" / "tokenizer_config.json").read_text(encoding="utf-8"))
-        return int(width), int(window["model_max_length"]) - 2
+        return widths, int(window["model_max_length"]) - 2
     except (OSError, ValueError, KeyError, TypeError):
         return None, None  # the model's own validation reports unreadable configs
 
@@ -39,25 +49,36 @@ def text_limits(model: Path) -> tuple[int | None, int | None]:
 class Networks:
     """The embeddings and LoRA adapters one loaded model carries, and which LoRAs are active."""
 
-    def __init__(self, parts: Components, prompts: PromptEncoder):
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
+    def __init__(self, parts: Components, prompts: PromptEncoder | SdxlPromptEncoder):
+        from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-        self.pipeline = StableDiffusionPipeline(
-            vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,
-            scheduler=DDIMScheduler.from_config(parts.scheduler_config), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False)
+        scheduler = DDIMScheduler.from_config(parts.scheduler_config)
+        if parts.text_encoder_2 is None:
+            self.pipeline = StableDiffusionPipeline(
+                vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,
+                scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        else:
+            self.pipeline = StableDiffusionXLPipeline(
+                vae=parts.vae, text_encoder=parts.text_encoder, text_encoder_2=parts.text_encoder_2,
+                tokenizer=parts.tokenizer, tokenizer_2=parts.tokenizer_2, unet=parts.unet, scheduler=scheduler)
         self.pipeline.set_progress_bar_config(disable=True)
+        self.text_encoders = [encoder for encoder in (parts.text_encoder, parts.text_encoder_2) if encoder is not None]
         self.prompts = prompts
+        self.embeddings: set[str] = set()  # names of the embeddings loaded
         self.adapters: dict[str, str] = {}  # LoRA file -> adapter name
+        self.text_adapters: set[str] = set()  # the adapters with text-encoder weights
         self.active: LoraSet | None = ()  # None: unknown after a failed load
 
     def use_embeddings(self, files: dict[str, Path]) -> None:
+        load = embeddings.load if isinstance(self.prompts, PromptEncoder) else embeddings.load_sdxl
         for name, path in files.items():
-            if name not in self.prompts.embedding_names:
+            if name not in self.embeddings:
                 try:
-                    embeddings.load(self.pipeline, self.prompts, name, path)
-                except (ValueError, RuntimeError) as exc:
+                    with _quiet_loaders():
+                        load(self.pipeline, self.prompts, name, path)
+                except (ValueError, RuntimeError, embeddings.EmbeddingError) as exc:
                     raise ModelError(f"cannot load embedding {path} into this model: {exc}") from exc
+                self.embeddings.add(name)
 
     def use_loras(self, loras: LoraSet) -> None:
         if loras == self.active:
@@ -72,45 +93,42 @@ class Networks:
         else:
             self.pipeline.disable_lora()
         self.active = loras
-        # With adapters on the text encoder every prompt's encoding depends on the LoRA set and weights.
-        self.prompts.state = loras if hasattr(self.pipeline.text_encoder, "peft_config") else ()
+        # A prompt's encoding depends on the text-encoder LoRAs and their weights: they key its cache entry.
+        self.prompts.state = tuple((file, weight) for file, weight in loras
+                                   if self.adapters[file] in self.text_adapters)
 
     def _load(self, file: str, adapter: str) -> None:
         path = Path(file)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Already found a `peft_config`")  # one adapter per LoRA file
-                if text_encoder_adapters_supported():
+                with _quiet_loaders():
                     self.pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter,
                                                     local_files_only=True)
-                else:
-                    # diffusers' load_lora_weights without its text-encoder half (validate() warned about it).
-                    state_dict, alphas = self.pipeline.lora_state_dict(str(path.parent), weight_name=path.name,
-                                                                       local_files_only=True)
-                    self.pipeline.load_lora_into_unet(state_dict, network_alphas=alphas, unet=self.pipeline.unet,
-                                                      adapter_name=adapter, _pipeline=self.pipeline)
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
             self.active = None  # a failed load may leave peft with other adapters active
+            family = "SDXL" if len(self.text_encoders) == 2 else "SD 1.x or 2.x"
             raise ModelError(f"cannot apply LoRA {path} to this model: {exc}; check that it was trained for "
-                             f"this model family (SD 1.x or 2.x)") from exc
+                             f"this model family ({family})") from exc
         self.adapters[file] = adapter
+        if any(adapter in (getattr(encoder, "peft_config", None) or {}) for encoder in self.text_encoders):
+            self.text_adapters.add(adapter)
 
 
-@lru_cache(maxsize=1)
-def text_encoder_adapters_supported() -> bool:
-    """Whether transformers accepts the installed peft for text-encoder adapters (transformers 5 wants a newer
-    peft than diffusers does; where it is missing, only a LoRA's UNet weights can be applied)."""
-    from transformers.utils.peft_utils import check_peft_version
+@contextmanager
+def _quiet_loaders():
+    """transformers reports every base weight as missing when it loads an adapter's weights alone, and how it
+    initialises new token rows that an embedding's vectors then overwrite; diffusers warns about a LoRA that
+    has no UNet weights. A grid run would print these per file."""
+    from transformers.utils import logging
 
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
     try:
-        from transformers.integrations.peft import MIN_PEFT_VERSION
-    except ImportError:
-        return True  # transformers 4.x checks nothing beyond what diffusers checks
-    try:
-        check_peft_version(min_version=MIN_PEFT_VERSION)
-    except ValueError:
-        return False
-    return True
+        with quiet_diffusers():
+            yield
+    finally:
+        logging.set_verbosity(level)
 
 
 # What a cell's params ask for, resolved against the spec and models folders (no model needed).
@@ -136,10 +154,6 @@ def lora_problems(values: list[str] | None, spec_dir: Path, models_dir: Path | N
             continue
         if problem := lora.problem(path):
             found.append(("error", problem))
-        elif lora.has_text_encoder_weights(path) and not text_encoder_adapters_supported():
-            found.append(("warning", f"LoRA {path} also has text-encoder weights, which are not applied: the "
-                                     f"installed transformers needs a newer peft for text-encoder adapters; only "
-                                     f"its UNet weights are used"))
     return found
 
 
@@ -155,9 +169,10 @@ def embedding_files(params: dict, spec_dir: Path, models_dir: Path | None,
     return {name: offered[name] for name in embeddings.referenced(text, list(offered))}
 
 
-def embedding_problems(params: dict, spec_dir: Path, models_dir: Path | None,
-                       model: Path | None) -> list[tuple[str, str]]:
-    """(param, message) for missing, unreadable or unfit embedding files the params name or the prompts use."""
+def embedding_problems(params: dict, spec_dir: Path, models_dir: Path | None, model: Path | None,
+                       sdxl: bool = False) -> list[tuple[str, str]]:
+    """(param, message) for missing, unreadable or unfit embedding files the params name or the prompts use;
+    `model` is the folder whose configs describe the model, `sdxl` whether it has SDXL's two text encoders."""
     try:
         where = embeddings.folders(spec_dir, models_dir)
         culprits = {embeddings.resolve(value, spec_dir, where): "embedding" for value in params.get("embedding") or []}
@@ -165,6 +180,9 @@ def embedding_problems(params: dict, spec_dir: Path, models_dir: Path | None,
             culprits.update({path: field for path in embedding_files(params, spec_dir, models_dir, (field,)).values()})
     except embeddings.EmbeddingError as exc:
         return [("embedding", str(exc))]
-    width, window = text_limits(model) if model else (None, None)
+    widths, window = text_limits(model) if model else (None, None)
+    if sdxl:
+        return [(field, problem) for path, field in culprits.items()
+                for problem in embeddings.sdxl_problems(path, widths if widths and len(widths) == 2 else None, window)]
     return [(field, problem) for path, field in culprits.items()
-            for problem in embeddings.problems(path, width, window)]
+            for problem in embeddings.problems(path, widths[0] if widths else None, window)]

@@ -4,15 +4,18 @@ The cross-attention context is the two encoders' hidden states side by side, tak
 final layer (the penultimate layer at clip_skip 1, one further down per step, with no final layer
 norm: SDXL was trained so); the pooled, projected output of the second encoder and the
 `time_ids` (original size, crop corner, target size) go in as `added_cond_kwargs`, as diffusers'
-StableDiffusionXLPipeline builds them. Encodings are cached per (text, clip_skip) like `text`'s.
+StableDiffusionXLPipeline builds them. Encodings are cached per (text, clip_skip) and encoder state
+(the text-encoder LoRAs applied) like `text`'s; a textual-inversion embedding's name is spelled as
+the tokens its vectors were loaded under in both tokenizers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 
+from gridgen.backends.sd.embeddings import spell_vectors
 from gridgen.backends.sd.encoding_cache import EncodingCache
 from gridgen.backends.sd.text import Conditioning
 
@@ -23,10 +26,18 @@ class SdxlPromptEncoder:
     def __init__(self, tokenizers: Sequence, text_encoders: Sequence, capacity: int = 1024):
         self.tokenizers = list(tokenizers)
         self.text_encoders = list(text_encoders)
-        self.cache: EncodingCache[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = EncodingCache(capacity)
+        self.cache: EncodingCache[tuple[str, int, Hashable], tuple[torch.Tensor, torch.Tensor]]
+        self.cache = EncodingCache(capacity)
+        self.state: Hashable = ()  # anything besides the text that changes an encoding (text-encoder LoRAs)
+        self.embedding_vectors: dict[str, int] = {}  # loaded textual-inversion embeddings: name -> vector count
 
     def _lookup(self, requests: Sequence[tuple[str, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return self.cache.lookup(list(requests), lambda missing: [self._encode(*key) for key in missing])
+        return self.cache.lookup([(text, skip, self.state) for text, skip in requests],
+                                 lambda missing: [self._encode(text, skip) for text, skip, _ in missing])
+
+    def forget(self) -> None:
+        """Drop every cached encoding (the tokenizers learnt new words: cached texts may spell them)."""
+        self.cache.clear()
 
     def encode(self, requests: Sequence[tuple[str, int]]) -> list[torch.Tensor]:
         """The context of each request, in request order (one 77-token window each)."""
@@ -40,6 +51,7 @@ class SdxlPromptEncoder:
         return torch.stack([pooled for _, pooled in self._lookup(requests)])
 
     def _encode(self, text: str, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
+        text = spell_vectors(text, self.embedding_vectors)
         states = []
         for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
             # Prompts longer than the encoder's window are truncated, as diffusers' own pipeline does.
