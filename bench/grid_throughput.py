@@ -203,7 +203,8 @@ def main() -> int:
                   f"{grid_rates[-1]:.2f} img/s; ratio {ratios[-1]:.2f}x")
     print(f"plain per-image loop: {statistics.median(loop_rates):.2f} img/s (median of {args.rounds})")
     print(f"gridgen:              {statistics.median(grid_rates):.2f} img/s (median of {args.rounds})")
-    print(f"ratio gridgen / loop: {statistics.median(ratios):.2f}x (median; rounds {', '.join(f'{r:.2f}' for r in ratios)})")
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    print(f"ratio gridgen / loop: {statistics.median(ratios):.2f}x (median; rounds {each})")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if device == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
