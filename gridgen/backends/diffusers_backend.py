@@ -12,6 +12,7 @@ import gc
 import time
 from collections.abc import Hashable, Iterator
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -292,8 +293,7 @@ class DiffusersBackend:
                 self._free_device_memory()
                 raise BatchOutOfMemory(len(todo)) from exc
             for key, (image, metadata, timings) in zip(todo, rendered, strict=True):
-                image.add_done_callback(lambda done, key=key, metadata=metadata: done.exception() or
-                                        self.cache.put(key, (done.result(), metadata)))
+                image.add_done_callback(partial(self._cache_decoded, key, metadata))
                 bases[key] = (image, metadata, timings)
         results = []
         for cell, params, key in zip(cells, batch, keys, strict=True):
@@ -311,6 +311,10 @@ class DiffusersBackend:
             results.append(Result(cell, image, metadata=metadata,
                                   timings={**timings, "post": time.perf_counter() - started}, files=edited.files))
         return results
+
+    def _cache_decoded(self, key: str, metadata: dict[str, Any], decoded: Future) -> None:
+        if decoded.exception() is None:  # a failed decode is reported by the cells' writes
+            self.cache.put(key, (decoded.result(), metadata))
 
     @staticmethod
     def _cell_metadata(params: dict[str, Any]) -> dict[str, Any]:
