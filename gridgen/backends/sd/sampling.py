@@ -22,7 +22,9 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
                     image: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
                     masks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
                     added_cond: dict[str, torch.Tensor] | None = None,
-                    added_uncond: dict[str, torch.Tensor] | None = None) -> Denoiser:
+                    added_uncond: dict[str, torch.Tensor] | None = None,
+                    image_scales: Sequence[float] | None = None,
+                    image_uncond: torch.Tensor | None = None) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
 
     `cond` and `uncond` hold one context row per sample: fixed tensors (CLIP), or functions of the
@@ -36,31 +38,64 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
     as `class_labels`) get them on both halves. `masks` (cond, uncond), when rows were padded to one
     length, mark each row's real tokens for cross-attention. `added_cond` / `added_uncond` hold
     per-sample `added_cond_kwargs` rows (SDXL's pooled text and size), paired like `cond` / `uncond`.
+
+    `image_scales` adds guidance by the `image` itself (instruct-pix2pix): a third prediction, with the
+    unconditional text and `image_uncond` in place of `image`, and per sample, with text scale g and
+    image scale s, eps = g * cond + (s - g) * image-only + (1 - s) * unconditional, which is
+    diffusers' uncond + g * (cond - image-only) + s * (image-only - uncond). A prediction whose weight
+    is 0 is not computed: the image-only rows run only where s != g, the unconditional ones only where
+    s != 1, so s = 1 is plain CFG at the same cost, and without `image_scales` nothing changes.
     """
+    if image_scales is not None and (image is None or image_uncond is None):
+        raise ValueError("image guidance needs `image` and `image_uncond`, its unconditional counterpart")
     device = cond.device if isinstance(cond, torch.Tensor) else unet.device
-    guided = torch.tensor([i for i, s in enumerate(scales) if s != 1], dtype=torch.long, device=device)
+    pairs = list(zip(scales, image_scales or [1.0] * len(scales), strict=True))
+
+    def samples_where(keep: Callable[[float, float], bool]) -> torch.Tensor:
+        return torch.tensor([i for i, (g, s) in enumerate(pairs) if keep(g, s)], dtype=torch.long, device=device)
+
+    # `guided` rows: the unconditional text with `image` (plain CFG's unconditional half, the image-only
+    # prediction); `bare` rows: the unconditional text with `image_uncond`. Each only where its weight is not 0.
+    guided = samples_where(lambda g, s: s != g)
+    bare = samples_where(lambda g, s: s != 1)
+    stand_in = samples_where(lambda g, s: s == g != 1)  # the image-only prediction cancels out here
     scale = torch.tensor(list(scales), dtype=torch.float32, device=device)
     scale = scale.view(-1, 1, 1, 1)
-    fixed = None if callable(cond) or callable(uncond) else torch.cat([cond, uncond[guided]])
-    image_in = torch.cat([image, image[guided]]) if image is not None else None
-    extra = {"class_labels": torch.cat([class_labels, class_labels[guided]])} if class_labels is not None else {}
+    image_weight = torch.tensor([s - 1 for _, s in pairs], dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+    fixed = None if callable(cond) or callable(uncond) else torch.cat([cond, uncond[guided], uncond[bare]])
+    image_in = None
+    if image is not None:
+        image_in = torch.cat([image, image[guided], *([image_uncond[bare]] if image_scales is not None else [])])
+    extra = {}
+    if class_labels is not None:
+        extra["class_labels"] = torch.cat([class_labels, class_labels[guided], class_labels[bare]])
     if masks[0] is not None:
-        extra["encoder_attention_mask"] = torch.cat([masks[0], masks[1][guided]])
+        extra["encoder_attention_mask"] = torch.cat([masks[0], masks[1][guided], masks[1][bare]])
     if added_cond:
-        extra["added_cond_kwargs"] = {name: torch.cat([rows, added_uncond[name][guided]])
+        extra["added_cond_kwargs"] = {name: torch.cat([rows, added_uncond[name][guided], added_uncond[name][bare]])
                                       for name, rows in added_cond.items()}
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        context = fixed if fixed is not None else torch.cat([_at(cond, t), _at(uncond, t)[guided]])
-        x_in = torch.cat([x, x[guided]])
+        batch, split = x.shape[0], x.shape[0] + len(guided)
+        if fixed is not None:
+            context = fixed
+        else:
+            unconditional = _at(uncond, t)
+            context = torch.cat([_at(cond, t), unconditional[guided], unconditional[bare]])
+        x_in = torch.cat([x, x[guided], x[bare]])
         if image_in is not None:
             x_in = torch.cat([x_in, image_in], dim=1)
         eps = unet(x_in.to(unet.dtype), t, encoder_hidden_states=context, **extra).sample.float()
         eps_cond = eps[:batch]
         eps_uncond = eps_cond.clone()
-        eps_uncond[guided] = eps[batch:]
-        return eps_uncond + scale * (eps_cond - eps_uncond)
+        eps_uncond[guided] = eps[batch:split]
+        if image_scales is None:
+            return eps_uncond + scale * (eps_cond - eps_uncond)
+        # Rows not computed had weight 0; a neighbour stands in for them so that no term needs them.
+        eps_bare = eps_uncond.clone()
+        eps_bare[bare] = eps[split:]
+        eps_uncond[stand_in] = eps_bare[stand_in]
+        return eps_uncond + scale * (eps_cond - eps_uncond) + image_weight * (eps_uncond - eps_bare)
 
     return denoise
 
