@@ -222,6 +222,10 @@ IMAGE_EDIT_PARAMS: tuple[Param, ...] = (
           aliases=("image", "input_image")),
     Param("denoise", "float", 0.75, "Denoising strength: 0 keeps the init image, 1 redraws it from noise.",
           aliases=("denoising_strength", "strength"), min=0, max=1),
+    Param("image_cfg_scale", "float", None,
+          "instruct-pix2pix's image guidance (A1111's Image CFG Scale; default 1.5): how closely the edit keeps "
+          "to init_image; 1 turns it off, higher keeps more of the image.",
+          aliases=("image_guidance_scale", "image_cfg"), min=0, max=100),
     Param("mask", "path", None, "Inpaint mask image (white = redraw), the size of init_image.",
           aliases=("mask_image", "init_mask")),
     Param("mask_blur", "int", 4, "Gaussian blur of the mask's edge in pixels, softening the paste back.",

@@ -264,12 +264,12 @@ def test_kind_comes_from_the_unet_and_other_kinds_are_refused_until_rendered(tin
     assert "inpainting model (a 9-channel UNet)" in message and "init_image and mask" in message
     folder = backend.validate(make_cell(model=str(tiny[0]["sd1-inpaint"].folder)).params)
     assert "init_image and mask" in messages(folder, "model")[0]
-    pix2pix = tmp_path / "pix2pix"
-    shutil.copytree(tiny[0]["sd1"].folder, pix2pix)
-    config = json.loads((pix2pix / "unet" / "config.json").read_text())
-    (pix2pix / "unet" / "config.json").write_text(json.dumps({**config, "in_channels": 8}))
-    (message,) = messages(backend.validate(make_cell(model=str(pix2pix)).params), "model")
-    assert "is an instruct-pix2pix model (8-channel UNet)" in message and "does not render instruct-pix2pix" in message
+    upscaler = tmp_path / "upscaler"
+    shutil.copytree(tiny[0]["sd1"].folder, upscaler)
+    config = json.loads((upscaler / "unet" / "config.json").read_text())
+    (upscaler / "unet" / "config.json").write_text(json.dumps({**config, "in_channels": 7}))
+    (message,) = messages(backend.validate(make_cell(model=str(upscaler)).params), "model")
+    assert "x4-upscaler model (7-channel UNet)" in message and "does not render x4-upscaler" in message
 
 
 def test_pipeline_param_must_fit_the_unet(tiny, tmp_path):

@@ -1,5 +1,5 @@
-"""The built-in `diffusers` backend: Stable Diffusion txt2img, img2img, inpaint and depth2img on diffusers' models
-and schedulers.
+"""The built-in `diffusers` backend: Stable Diffusion txt2img, img2img, inpaint, depth2img and instruct-pix2pix on
+diffusers' models and schedulers.
 
 It validates a cell's params from config files alone, keeps the last model loaded, and renders a
 batch of cells that share a sampler, step count and size while each keeps its own prompt,
@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
-from gridgen.backends.sd import depth2img, edit, ella_setup, images, networks, sampling, wildcards
+from gridgen.backends.sd import depth2img, edit, ella_setup, images, instruct_pix2pix, networks, sampling, wildcards
 from gridgen.backends.sd.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.decoding import Decoder
 from gridgen.backends.sd.depth import DEPTH_PARAMS, DepthMaps
@@ -56,6 +56,7 @@ EDIT_PARAMS = frozenset({"init_image", "denoise", "mask", "mask_blur", "inpaint_
                          "inpainting_fill"})
 SAM_PARAMS = frozenset({"sam_prompt", "sam_model", "sam_mask", "dilate", "inpaint_mode", "inpainter"})
 SUPPORTED_PARAMS |= EDIT_PARAMS | SAM_PARAMS | frozenset(DEPTH_PARAMS)
+SUPPORTED_PARAMS |= {"image_cfg_scale"}
 # Params only the stages after base generation read: cells differing only in these share a base image.
 POST_PARAMS = frozenset({"upscaler", "upscale_by", "out_width", "out_height", "format", "prompt_replace"})
 POST_PARAMS |= UPSCALE_PARAMS | SAM_PARAMS
@@ -196,6 +197,8 @@ class DiffusersBackend:
         problems += [ParamProblem(name, message) for name, message in edit.problems(params, channels)]
         if info and depth2img.is_depth2img(info.in_channels):
             problems += depth2img.problems(params, info.path, self.depths)
+        problems += [ParamProblem(name, message)
+                     for name, message in instruct_pix2pix.problems(params, str(params["model"]), channels)]
         sam_input = self.inputs.size(params["init_image"]) if params.get("init_image") else self._size(params)
         problems += self.segmenting.validate(params, sam_input)
         return problems + self.upscaling.validate(params)
@@ -224,8 +227,16 @@ class DiffusersBackend:
         model, vae, loras = self.load_key(params)
         return f"model {model} (vae {vae})" + (f" + lora {', '.join(loras)}" if loras else "")
 
+    def _as_read(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The params as the model's kind reads them (validate() reports a model that cannot be read)."""
+        try:
+            channels = self._info(params).in_channels
+        except ModelError:
+            return params
+        return instruct_pix2pix.as_read(params, channels)
+
     def batch_key(self, params: dict[str, Any]) -> Hashable:
-        params = {**_DEFAULTS, **params}
+        params = self._as_read({**_DEFAULTS, **params})
         # The scheduler choice, not the sampler's name: names that build the same scheduler can share a batch.
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
         # One LoRA set and weights per batch: adapter weights apply to the whole UNet call.
@@ -269,7 +280,8 @@ class DiffusersBackend:
     def _base_key(self, params: dict[str, Any]) -> str:
         if edit.mode_of(params) == "input":  # the file as it is: only its bytes matter
             return stage_key("input", {}, self.inputs.fingerprint(params))
-        return stage_key("txt2img", base_params(params), f"{self.load_key(params)}{self.inputs.fingerprint(params)}")
+        return stage_key("txt2img", base_params(self._as_read(params)),
+                         f"{self.load_key(params)}{self.inputs.fingerprint(params)}")
 
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
         """Base images from the stage cache or one denoising batch, then each cell's post stages."""
@@ -367,6 +379,12 @@ class DiffusersBackend:
                                           parts.device)
             latents = depth2img.denoise(parts, prepared.pixels, depth, scheduler, cond, uncond, scales,
                                         int(first["steps"]), float(first["denoise"]), seeds, **text)
+        elif parts.unet.config.in_channels == instruct_pix2pix.CHANNELS:
+            prepared = edit.prepare_cells(batch, self.inputs, (width, height), parts.device)
+            finish = prepared.finish
+            latents = instruct_pix2pix.denoise(parts, prepared.pixels, scheduler, cond, uncond, scales,
+                                               [instruct_pix2pix.image_cfg_scale(p) for p in batch],
+                                               int(first["steps"]), seeds, **text)
         elif edit.mode_of(first) in ("img2img", "inpaint"):
             prepared = edit.prepare_cells(batch, self.inputs, (width, height), parts.device)
             finish = prepared.finish
@@ -417,6 +435,8 @@ class DiffusersBackend:
             torch.cuda.synchronize(parts.device)
             torch.cuda.reset_peak_memory_stats(parts.device)
             rows = 2 * cells  # conditional and unconditional halves
+            if shape[0] == instruct_pix2pix.CHANNELS:
+                rows += cells  # and instruct-pix2pix's image-only third
             x = torch.zeros((rows, *shape), device=parts.device, dtype=parts.unet.dtype)
             added = added_conditioning(pooled.expand(rows, -1), width, height) if pooled is not None else None
             parts.unet(x, torch.tensor(999, device=parts.device), encoder_hidden_states=context.expand(rows, -1, -1),
