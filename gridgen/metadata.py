@@ -27,6 +27,7 @@ def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = N
         ("Sampler", params.get("sampler")),
         ("Schedule type", params.get("schedule") if params.get("schedule") not in (None, "automatic") else None),
         ("CFG scale", params.get("cfg_scale")),
+        ("Image CFG scale", metadata.get("image_cfg_scale")),  # instruct-pix2pix's, as its backend read it
         ("Seed", params.get("seed")),
         ("Size", f"{width}x{height}" if width and height else None),
         ("Model", params.get("model")),

@@ -14,6 +14,7 @@ from gridgen.backends import BackendContext
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import families, locate, sampling
 from gridgen.errors import SpecError
+from gridgen.metadata import read_metadata
 from gridgen.params import Registry, coerce
 from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
@@ -150,8 +151,10 @@ def test_mixed_cells_share_one_batch_and_render_as_alone(backend, monkeypatch):
     original = DiffusersBackend._denoise
     monkeypatch.setattr(DiffusersBackend, "_denoise", lambda self, batch: batches.append(len(batch)) or
                         original(self, batch))
-    together = {result.cell.key: pixels(result.image) for result in backend.render(cells)}
+    results = list(backend.render(cells))
+    together = {result.cell.key: pixels(result.image) for result in results}
     assert batches == [4]
+    assert [result.metadata["image_cfg_scale"] for result in results] == [1.5, 1.0, 2.5, 1.0]  # 1.5 by default
     for one in cells:
         (alone,) = backend.render([one])
         assert np.abs(pixels(alone.image) - together[one.key]).mean() <= 1, one.key
@@ -183,6 +186,8 @@ def test_gridgen_run_renders_an_image_cfg_scale_axis_and_ignores_denoise(folder,
     assert np.array_equal(out["1/0_5"], out["1/1"])
     assert np.abs(out["1/0_5"] - out["2_5/0_5"]).mean() > 1
     assert {e["params"]["image_cfg_scale"] for e in journal} == {1.0, 2.5}
+    file = next(e["file"] for e in journal if e["key"] == "2_5/1")
+    assert "CFG scale: 4, Image CFG scale: 2.5," in read_metadata(tmp_path / "out" / file)["parameters"]
 
 
 # Single files

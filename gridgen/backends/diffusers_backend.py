@@ -407,7 +407,8 @@ class DiffusersBackend:
         share = 1 / len(batch)
         timings = [{"text": text_time * share, "denoise": denoise_time * share} for _ in batch]
         decoded = self.decoder.submit(parts.vae, latents, finish, timings)
-        return [(image, {**metadata, **ella_setup.metadata(p, self._resolve)}, cell_timings)
+        return [(image, {**metadata, **ella_setup.metadata(p, self._resolve),
+                         **instruct_pix2pix.metadata(p, parts.unet.config.in_channels)}, cell_timings)
                 for p, image, cell_timings in zip(batch, decoded, timings, strict=True)]
 
     @torch.inference_mode()

@@ -33,6 +33,11 @@ def image_cfg_scale(params: dict[str, Any]) -> float:
     return DEFAULT_IMAGE_CFG_SCALE if value is None else float(value)
 
 
+def metadata(params: dict[str, Any], in_channels: int) -> dict[str, Any]:
+    """What an image records of this mode: the image guidance it was rendered with, default included."""
+    return {"image_cfg_scale": image_cfg_scale(params)} if in_channels == CHANNELS else {}
+
+
 def as_read(params: dict[str, Any], in_channels: int | None) -> dict[str, Any]:
     """The cell's params as its mode reads them: on an instruct-pix2pix model the strength is always full,
     so cells differing only in `denoise` share a batch and a base image."""
