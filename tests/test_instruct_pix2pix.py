@@ -59,6 +59,14 @@ def folder(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def vocab_cache(tmp_path_factory):
+    """The CLIP vocabulary files the LDM-layout models are tokenized with, written once, away from the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture()
 def backend(folder):
     instance = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu", cache_bytes=0))
@@ -99,6 +107,32 @@ def test_matches_diffusers_instruct_pix2pix_pipeline(backend, sampler):
         difference = np.abs(pixels(ours.image) - theirs).mean()
         assert difference <= 2, f"{sampler} {cfg}/{image_cfg}: {difference}/255 from the diffusers pipeline"
         assert np.abs(pixels(ours.image) - pixels(picture(64, 64))).mean() > 5  # it did redraw the image
+
+
+def test_sdxl_matches_diffusers_sdxl_instruct_pix2pix_pipeline(tmp_path, vocab_cache):
+    from diffusers import StableDiffusionXLInstructPix2PixPipeline
+
+    model = tiny_models.build(tmp_path / "sdxl-ip2p", "sdxl", in_channels=8, seed=3)
+    picture(64, 64).save(tmp_path / "init.png")
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu", cache_bytes=0))
+    try:
+        params = {"model": str(model.folder), "sampler": "DPM++ 2M", "cfg_scale": 4.0, "image_cfg_scale": 1.5,
+                  "negative_prompt": "blurry"}
+        assert backend.validate(cell(**params).params) == []
+        (ours,) = backend.render([cell(**params)])
+        parts = backend._components
+        pipe = StableDiffusionXLInstructPix2PixPipeline(
+            vae=parts.vae, text_encoder=parts.text_encoder, text_encoder_2=parts.text_encoder_2,
+            tokenizer=parts.tokenizer, tokenizer_2=parts.tokenizer_2, unet=parts.unet,
+            scheduler=make_scheduler(scheduler_choice("DPM++ 2M", "automatic"), parts.scheduler_config))
+        pipe.set_progress_bar_config(disable=True)
+        theirs = pipe("make it red", image=picture(64, 64), num_inference_steps=4, guidance_scale=4.0,
+                      image_guidance_scale=1.5, negative_prompt="blurry", height=64, width=64,
+                      generator=torch.Generator("cpu").manual_seed(1), output_type="np").images[0] * 255
+        difference = np.abs(pixels(ours.image) - theirs).mean()
+        assert difference <= 2, f"{difference}/255 from diffusers' SDXL instruct-pix2pix pipeline"
+    finally:
+        backend.close()
 
 
 def test_image_guidance_runs_only_the_predictions_that_weigh_and_keeps_the_formula():
@@ -193,8 +227,7 @@ def test_gridgen_run_renders_an_image_cfg_scale_axis_and_ignores_denoise(folder,
 # Single files
 
 
-def test_an_8_channel_single_file_loads_and_renders_as_its_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the CLIP vocabulary, away from the user's
+def test_an_8_channel_single_file_loads_and_renders_as_its_folder(tmp_path, monkeypatch, vocab_cache):
     model = tiny_models.build(tmp_path / "folder", "sd1-ip2p", in_channels=8, seed=4)
     monkeypatch.setattr(families, "CONFIG_ROOT", tiny_models.config_root(tmp_path / "configs", [model]))
     for cached in (locate.resolve_model, locate.read_model_info):

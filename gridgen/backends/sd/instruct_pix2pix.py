@@ -6,7 +6,9 @@ noisy latents as four extra channels; the denoising starts from pure noise at th
 (this mode reads no `denoise`); and three predictions are mixed per sample, text and image, image
 only, and neither (zeros in place of the image latents), by `cfg_scale` and `image_cfg_scale`
 through `sampling.guided_denoiser`. diffusers skips guidance altogether when cfg_scale <= 1 or
-image_cfg_scale < 1; here the formula holds at every scale, as A1111's does.
+image_cfg_scale < 1; here the formula holds at every scale, as A1111's does. SDXL models (diffusers'
+`StableDiffusionXLInstructPix2PixPipeline`) take the same path, their added conditioning paired with the
+text on every prediction.
 """
 
 from __future__ import annotations
