@@ -224,6 +224,20 @@ def test_gridgen_run_renders_an_image_cfg_scale_axis_and_ignores_denoise(folder,
     assert "CFG scale: 4, Image CFG scale: 2.5," in read_metadata(tmp_path / "out" / file)["parameters"]
 
 
+def test_the_image_cfg_axis_library_teaches_every_value_and_validates(folder, tmp_path):
+    spec = write_spec(folder, """
+        include: axes/image_cfg.yaml
+        grid:
+          params: {model: tiny-ip2p, init_image: init.png, steps: 2}
+        """, name="image-cfg-library.yaml")
+    prepared = prepare(spec, RunOptions(out=tmp_path / "out"))  # validates every cell: a bad value fails here
+    (axis,) = prepared.plan.spec.axes
+    assert axis.id == "image_cfg_scale" and axis.default == "1_5" and len(axis.description) > 200
+    assert [value.params["image_cfg_scale"] for value in axis.values] == [1.0, 1.2, 1.5, 2.0, 3.0]
+    for value in axis.values:
+        assert value.title and len(value.description) > 80, value.key
+
+
 # Single files
 
 
