@@ -268,8 +268,9 @@ def test_an_8_channel_single_file_loads_and_renders_as_its_folder(tmp_path, monk
 
 
 def test_an_ip2p_model_needs_init_image_and_refuses_what_it_cannot_do(backend):
-    (message,) = messages(backend.validate(cell(init_image=None).params), "init_image")
-    assert "instruct-pix2pix model" in message and "give init_image" in message
+    for params in ({"init_image": None}, {"init_image": None, "sam_prompt": "point 5 5"}):
+        (message,) = messages(backend.validate(cell(**params).params), "init_image")
+        assert "instruct-pix2pix model" in message and "give init_image" in message
     (message,) = messages(backend.validate(cell(mask="mask.png").params), "mask")
     assert "reads no mask" in message
     (message,) = messages(backend.validate(cell(upscaler="hires:lanczos").params), "upscaler")

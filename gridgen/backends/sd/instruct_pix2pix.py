@@ -51,13 +51,13 @@ def as_read(params: dict[str, Any], in_channels: int | None) -> dict[str, Any]:
 def problems(params: dict[str, Any], model: str, in_channels: int | None) -> list[tuple[str, str]]:
     """(param, message) for an instruct-pix2pix model without the image it edits, or with a mask or an upscaler
     it cannot serve."""
-    if in_channels != CHANNELS or params.get("sam_prompt"):
-        return []  # a SAM edit's base image is its own input, which this model does not render
+    if in_channels != CHANNELS:
+        return []
     found = []
     if not params.get("init_image"):
         found.append(("init_image", f"model {model!r} is an instruct-pix2pix model (an 8-channel UNet): it edits "
                                     f"an image, so give init_image (the image to edit) or use a txt2img model"))
-    if params.get("mask"):
+    if params.get("mask") and not params.get("sam_prompt"):  # with sam_prompt, edit.problems already objects
         found.append(("mask", f"model {model!r} is an instruct-pix2pix model: it edits the whole image and reads "
                               f"no mask; drop mask, or use an inpainting model to redraw a part"))
     try:
