@@ -191,7 +191,7 @@ def test_mixed_cells_share_one_batch_and_render_as_alone(backend, monkeypatch):
     assert [result.metadata["image_cfg_scale"] for result in results] == [1.5, 1.0, 2.5, 1.0]  # 1.5 by default
     for one in cells:
         (alone,) = backend.render([one])
-        assert np.abs(pixels(alone.image) - together[one.key]).mean() <= 1, one.key
+        assert np.abs(pixels(alone.image) - together[one.key]).max() <= 1, one.key
     assert np.abs(together["a"] - together["c"]).mean() > 2  # another image and scale gives another edit
 
 
