@@ -6,9 +6,9 @@ noisy latents as four extra channels; the denoising starts from pure noise at th
 (this mode reads no `denoise`); and three predictions are mixed per sample, text and image, image
 only, and neither (zeros in place of the image latents), by `cfg_scale` and `image_cfg_scale`
 through `sampling.guided_denoiser`. diffusers skips guidance altogether when cfg_scale <= 1 or
-image_cfg_scale < 1; here the formula holds at every scale, as A1111's does. SDXL models (diffusers'
-`StableDiffusionXLInstructPix2PixPipeline`) take the same path, their added conditioning paired with the
-text on every prediction.
+image_cfg_scale < 1; here the formula holds at every scale, so a scale axis changes the image
+continuously across those points. SDXL models (diffusers' `StableDiffusionXLInstructPix2PixPipeline`) take
+the same path, their added conditioning paired with the text on every prediction.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from gridgen.backends.sd import sampling
 from gridgen.upscalers import parse_upscaler
 
 CHANNELS = 8
-KIND = "instruct-pix2pix"
 DEFAULT_IMAGE_CFG_SCALE = 1.5
 # The start of the schedule is fixed: a `denoise` param is not read, so it must not tell cells apart.
 FULL_STRENGTH = 1.0
