@@ -169,7 +169,8 @@ def test_mixed_cells_share_one_unet_batch_and_render_as_they_do_alone(folder, mo
              cell("b", noise_level=300, seed=2, cfg_scale=1.0, init_image="other.png", prompt=""),
              cell("c", noise_level=700, seed=1, cfg_scale=8.0, init_image="other.png"),
              cell("d", noise_level=100, seed=3, cfg_scale=5.0, negative_prompt="blurry")]
-    together_backend = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu"))
+    # Two CPU shards: the UNet batch is split in slices, class labels sliced with the latents.
+    together_backend = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu", cpu_shards=2))
     assert len({together_backend.batch_key({**c.params}) for c in cells}) == 1
     batches: list[int] = []
     original = DiffusersBackend._denoise
