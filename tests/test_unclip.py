@@ -133,6 +133,19 @@ def test_an_unclip_folder_is_its_own_kind_though_its_unet_has_4_channels(folder,
         locate.read_model_info(incomplete)
 
 
+def test_a_single_file_unclip_checkpoint_is_named_and_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from gridgen.backends.sd import families
+
+    shapes = {families.UNET_INPUT: (8, 4, 3, 3), families.UNCLIP_LABEL: (8, 16),
+              "cond_stage_model.model.positional_embedding": (77, 8)}
+    path = tmp_path / "sd21-unclip-h.safetensors"
+    save_file({key: torch.zeros(shape) for key, shape in shapes.items()}, str(path))
+    with pytest.raises(ModelError, match="SD 2.x unCLIP checkpoint.*diffusers folders"):
+        locate.read_model_info(path)
+
+
 # Agreement with diffusers
 
 
