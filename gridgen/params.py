@@ -51,9 +51,11 @@ def _choose_format(text: str) -> str | None:
 
 
 # `pipeline` values: auto (the kind the model's UNet says) or one kind; spellings users know map onto them.
-PIPELINE_KINDS = ("auto", "txt2img", "img2img", "depth2img", "x4-upscaler", "instruct-pix2pix", "inpaint")
+PIPELINE_KINDS = ("auto", "txt2img", "img2img", "depth2img", "x4-upscaler", "instruct-pix2pix", "inpaint",
+                  "unclip")
 _PIPELINE_ALIASES = {"ip2p": "instruct-pix2pix", "pix2pix": "instruct-pix2pix", "inpainting": "inpaint",
-                     "depth": "depth2img", "upscale": "x4-upscaler", "upscaler": "x4-upscaler", "x4": "x4-upscaler"}
+                     "depth": "depth2img", "upscale": "x4-upscaler", "upscaler": "x4-upscaler", "x4": "x4-upscaler",
+                     "variation": "unclip", "image-variation": "unclip"}
 PREDICTIONS = ("auto", "epsilon", "v_prediction")
 
 
@@ -135,7 +137,8 @@ CORE_PARAMS: tuple[Param, ...] = (
           aliases=("embeddings", "textual_inversion"), stage="text", accumulate=True),
     Param("pipeline", "choice", "auto",
           "The pipeline kind; auto follows the model's UNet (4 channels txt2img, 5 depth2img, 7 x4 upscaler, "
-          "8 instruct-pix2pix, 9 inpaint).", aliases=("pipeline_kind",), choose=_choose_pipeline,
+          "8 instruct-pix2pix, 9 inpaint; unclip when a 4-channel UNet also reads an image embedding).",
+          aliases=("pipeline_kind",), choose=_choose_pipeline,
           choices_help=", ".join(PIPELINE_KINDS)),
     Param("prediction", "choice", "auto",
           "What the UNet predicts: auto (the model's config; 768-v for SD 2.x single files), epsilon or "
@@ -159,8 +162,12 @@ CORE_PARAMS: tuple[Param, ...] = (
           min=0, max=8192, stage="post"),
     Param("tile_overlap", "int", 32, "Pixels neighbouring tiles share; their seams are blended across it.",
           min=0, max=4096, stage="post"),
-    Param("noise_level", "int", 20, "Noise the SD x4 upscaler adds to its low-resolution input (0-350).",
-          min=0, max=350, stage="post"),
+    # One param, two readers, each checking its own range: the SD x4 upscaler (a post stage) on any model, and
+    # on an unCLIP model also the base image.
+    Param("noise_level", "int", 20,
+          "Noise added to a conditioning input: the SD x4 upscaler's low-resolution image (0-350, up to the x4 "
+          "model's max_noise_level) and, on an unCLIP model, the CLIP embedding of init_image (0-999: more noise, "
+          "looser variations).", min=0, max=999, stage="post"),
     Param("upscale_prompt", "str", None, "The SD x4 upscaler's prompt (default: the cell's prompt).", stage="post"),
     Param("upscale_steps", "int", 20, "Denoising steps of the SD x4 upscaler.", min=1, max=1000, stage="post"),
     Param("upscale_cfg_scale", "float", 9.0, "CFG scale of the SD x4 upscaler.", aliases=("upscale_cfg",),

@@ -20,7 +20,17 @@ import torch
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
-from gridgen.backends.sd import depth2img, edit, ella_setup, images, instruct_pix2pix, networks, sampling, wildcards
+from gridgen.backends.sd import (
+    depth2img,
+    edit,
+    ella_setup,
+    images,
+    instruct_pix2pix,
+    networks,
+    sampling,
+    unclip,
+    wildcards,
+)
 from gridgen.backends.sd.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.decoding import Decoder
 from gridgen.backends.sd.depth import DEPTH_PARAMS, DepthMaps
@@ -74,9 +84,12 @@ def has_post_stages(params: dict[str, Any]) -> bool:
                 or parse_upscaler(str(params["upscaler"])).name != "none")
 
 
-def base_params(params: dict[str, Any]) -> dict[str, Any]:
+def base_params(params: dict[str, Any], image_variation: bool = False) -> dict[str, Any]:
+    """The params a cell's base image depends on; `image_variation` for an unCLIP model's cell."""
     # In a SAM edit the inpainting params belong to the edit, not to the base image it starts from.
     later = POST_PARAMS | (EDIT_PARAMS - {"init_image"} if params.get("sam_prompt") else frozenset())
+    if image_variation:  # noise_level noises its image embedding; no start latents, so no denoising strength
+        later = later - {"noise_level"} | {"denoise"}
     return ella_setup.stage_params({name: value for name, value in params.items() if name not in later})
 
 
@@ -90,6 +103,7 @@ class DiffusersBackend:
         self._components: Components | None = None
         self.prompts: PromptEncoder | SdxlPromptEncoder | None = None  # the loaded model's text-embedding cache
         self.ella = ella_setup.EllaRuntime()
+        self.variations = unclip.ImageVariations()
         self.networks: networks.Networks | None = None  # the loaded model's embeddings and LoRAs
         self._resolved: dict[tuple, Path | None | ModelError] = {}
         spill = Path(context.out_dir) / ".cache" if context.out_dir else None
@@ -138,6 +152,12 @@ class DiffusersBackend:
     def _info(self, params: dict[str, Any]) -> ModelInfo:
         return read_model_info(self._model_path(params), str(params.get("prediction") or "auto"))
 
+    def _is_unclip(self, params: dict[str, Any]) -> bool:
+        try:
+            return self._info(params).unclip
+        except ModelError:
+            return False  # validate() reports the model
+
     def _size(self, params: dict[str, Any]) -> tuple[int, int]:
         if params.get("width") and params.get("height"):
             return int(params["width"]), int(params["height"])
@@ -145,7 +165,8 @@ class DiffusersBackend:
             info = self._info(params)
         except ModelError:
             info = None  # validate() reports the missing model; planning goes on
-        found = edit.init_size(params, self.inputs, info.vae_factor if info else 8)
+        # An unCLIP variation starts from noise at the UNet's size, whatever its init image's.
+        found = None if info and info.unclip else edit.init_size(params, self.inputs, info.vae_factor if info else 8)
         if found:
             return found
         native = info.native_size if info else 0
@@ -160,7 +181,7 @@ class DiffusersBackend:
         except ModelError as exc:
             problems.append(ParamProblem("model", str(exc)))
         else:
-            problems += kind_problems(params, str(params["model"]), info.in_channels, info.sdxl)
+            problems += kind_problems(params, str(params["model"]), info.in_channels, info.sdxl, info.unclip)
         factor = info.vae_factor if info else None
         try:
             vae = self._vae_path(params)
@@ -199,6 +220,7 @@ class DiffusersBackend:
             problems += depth2img.problems(params, info.path, self.depths)
         problems += [ParamProblem(name, message)
                      for name, message in instruct_pix2pix.problems(params, str(params["model"]), channels)]
+        problems += unclip.problems(params, info)
         sam_input = self.inputs.size(params["init_image"]) if params.get("init_image") else self._size(params)
         problems += self.segmenting.validate(params, sam_input)
         return problems + self.upscaling.validate(params)
@@ -241,7 +263,8 @@ class DiffusersBackend:
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
         # One LoRA set and weights per batch: adapter weights apply to the whole UNet call.
         return (self.load_key(params), self._lora_set(params), choice, str(params["prediction"]), int(params["steps"]),
-                *self._size(params), ella_setup.batch_part(params, self._resolve), edit.batch_part(params))
+                *self._size(params), ella_setup.batch_part(params, self._resolve),
+                ("unclip",) if self._is_unclip(params) else edit.batch_part(params))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))
@@ -280,7 +303,7 @@ class DiffusersBackend:
     def _base_key(self, params: dict[str, Any]) -> str:
         if edit.mode_of(params) == "input":  # the file as it is: only its bytes matter
             return stage_key("input", {}, self.inputs.fingerprint(params))
-        return stage_key("txt2img", base_params(self._as_read(params)),
+        return stage_key("txt2img", base_params(self._as_read(params), self._is_unclip(params)),
                          f"{self.load_key(params)}{self.inputs.fingerprint(params)}")
 
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
@@ -385,6 +408,9 @@ class DiffusersBackend:
             latents = instruct_pix2pix.denoise(parts, prepared.pixels, scheduler, cond, uncond, scales,
                                                [instruct_pix2pix.image_cfg_scale(p) for p in batch],
                                                int(first["steps"]), seeds, **text)
+        elif self._is_unclip(first):
+            latents = self.variations.denoise(parts, self._model_path(first), batch, self.inputs, scheduler, cond,
+                                              uncond, scales, seeds, (width, height), **text)
         elif edit.mode_of(first) in ("img2img", "inpaint"):
             prepared = edit.prepare_cells(batch, self.inputs, (width, height), parts.device)
             finish = prepared.finish
@@ -440,8 +466,12 @@ class DiffusersBackend:
                 rows += cells  # and instruct-pix2pix's image-only third
             x = torch.zeros((rows, *shape), device=parts.device, dtype=parts.unet.dtype)
             added = added_conditioning(pooled.expand(rows, -1), width, height) if pooled is not None else None
+            labels = None
+            if parts.unet.config.class_embed_type == "projection":  # unCLIP's image embedding
+                labels = torch.zeros((rows, parts.unet.config.projection_class_embeddings_input_dim),
+                                     device=parts.device, dtype=parts.unet.dtype)
             parts.unet(x, torch.tensor(999, device=parts.device), encoder_hidden_states=context.expand(rows, -1, -1),
-                       added_cond_kwargs=added)
+                       added_cond_kwargs=added, class_labels=labels)
             torch.cuda.synchronize(parts.device)
             return torch.cuda.max_memory_allocated(parts.device)
 
@@ -484,7 +514,7 @@ class DiffusersBackend:
         lines = [self.cache.stats.line(), f"models: {self.models.loads} loaded, {self.models.hits} reused from memory"]
         if self.prompts is not None:
             lines.append(f"text embeddings: {self.prompts.cache.hits} cached, {self.prompts.cache.misses} encoded")
-        return lines + self.ella.stats() + self.depths.stats()
+        return lines + self.ella.stats() + self.depths.stats() + self.variations.stats()
 
     def close(self) -> None:
         self.decoder.close()
@@ -499,6 +529,7 @@ class DiffusersBackend:
         self._components = None
         self.prompts = None
         self.ella.close()
+        self.variations.close()
         self.networks = None
         self._load_key = self._loaded = None
         self.cache.clear()

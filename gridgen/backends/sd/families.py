@@ -9,7 +9,9 @@ A1111-style files hold weights only. The diffusers configs they need ship in `co
 - `cond_stage_model.model.*` (OpenCLIP ViT-H) is SD 2.x; `cond_stage_model.transformer.*`
   (CLIP ViT-L) is SD 1.x;
 - SD 2.x txt2img weights look the same for the 512 epsilon and the 768 v-prediction models, so
-  the 768-v config (SD 2.0-v, 2.1) is taken unless the `prediction` param says `epsilon`.
+  the 768-v config (SD 2.0-v, 2.1) is taken unless the `prediction` param says `epsilon`;
+- an SD 2.x 4-channel UNet with an image-embedding input (`label_emb`) is an unCLIP checkpoint, which
+  has no shipped config: unCLIP runs from diffusers folders.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from gridgen.errors import ModelError
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 UNET_INPUT = "model.diffusion_model.input_blocks.0.0.weight"
+# The image-embedding input of an SD 2.x unCLIP UNet (SDXL's size conditioning and the x4 upscaler's noise
+# level use the same name, but not with an SD 2.x text encoder and 4 input channels).
+UNCLIP_LABEL = "model.diffusion_model.label_emb.0.0.weight"
 KIND_BY_CHANNELS = {4: "txt2img", 5: "depth2img", 7: "x4-upscaler", 8: "instruct-pix2pix", 9: "inpaint"}
 # (text encoder layout, UNet input channels) -> family folder.
 FAMILIES = {
@@ -57,6 +62,10 @@ def detect_family(path: Path, shapes: dict[str, tuple[int, ...]], prediction: st
         refiner = any(key.startswith("conditioner.embedders.0.model.") for key in shapes)
         what = "an SDXL refiner" if refiner else "a model whose text encoder gridgen does not know"
         raise ModelError(f"{path} is {what}; gridgen loads SD 1.x, SD 2.x and SDXL base checkpoints")
+    if layout == "sd2" and channels == 4 and UNCLIP_LABEL in shapes:
+        raise ModelError(f"{path} is an SD 2.x unCLIP checkpoint; gridgen runs unCLIP models from diffusers folders "
+                         f"(StableUnCLIPImg2ImgPipeline, such as stabilityai/stable-diffusion-2-1-unclip): point "
+                         f"model at one")
     family = FAMILIES.get((layout, channels))
     if family is None:
         raise ModelError(f"{path} is an {layout.upper()} checkpoint whose UNet takes {channels} input channels; "

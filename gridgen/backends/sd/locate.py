@@ -36,6 +36,10 @@ _EXPECTED = {
 }
 # SDXL's second text encoder, when a folder has one.
 _SECOND_ENCODER = {"text_encoder_2": ("CLIPTextModelWithProjection",), "tokenizer_2": _EXPECTED["tokenizer"]}
+# What an unCLIP image-variation folder has beyond a Stable Diffusion one: the part and the config file it holds.
+UNCLIP_PIPELINE = "StableUnCLIPImg2ImgPipeline"
+_UNCLIP_PARTS = {"feature_extractor": "preprocessor_config.json", "image_encoder": "config.json",
+                 "image_normalizer": "config.json", "image_noising_scheduler": "scheduler_config.json"}
 # A VAE file's decoder input, bare (a VAE file) or inside a full checkpoint.
 _VAE_KEYS = ("decoder.conv_in.weight", "first_stage_model.decoder.conv_in.weight")
 
@@ -160,6 +164,7 @@ class ModelInfo:
     in_channels: int  # the UNet's input channels, which tell the pipeline kind
     sdxl: bool  # two text encoders and size conditioning
     config: Path  # the diffusers folder whose configs describe it: the folder itself, or a shipped family
+    unclip: bool = False  # a 4-channel UNet that also reads a CLIP image embedding (SD 2.1 unCLIP)
 
 
 def vae_factor(vae_dir: Path) -> int:
@@ -183,9 +188,27 @@ _WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.j
 _TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 
 
-def _missing_file(path: Path, index: dict[str, Any]) -> str | None:
+def _is_unclip(path: Path, index: dict[str, Any], unet: dict[str, Any]) -> bool:
+    """Whether a folder is an unCLIP image-variation model; raises ModelError for a UNet that reads image
+    embeddings from a folder with nothing to make them from (diffusers' text-to-image unCLIP)."""
+    projection = unet.get("class_embed_type") == "projection"
+    encoder_parts = ("image_encoder", "image_normalizer", "image_noising_scheduler")
+    if index.get("_class_name") == UNCLIP_PIPELINE or projection and all((path / p).is_dir() for p in encoder_parts):
+        return True
+    if projection:
+        raise ModelError(f"model {path}: its UNet reads a CLIP image embedding (class_embed_type projection) but the "
+                         f"folder has no {' + '.join(encoder_parts)} to make one; gridgen runs unCLIP models as "
+                         f"image variations ({UNCLIP_PIPELINE} folders, such as SD 2.1 unCLIP)")
+    return False
+
+
+def _missing_file(path: Path, index: dict[str, Any], unclip: bool = False) -> str | None:
     """The first file a folder needs but lacks (an interrupted download or copy), or None."""
-    for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
+    for part, config in _UNCLIP_PARTS.items() if unclip else ():
+        if not (path / part / config).is_file():
+            return str(path / part / config)
+    weighted = ("image_encoder", "image_normalizer") if unclip else ()
+    for component in ("unet", "vae", "text_encoder", "text_encoder_2", *weighted):
         if component not in index:
             continue
         folder = path / component
@@ -200,13 +223,13 @@ def _missing_file(path: Path, index: dict[str, Any]) -> str | None:
     return None
 
 
-def _info(path: Path, config: Path, in_channels: int) -> ModelInfo:
+def _info(path: Path, config: Path, in_channels: int, unclip: bool = False) -> ModelInfo:
     unet = _read_json(config / "unet" / "config.json")
     factor = vae_factor(config / "vae")
     text = _read_json(config / "text_encoder" / "config.json")
     return ModelInfo(path=path, vae_factor=factor, native_size=int(unet.get("sample_size", 64)) * factor,
                      text_layers=int(text.get("num_hidden_layers", 12)), in_channels=in_channels,
-                     sdxl=(config / "text_encoder_2").is_dir(), config=config)
+                     sdxl=(config / "text_encoder_2").is_dir(), config=config, unclip=unclip)
 
 
 @lru_cache(maxsize=64)
@@ -221,9 +244,12 @@ def read_model_info(path: Path, prediction: str = "auto") -> ModelInfo:
     reason = _unsupported(path, index)
     if reason:
         raise ModelError(reason)
-    missing = _missing_file(path, index)
+    unet_config = path / "unet" / "config.json"
+    unet = _read_json(unet_config) if unet_config.is_file() else {}  # a missing one is reported as missing
+    unclip = _is_unclip(path, index, unet)
+    missing = _missing_file(path, index, unclip)
     if missing:
         where = "this Hugging Face cache snapshot" if _hub_cache_dir() in str(path) else "the folder"
         raise ModelError(f"model {path} is incomplete: {missing} is missing; {where} was not fully downloaded or "
                          f"copied (gridgen never downloads: fetch it again while online, then run offline)")
-    return _info(path, path, int(_read_json(path / "unet" / "config.json").get("in_channels", 4)))
+    return _info(path, path, int(unet.get("in_channels", 4)), unclip)

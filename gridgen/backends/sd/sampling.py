@@ -24,7 +24,8 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
                     added_cond: dict[str, torch.Tensor] | None = None,
                     added_uncond: dict[str, torch.Tensor] | None = None,
                     image_scales: Sequence[float] | None = None,
-                    image_uncond: torch.Tensor | None = None) -> Denoiser:
+                    image_uncond: torch.Tensor | None = None,
+                    uncond_class_labels: torch.Tensor | None = None) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
 
     `cond` and `uncond` hold one context row per sample: fixed tensors (CLIP), or functions of the
@@ -35,7 +36,8 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
     unconditional prediction (at 0 it is all there is), as A1111's CFG scale does.
     Latents stay fp32 outside the UNet call whatever its dtype. UNets with extra per-sample inputs
     (the x4 upscaler: its low-resolution `image`, joined to the latents' channels, and its noise level
-    as `class_labels`) get them on both halves. `masks` (cond, uncond), when rows were padded to one
+    as `class_labels`) get them on both halves, unless `uncond_class_labels` gives the unconditional half
+    its own (unCLIP zeroes its image embedding there). `masks` (cond, uncond), when rows were padded to one
     length, mark each row's real tokens for cross-attention. `added_cond` / `added_uncond` hold
     per-sample `added_cond_kwargs` rows (SDXL's pooled text and size), paired like `cond` / `uncond`.
 
@@ -68,7 +70,8 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
         image_in = torch.cat([image, image[guided], *([image_uncond[bare]] if image_scales is not None else [])])
     extra = {}
     if class_labels is not None:
-        extra["class_labels"] = torch.cat([class_labels, class_labels[guided], class_labels[bare]])
+        unconditional = class_labels if uncond_class_labels is None else uncond_class_labels
+        extra["class_labels"] = torch.cat([class_labels, unconditional[guided], unconditional[bare]])
     if masks[0] is not None:
         extra["encoder_attention_mask"] = torch.cat([masks[0], masks[1][guided], masks[1][bare]])
     if added_cond:
@@ -104,13 +107,15 @@ def _at(context: Context, t: torch.Tensor) -> torch.Tensor:
     return context(t) if callable(context) else context
 
 
-def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.device
-                  ) -> tuple[torch.Tensor, list[torch.Generator]]:
+def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.device,
+                  generators: list[torch.Generator] | None = None) -> tuple[torch.Tensor, list[torch.Generator]]:
     """One fp32 noise sample per seed, drawn on the CPU so every device starts from the same latents.
 
-    Returns the generators too: ancestral samplers keep drawing step noise from them.
+    Returns the generators too: ancestral samplers keep drawing step noise from them. `generators`, when
+    given, are the seeds' generators after earlier draws (unCLIP draws its embedding noise first).
     """
-    generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+    if generators is None:
+        generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
     noise = torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in generators])
     return noise.to(device), generators
 
