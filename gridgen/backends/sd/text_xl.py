@@ -4,9 +4,15 @@ The cross-attention context is the two encoders' hidden states side by side, tak
 final layer (the penultimate layer at clip_skip 1, one further down per step, with no final layer
 norm: SDXL was trained so); the pooled, projected output of the second encoder and the
 `time_ids` (original size, crop corner, target size) go in as `added_cond_kwargs`, as diffusers'
-StableDiffusionXLPipeline builds them. Encodings are cached per (text, clip_skip) and encoder state
+StableDiffusionXLPipeline builds them.
+
+Prompts are read as `text` reads them for SD 1.x/2.x (attention weights, BREAK, chunks of 75
+tokens), each encoder chunking with its own tokenizer and weighting its own states, as A1111's
+SDXL does. A long prompt's context is its chunks' states concatenated; its pooled embedding is its
+first chunk's, as in A1111 and ComfyUI. Encodings are cached per (text, clip_skip) and encoder state
 (the text-encoder LoRAs applied) like `text`'s; a textual-inversion embedding's name is spelled as
-the tokens its vectors were loaded under in both tokenizers.
+the tokens its vectors were loaded under in both tokenizers, and its vectors stay in one chunk, as
+`text` does for one encoder.
 """
 
 from __future__ import annotations
@@ -15,52 +21,66 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from gridgen.backends.sd.embeddings import spell_vectors
+from gridgen.backends.sd.embeddings import tokens_for
 from gridgen.backends.sd.encoding_cache import EncodingCache
-from gridgen.backends.sd.text import Conditioning
+from gridgen.backends.sd.text import Conditioning, PromptEncoder, emphasize, padded_conditioning
 
 
 class SdxlPromptEncoder:
-    """Encodes (text, clip_skip) requests to stacked contexts; `pooled` gives the matching pooled embeddings."""
+    """Encodes (text, clip_skip) requests to contexts of 77 tokens per chunk; `pooled` gives the pooled embeddings."""
 
     def __init__(self, tokenizers: Sequence, text_encoders: Sequence, capacity: int = 1024):
         self.tokenizers = list(tokenizers)
         self.text_encoders = list(text_encoders)
+        # One `text` encoder per SDXL encoder, for its chunking; their own caches stay empty.
+        self._chunkers = [PromptEncoder(tokenizer, encoder, capacity=0)
+                          for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True)]
         self.cache: EncodingCache[tuple[str, int, Hashable], tuple[torch.Tensor, torch.Tensor]]
         self.cache = EncodingCache(capacity)
         self.state: Hashable = ()  # anything besides the text that changes an encoding (text-encoder LoRAs)
         self.embedding_vectors: dict[str, int] = {}  # loaded textual-inversion embeddings: name -> vector count
 
     def _lookup(self, requests: Sequence[tuple[str, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return self.cache.lookup([(text, skip, self.state) for text, skip in requests],
-                                 lambda missing: [self._encode(text, skip) for text, skip, _ in missing])
+        return self.cache.lookup([(text, skip, self.state) for text, skip in requests], self._encode_missing)
+
+    def _encode_missing(self, keys: list[tuple[str, int, Hashable]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        encoded: dict[tuple[str, int, Hashable], tuple[torch.Tensor, torch.Tensor]] = {}
+        for clip_skip in sorted({skip for _, skip, _ in keys}):  # one pass of each encoder per CLIP skip
+            group = [key for key in keys if key[1] == clip_skip]
+            encoded.update(zip(group, self._encode([text for text, _, _ in group], clip_skip), strict=True))
+        return [encoded[key] for key in keys]
 
     def forget(self) -> None:
         """Drop every cached encoding (the tokenizers learnt new words: cached texts may spell them)."""
         self.cache.clear()
+        for chunker in self._chunkers:  # each tokenizer gave the embeddings' vectors its own token ids
+            chunker.embedding_names = list(self.embedding_vectors)
+            chunker.embedding_tokens = {}
+            for name, count in self.embedding_vectors.items():
+                ids = chunker.tokenizer.convert_tokens_to_ids(tokens_for(name, count))
+                chunker.embedding_tokens[ids[0]] = ids
 
     def encode(self, requests: Sequence[tuple[str, int]]) -> list[torch.Tensor]:
-        """The context of each request, in request order (one 77-token window each)."""
+        """The context of each request, in request order; lengths differ with chunk counts."""
         return [context for context, _ in self._lookup(requests)]
 
     def conditioning(self, prompts: Sequence[tuple[str, int]], negatives: Sequence[tuple[str, int]]) -> Conditioning:
-        """The batch's prompts and negative prompts, stacked; every row has one window, so nothing is masked."""
-        return Conditioning(torch.stack(self.encode(prompts)), torch.stack(self.encode(negatives)), None, None)
+        """The batch's prompts and negative prompts, stacked, shorter rows padded and masked (`padded_conditioning`)."""
+        return padded_conditioning(self.encode, prompts, negatives)
 
     def pooled(self, requests: Sequence[tuple[str, int]]) -> torch.Tensor:
         return torch.stack([pooled for _, pooled in self._lookup(requests)])
 
-    def _encode(self, text: str, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
-        text = spell_vectors(text, self.embedding_vectors)
+    def _encode(self, texts: list[str], clip_skip: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         states = []
-        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
-            # Prompts longer than the encoder's window are truncated, as diffusers' own pipeline does.
-            ids = tokenizer([text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids
-            output = encoder(ids.to(encoder.device), output_hidden_states=True)
-            states.append(output.hidden_states[-(clip_skip + 1)][0])
-        # The second encoder's projected pooled output (`text_embeds`) is what the UNet's add embedding takes.
-        return torch.cat(states, dim=-1), output[0][0]
+        for chunker in self._chunkers:
+            rows = chunker.token_rows(texts)
+            output = chunker.text_encoder(rows.ids, output_hidden_states=True)
+            states.append(rows.split(emphasize(output.hidden_states[-(clip_skip + 1)], rows.weights)))
+        # The UNet's add embedding takes the second encoder's projected pooled output (`text_embeds`).
+        pooled = output[0][rows.firsts()]
+        first, second = states
+        return [(torch.cat(pair, dim=-1), row) for *pair, row in zip(first, second, pooled, strict=True)]
 
 
 def added_conditioning(pooled: torch.Tensor, width: int, height: int) -> dict[str, torch.Tensor]:
