@@ -24,12 +24,15 @@ PROMPT, NEGATIVE = "a red cat", "blurry"
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """A spec folder with an image, two masks, a tiny SDXL model and a tiny 9-channel SDXL inpainting model."""
+    """A spec folder with an image, two masks, a tiny SDXL model and a tiny 9-channel SDXL inpainting model (as a
+    folder and as a single file, with a config root whose families describe them)."""
     root = tmp_path_factory.mktemp("sdxl")
     with pytest.MonkeyPatch.context() as patch:  # the CLIP vocabulary files go to a cache of this module's own
         patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-        tiny_models.build(root / "xl", "sdxl", seed=3)
-        tiny_models.build(root / "xl-inpaint", "sdxl", in_channels=9, seed=4)
+        base = tiny_models.build(root / "xl", "sdxl", seed=3)
+        inpaint = tiny_models.build(root / "xl-inpaint", "sdxl-inpaint", in_channels=9, seed=4)
+    inpaint.write(root / "xl-inpaint.safetensors")
+    tiny_models.config_root(root / "configs", [base, inpaint])
     picture(64, 64).save(root / "init.png")
     picture(64, 64, seed=3).save(root / "other.png")
     rectangle_mask((64, 64), (16, 20, 40, 44)).save(root / "mask.png")
@@ -104,6 +107,30 @@ def test_sdxl_inpaint_cells_render_alike_alone_and_in_one_batch(backend):
     for one in cells:
         (alone,) = backend.render([one])
         assert np.abs(pixels(alone.image) - together[one.key]).max() <= 1, one.params
+
+
+@pytest.fixture()
+def tiny_configs(folder, monkeypatch):
+    """Single files are configured from the tiny models' config root; memoised lookups are forgotten around it."""
+    from gridgen.backends.sd import families, locate
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+    monkeypatch.setattr(families, "CONFIG_ROOT", folder / "configs")
+    for cached in (locate.resolve_model, locate.read_model_info):
+        cached.cache_clear()
+    yield
+    for cached in (locate.resolve_model, locate.read_model_info):
+        cached.cache_clear()
+
+
+def test_an_sdxl_inpainting_single_file_renders_as_its_folder(backend, folder, tiny_configs):
+    from gridgen.backends.sd import locate
+
+    info = locate.read_model_info(folder / "xl-inpaint.safetensors")
+    assert (info.config.name, info.in_channels, info.sdxl) == ("sdxl-inpaint", 9, True)
+    edit = {"init_image": "init.png", "mask": "mask.png", "denoise": 0.8}
+    single = render(backend, model="xl-inpaint.safetensors", **edit)
+    assert np.abs(single - render(backend, model="xl-inpaint", **edit)).max() <= 1
 
 
 def test_a_9_channel_sdxl_model_is_an_sdxl_inpaint_model(backend):
