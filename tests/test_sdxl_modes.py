@@ -82,6 +82,17 @@ def test_sdxl_img2img_matches_diffusers_sdxl_img2img_pipeline(backend, folder):
     assert np.abs(ours - pixels(picture(64, 64))).mean() > 5  # it did redraw
 
 
+def test_sdxl_hires_fix_is_diffusers_sdxl_img2img_of_the_enlarged_image(backend, folder):
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    base = Image.fromarray(render(backend).astype(np.uint8))
+    ours = render(backend, upscaler="hires:lanczos", upscale_by=2, hires_denoise=0.5)
+    enlarged = base.resize((base.width * 2, base.height * 2), Image.Resampling.LANCZOS)
+    theirs = reference(StableDiffusionXLImg2ImgPipeline, folder / "xl", image=enlarged, strength=0.5)
+    difference = np.abs(ours - theirs)
+    assert difference.max() <= 2, f"up to {difference.max()}/255 from StableDiffusionXLImg2ImgPipeline"
+
+
 @pytest.mark.parametrize(("model", "denoise"), [("xl", 1.0), ("xl", 0.7), ("xl-inpaint", 1.0), ("xl-inpaint", 0.7)])
 def test_sdxl_inpaint_matches_diffusers_sdxl_inpaint_pipeline_and_keeps_the_rest(backend, folder, model, denoise):
     from diffusers import StableDiffusionXLInpaintPipeline

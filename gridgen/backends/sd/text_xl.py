@@ -87,3 +87,13 @@ def added_conditioning(pooled: torch.Tensor, width: int, height: int) -> dict[st
     """The UNet's `added_cond_kwargs` for a batch rendered at width x height, uncropped."""
     time_ids = torch.tensor([height, width, 0, 0, height, width], dtype=pooled.dtype, device=pooled.device)
     return {"text_embeds": pooled, "time_ids": time_ids.expand(pooled.shape[0], -1)}
+
+
+def added_pair(prompts, prompt_requests: Sequence[tuple[str, int]], negative_requests: Sequence[tuple[str, int]],
+               width: int, height: int) -> dict[str, dict[str, torch.Tensor]]:
+    """`sampling.guided_denoiser`'s `added_cond` and `added_uncond` for these requests rendered at width x height,
+    when `prompts` encodes for SDXL; nothing for other models, whose UNets take no added conditioning."""
+    if not isinstance(prompts, SdxlPromptEncoder):
+        return {}
+    return {"added_cond": added_conditioning(prompts.pooled(prompt_requests), width, height),
+            "added_uncond": added_conditioning(prompts.pooled(negative_requests), width, height)}
