@@ -83,6 +83,13 @@ class SdxlPromptEncoder:
         return [(torch.cat(pair, dim=-1), row) for *pair, row in zip(first, second, pooled, strict=True)]
 
 
+def make_prompt_encoder(parts) -> PromptEncoder | SdxlPromptEncoder:
+    """The prompt encoder of a model's loaded components: SDXL's pair when it has a second text encoder."""
+    if parts.text_encoder_2 is None:
+        return PromptEncoder(parts.tokenizer, parts.text_encoder)
+    return SdxlPromptEncoder([parts.tokenizer, parts.tokenizer_2], [parts.text_encoder, parts.text_encoder_2])
+
+
 def added_conditioning(pooled: torch.Tensor, width: int, height: int) -> dict[str, torch.Tensor]:
     """The UNet's `added_cond_kwargs` for a batch rendered at width x height, uncropped."""
     time_ids = torch.tensor([height, width, 0, 0, height, width], dtype=pooled.dtype, device=pooled.device)
