@@ -144,14 +144,16 @@ def test_an_sdxl_inpainting_single_file_renders_as_its_folder(backend, folder, t
     assert np.abs(single - render(backend, model="xl-inpaint", **edit)).max() <= 1
 
 
-def test_an_sdxl_inpainter_redraws_a_sam_mask_as_an_sdxl_inpaint_cell_does(backend, folder, monkeypatch):
+@pytest.mark.parametrize("inpainter", ["xl-inpaint", "xl-inpaint.safetensors"])
+def test_an_sdxl_inpainter_redraws_a_sam_mask_as_an_sdxl_inpaint_cell_does(backend, folder, monkeypatch, tiny_configs,
+                                                                           inpainter):
     from gridgen.backends.sd import segment
 
     square = np.asarray(Image.open(folder / "mask.png")) > 0
     monkeypatch.setattr(segment, "segment", lambda sam, image, prompt: (square[None], np.array([0.9], np.float32)))
     common = {"model": "xl", "init_image": "init.png", "denoise": 0.9}
     (edited,) = backend.render([cell(**common, sam_model="gridgen-tiny-sam", sam_prompt="point 28 32", sam_mask="0",
-                                     dilate=0, inpaint_mode="fill", inpainter="xl-inpaint")])
+                                     dilate=0, inpaint_mode="fill", inpainter=inpainter)])
     assert np.array_equal(np.asarray(edited.files["mask"]) > 0, square)
     inpainted = render(backend, **{**common, "model": "xl-inpaint"}, mask="mask.png")
     assert np.abs(pixels(edited.image) - inpainted).max() <= 1
