@@ -190,11 +190,11 @@ def test_a_short_sdxl_prompt_is_encoded_as_diffusers_encodes_it(loaded, folder):
 def test_a_150_token_sdxl_prompt_is_two_chunks_whose_first_is_its_first_75_tokens(loaded):
     first, rest = " ".join(["cat"] * 75), " ".join(["dog"] * 75)
     long = f"{first} {rest}"
-    for encoder in loaded.encoders:  # both encoders chunk alike: 2 x (75 tokens + start and end token)
+    for encoder in loaded.chunkers:  # both encoders chunk alike: 2 x (75 tokens + start and end token)
         rows = encoder.token_rows([long])
         assert rows.counts == [2] and rows.ids.shape == (2, 77)
     (context,), (short,) = loaded.encode([(long, 1)]), loaded.encode([(first, 1)])
-    widths = [encoder.text_encoder.config.hidden_size for encoder in loaded.encoders]
+    widths = [encoder.text_encoder.config.hidden_size for encoder in loaded.chunkers]
     assert context.shape == (154, sum(widths))
     assert torch.allclose(context[:77], short, atol=1e-6)
     assert torch.allclose(context[77:], loaded.encode([(rest, 1)])[0], atol=1e-6)
@@ -208,7 +208,7 @@ def test_break_and_weights_reach_both_sdxl_encoders(loaded):
     parts = torch.cat(loaded.encode([("a red", 1), ("cat", 1)]))
     assert broken.shape[0] == 154 and torch.allclose(broken, parts, atol=1e-6)
     (plain,), (weighted,) = loaded.encode([("a red cat", 1)]), loaded.encode([("a (red:1.5) cat", 1)])
-    width = loaded.encoders[0].text_encoder.config.hidden_size
+    width = loaded.chunkers[0].text_encoder.config.hidden_size
     for half in (slice(None, width), slice(width, None)):  # each encoder's own states are weighted
         assert not torch.allclose(plain[:, half], weighted[:, half])
     assert torch.equal(loaded.encode([("(a red cat:1)", 1)])[0], plain)

@@ -80,10 +80,6 @@ class TokenRows:
     weights: torch.Tensor  # (chunks, window + 2) each token's attention weight
     counts: list[int]  # how many chunks each text has, in text order
 
-    def firsts(self) -> list[int]:
-        """The row of each text's first chunk."""
-        return [sum(self.counts[:index]) for index in range(len(self.counts))]
-
     def split(self, hidden: torch.Tensor) -> list[torch.Tensor]:
         """Per text, its chunks' (rows, tokens, dim) states joined into one (chunks x tokens, dim) sequence."""
         return [rows.flatten(0, 1) for rows in hidden.split(self.counts)]

@@ -33,27 +33,22 @@ class SdxlPromptEncoder:
         self.tokenizers = list(tokenizers)
         self.text_encoders = list(text_encoders)
         # One `text` encoder per SDXL encoder, for its chunking; their own caches stay empty.
-        self._chunkers = [PromptEncoder(tokenizer, encoder, capacity=0)
-                          for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True)]
+        self.chunkers = [PromptEncoder(tokenizer, encoder, capacity=0)
+                         for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True)]
         self.cache: EncodingCache[tuple[str, int, Hashable], tuple[torch.Tensor, torch.Tensor]]
         self.cache = EncodingCache(capacity)
         self.state: Hashable = ()  # anything besides the text that changes an encoding (text-encoder LoRAs)
         self.embedding_vectors: dict[str, int] = {}  # loaded textual-inversion embeddings: name -> vector count
 
     def _lookup(self, requests: Sequence[tuple[str, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return self.cache.lookup([(text, skip, self.state) for text, skip in requests], self._encode_missing)
-
-    def _encode_missing(self, keys: list[tuple[str, int, Hashable]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        encoded: dict[tuple[str, int, Hashable], tuple[torch.Tensor, torch.Tensor]] = {}
-        for clip_skip in sorted({skip for _, skip, _ in keys}):  # one pass of each encoder per CLIP skip
-            group = [key for key in keys if key[1] == clip_skip]
-            encoded.update(zip(group, self._encode([text for text, _, _ in group], clip_skip), strict=True))
-        return [encoded[key] for key in keys]
+        # One text per encoder pass: its encoding is then the same bits whichever texts it is requested with.
+        return self.cache.lookup([(text, skip, self.state) for text, skip in requests],
+                                 lambda missing: [self._encode(text, skip) for text, skip, _ in missing])
 
     def forget(self) -> None:
         """Drop every cached encoding (the tokenizers learnt new words: cached texts may spell them)."""
         self.cache.clear()
-        for chunker in self._chunkers:  # each tokenizer gave the embeddings' vectors its own token ids
+        for chunker in self.chunkers:  # each tokenizer gave the embeddings' vectors its own token ids
             chunker.embedding_names = list(self.embedding_vectors)
             chunker.embedding_tokens = {}
             for name, count in self.embedding_vectors.items():
@@ -71,16 +66,16 @@ class SdxlPromptEncoder:
     def pooled(self, requests: Sequence[tuple[str, int]]) -> torch.Tensor:
         return torch.stack([pooled for _, pooled in self._lookup(requests)])
 
-    def _encode(self, texts: list[str], clip_skip: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _encode(self, text: str, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
         states = []
-        for chunker in self._chunkers:
-            rows = chunker.token_rows(texts)
+        for chunker in self.chunkers:
+            rows = chunker.token_rows([text])
             output = chunker.text_encoder(rows.ids, output_hidden_states=True)
-            states.append(rows.split(emphasize(output.hidden_states[-(clip_skip + 1)], rows.weights)))
-        # The UNet's add embedding takes the second encoder's projected pooled output (`text_embeds`).
-        pooled = output[0][rows.firsts()]
-        first, second = states
-        return [(torch.cat(pair, dim=-1), row) for *pair, row in zip(first, second, pooled, strict=True)]
+            (state,) = rows.split(emphasize(output.hidden_states[-(clip_skip + 1)], rows.weights))
+            states.append(state)
+        # The UNet's add embedding takes the second encoder's projected pooled output (`text_embeds`), and a long
+        # prompt's is its first chunk's.
+        return torch.cat(states, dim=-1), output[0][0]
 
 
 def make_prompt_encoder(parts) -> PromptEncoder | SdxlPromptEncoder:
