@@ -1,5 +1,6 @@
-"""SDXL beyond txt2img: img2img and inpaint (4- and 9-channel UNets) against diffusers' SDXL pipelines,
-long prompts in 75-token chunks for both text encoders, and an SDXL img2img grid run end to end."""
+"""SDXL beyond txt2img: img2img, hires fix and inpaint (4- and 9-channel UNets, folders and single files, SAM
+edits) against diffusers' SDXL pipelines, long prompts in 75-token chunks for both text encoders, and an SDXL
+img2img grid run end to end."""
 
 from __future__ import annotations
 
