@@ -75,7 +75,7 @@ def build(folder: Path, family: str, in_channels: int = 4, seed: int = 0) -> Tin
     shipped = families.CONFIG_ROOT / family
     scheduler = EulerDiscreteScheduler.from_pretrained(shipped / "scheduler")
     vae = _vae()
-    if family == "sdxl":
+    if family.startswith("sdxl"):
         first = CLIPTextModel(_text_config(32, "quick_gelu"))
         second = CLIPTextModelWithProjection(_text_config(40, "gelu"))
         unet = _unet(in_channels, 72, attention_head_dim=(2, 4), use_linear_projection=True,

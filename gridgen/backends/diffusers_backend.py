@@ -42,7 +42,7 @@ from gridgen.backends.sd.lora import LoraError
 from gridgen.backends.sd.model_cache import ModelCache, modified
 from gridgen.backends.sd.segment_stage import SamStage
 from gridgen.backends.sd.text import PromptEncoder
-from gridgen.backends.sd.text_xl import SdxlPromptEncoder, added_conditioning
+from gridgen.backends.sd.text_xl import SdxlPromptEncoder, added_conditioning, make_prompt_encoder
 from gridgen.backends.sd.upscale_stage import UpscaleStage
 from gridgen.cache import StageCache, stage_key
 from gridgen.errors import ModelError
@@ -534,12 +534,6 @@ class DiffusersBackend:
         self._load_key = self._loaded = None
         self.cache.clear()
         self._free_device_memory()
-
-
-def make_prompt_encoder(parts: Components) -> PromptEncoder | SdxlPromptEncoder:
-    if parts.text_encoder_2 is None:
-        return PromptEncoder(parts.tokenizer, parts.text_encoder)
-    return SdxlPromptEncoder([parts.tokenizer, parts.tokenizer_2], [parts.text_encoder, parts.text_encoder_2])
 
 
 class _Clock:

@@ -13,7 +13,9 @@ image's latents, noised to the current level, put back outside the mask after ev
 redrawn part is made to fit what surrounds it. Either way the result is pasted back, so pixels
 outside the (blurred) mask keep their exact values. With `inpaint_full_res` (or a
 `padding_mask_crop`) only the mask's box plus padding is redrawn, at the batch's size, and pasted
-back into the full image.
+back into the full image. SDXL models (4- or 9-channel) take the same path with their added
+conditioning, as StableDiffusionXLImg2ImgPipeline and StableDiffusionXLInpaintPipeline do for a
+base model: the size conditioning is the working size, uncropped.
 """
 
 from __future__ import annotations

@@ -87,13 +87,6 @@ def spell_tokens(text: str, names: list[str]) -> str:
     return text
 
 
-def spell_vectors(text: str, counts: dict[str, int]) -> str:
-    """`text` with each embedding name written as all the tokens of its vectors, for plain tokenizer calls."""
-    for name, count in counts.items():
-        text = _word(name).sub(" ".join(tokens_for(name, count)), text)
-    return text
-
-
 @lru_cache(maxsize=256)
 def _read(path: Path, modified: float) -> Any:
     try:

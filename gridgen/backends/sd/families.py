@@ -5,7 +5,8 @@ A1111-style files hold weights only. The diffusers configs they need ship in `co
 
 - a UNet must be there (`model.diffusion_model.input_blocks.0.0.weight`); its input channels are
   the pipeline kind (4 txt2img, 5 depth2img, 7 x4 upscaler, 8 instruct-pix2pix, 9 inpainting);
-- `conditioner.embedders.1.model.*` (OpenCLIP ViT-bigG beside CLIP ViT-L) is SDXL base;
+- `conditioner.embedders.1.model.*` (OpenCLIP ViT-bigG beside CLIP ViT-L) is SDXL base (and, with a
+  9-channel UNet, SDXL inpainting);
 - `cond_stage_model.model.*` (OpenCLIP ViT-H) is SD 2.x; `cond_stage_model.transformer.*`
   (CLIP ViT-L) is SD 1.x;
 - SD 2.x txt2img weights look the same for the 512 epsilon and the 768 v-prediction models, so
@@ -30,7 +31,7 @@ KIND_BY_CHANNELS = {4: "txt2img", 5: "depth2img", 7: "x4-upscaler", 8: "instruct
 FAMILIES = {
     ("sd1", 4): "sd1", ("sd1", 8): "sd1-ip2p", ("sd1", 9): "sd1-inpaint",
     ("sd2", 4): "sd2-v", ("sd2", 5): "sd2-depth", ("sd2", 7): "sd2-x4-upscaler", ("sd2", 9): "sd2-inpaint",
-    ("sdxl", 4): "sdxl",
+    ("sdxl", 4): "sdxl", ("sdxl", 9): "sdxl-inpaint",
 }
 _TEXT_LAYOUTS = (
     ("conditioner.embedders.1.model.", "sdxl"),

@@ -18,6 +18,7 @@ from PIL import Image
 
 from gridgen.backends.sd import images, sampling
 from gridgen.backends.sd.img2img import encode, img2img
+from gridgen.backends.sd.text_xl import added_pair
 from gridgen.backends.sd.tiling import tiled
 from gridgen.backends.sd.upscale import resample, to_image, to_tensor
 from gridgen.samplers import make_scheduler, scheduler_choice
@@ -43,12 +44,14 @@ def fit_to(size: tuple[int, int], factor: int) -> tuple[int, int]:
     return tuple(max(factor, round(side / factor) * factor) for side in size)
 
 
-def _pass(parts, prompts, params: dict[str, Any]):
-    """The denoiser, scheduler and step count of the img2img pass, from the cell's own settings."""
+def _pass(parts, prompts, params: dict[str, Any], size: tuple[int, int]):
+    """The denoiser, scheduler and step count of the img2img pass at `size`, from the cell's own settings."""
     skip = int(params["clip_skip"])
-    text = prompts.conditioning([(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)])
+    requests = [(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)]
+    text = prompts.conditioning(*requests)
     denoise = sampling.guided_denoiser(parts.unet, text.cond, text.uncond, [float(params["cfg_scale"])],
-                                       masks=(text.cond_mask, text.uncond_mask))
+                                       masks=(text.cond_mask, text.uncond_mask),
+                                       **added_pair(prompts, *requests, *size))
     scheduler = make_scheduler(scheduler_choice(str(params["sampler"]), str(params["schedule"])),
                                parts.scheduler_config)
     return denoise, scheduler, int(params["hires_steps"]) or int(params["steps"])
@@ -56,7 +59,8 @@ def _pass(parts, prompts, params: dict[str, Any]):
 
 def _redraw(parts, prompts, params: dict[str, Any], latents: torch.Tensor, generator: torch.Generator
             ) -> Image.Image:
-    denoise, scheduler, steps = _pass(parts, prompts, params)
+    factor = vae_scale(parts)
+    denoise, scheduler, steps = _pass(parts, prompts, params, (latents.shape[3] * factor, latents.shape[2] * factor))
     latents = img2img(denoise, scheduler, latents, steps, float(params["hires_denoise"]), [int(params["seed"])],
                       [generator])
     (image,) = images.decode(parts.vae, latents)

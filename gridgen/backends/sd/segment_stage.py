@@ -27,6 +27,7 @@ from gridgen.backends.sd import masks as mask_ops
 from gridgen.backends.sd.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.locate import read_model_info, resolve_model
 from gridgen.backends.sd.text import PromptEncoder
+from gridgen.backends.sd.text_xl import SdxlPromptEncoder, added_pair, make_prompt_encoder
 from gridgen.cache import StageCache, stage_key
 from gridgen.errors import ModelError
 from gridgen.samplers import make_scheduler, scheduler_choice
@@ -63,7 +64,7 @@ class SamStage:
         self.context = context
         self.cache = cache
         self._sam: segment.Sam | None = None
-        self._sd: tuple[Path, Components, PromptEncoder] | None = None
+        self._sd: tuple[Path, Components, PromptEncoder | SdxlPromptEncoder] | None = None
 
     # Finding files and models
 
@@ -179,8 +180,8 @@ class SamStage:
                                        soft)
         return self._sd_inpaint(self._load_sd(inpainter), image, mask, params)
 
-    def _sd_inpaint(self, loaded: tuple[Path, Components, PromptEncoder], image: Image.Image, mask: Image.Image,
-                    params: dict[str, Any]) -> Image.Image:
+    def _sd_inpaint(self, loaded: tuple[Path, Components, PromptEncoder | SdxlPromptEncoder], image: Image.Image,
+                    mask: Image.Image, params: dict[str, Any]) -> Image.Image:
         path, parts, prompts = loaded
         info = read_model_info(path)
         factor = info.vae_factor
@@ -190,12 +191,13 @@ class SamStage:
             size = tuple(max(factor, round(side / factor) * factor) for side in image.size)
         prepared = edit.prepare([(image, mask, params)], size, [image.size], parts.device)
         skip = int(params["clip_skip"])
-        text = prompts.conditioning([(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)])
+        requests = [(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)]
+        text = prompts.conditioning(*requests)
         scheduler = make_scheduler(scheduler_choice(str(params["sampler"]), str(params["schedule"])),
                                    parts.scheduler_config)
         latents = edit.denoise(parts, prepared, scheduler, text.cond, text.uncond, [float(params["cfg_scale"])],
                                int(params["steps"]), float(params["denoise"]), [int(params["seed"])],
-                               masks=(text.cond_mask, text.uncond_mask))
+                               masks=(text.cond_mask, text.uncond_mask), **added_pair(prompts, *requests, *size))
         (decoded,) = images.decode(parts.vae, latents)
         return prepared.finish[0](decoded)
 
@@ -206,13 +208,14 @@ class SamStage:
             self._sam = segment.load_sam(path, pick_device(self.context.device))
         return self._sam
 
-    def _load_sd(self, inpainter: Inpainter) -> tuple[Path, Components, PromptEncoder]:
+    def _load_sd(self, inpainter: Inpainter) -> tuple[Path, Components, PromptEncoder | SdxlPromptEncoder]:
         path = self._sd_path(inpainter)
         if self._sd is None or self._sd[0] != path:
             self._sd = None
             device = pick_device(self.context.device)
-            parts = load_components(path, None, device, pick_dtype(self.context.dtype, device))
-            self._sd = (path, parts, PromptEncoder(parts.tokenizer, parts.text_encoder))
+            parts = load_components(path, None, device, pick_dtype(self.context.dtype, device),
+                                    read_model_info(path).config)
+            self._sd = (path, parts, make_prompt_encoder(parts))
         return self._sd
 
     def close(self) -> None:

@@ -3,7 +3,9 @@
 A prompt is parsed (`prompt_syntax`), tokenized fragment by fragment, and cut into chunks of the
 encoder's window less its two special tokens (75 tokens for SD): a chunk ends at BREAK, when it is
 full (moving the tail after a comma in its last 20 tokens on to the next chunk, and never splitting
-a textual-inversion embedding's vectors), and is padded. Each chunk is encoded on its own with
+a textual-inversion embedding's vectors), and is laid out as A1111 lays it out: start token, its
+tokens, end token, then the tokenizer's padding token (SD 2.x and SDXL's second encoder pad with
+`!`, so the end token must come right after the text). Each chunk is encoded on its own with
 A1111's CLIP skip; its token vectors are multiplied by their weights and the chunk is then rescaled
 to its unweighted mean, as A1111's original emphasis does; the chunks are concatenated.
 
@@ -13,7 +15,7 @@ applied): a grid repeats the same prompts and negative prompts across many cells
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +73,19 @@ def chunk_tokens(segments: Sequence[Sequence[tuple[Sequence[int], float]]], wind
 
 
 @dataclass
+class TokenRows:
+    """A batch of texts as encoder input: one row per chunk, each text's chunks one after another."""
+
+    ids: torch.Tensor  # (chunks, window + 2) token ids
+    weights: torch.Tensor  # (chunks, window + 2) each token's attention weight
+    counts: list[int]  # how many chunks each text has, in text order
+
+    def split(self, hidden: torch.Tensor) -> list[torch.Tensor]:
+        """Per text, its chunks' (rows, tokens, dim) states joined into one (chunks x tokens, dim) sequence."""
+        return [rows.flatten(0, 1) for rows in hidden.split(self.counts)]
+
+
+@dataclass
 class Conditioning:
     """A batch's conditional and unconditional rows, padded to one length; masks mark real tokens."""
 
@@ -110,32 +125,8 @@ class PromptEncoder:
         self.cache.clear()
 
     def conditioning(self, prompts: Sequence[tuple[str, int]], negatives: Sequence[tuple[str, int]]) -> Conditioning:
-        """The batch's prompts and negative prompts, stacked.
-
-        Rows with fewer chunks are padded with empty-prompt chunks and the padding is masked out of
-        cross-attention, so each row conditions the UNet exactly as its own tokens alone would: that
-        is what A1111 does by default (prompt and negative prompt of different lengths go through
-        the UNet separately), and it makes a cell render the same alone or in any batch.
-        """
-        requests = [*prompts, *negatives]
-        rows = self.encode(requests)
-        longest = max(row.shape[0] for row in rows)
-        masks = None
-        if any(row.shape[0] != longest for row in rows):
-            masks = torch.zeros((len(rows), longest), device=rows[0].device)
-            for index, row in enumerate(rows):
-                masks[index, :row.shape[0]] = 1
-            empties = {skip: self.encode([("", skip)])[0] for _, skip in requests}
-            rows = [self._pad(row, empties[skip], longest) for row, (_, skip) in zip(rows, requests, strict=True)]
-        stacked, half = torch.stack(rows), len(prompts)
-        if masks is None:
-            return Conditioning(stacked[:half], stacked[half:], None, None)
-        return Conditioning(stacked[:half], stacked[half:], masks[:half], masks[half:])
-
-    @staticmethod
-    def _pad(row: torch.Tensor, empty: torch.Tensor, length: int) -> torch.Tensor:
-        repeats = (length - row.shape[0]) // empty.shape[0]
-        return torch.cat([row, *([empty] * repeats)]) if repeats else row
+        """The batch's prompts and negative prompts, stacked, shorter rows padded and masked (`padded_conditioning`)."""
+        return padded_conditioning(self.encode, prompts, negatives)
 
     def _chunks(self, text: str) -> list[Chunk]:
         segments = []
@@ -146,27 +137,59 @@ class PromptEncoder:
             segments.append([(ids, f.weight) for ids, f in zip(tokenized, segment, strict=True)])
         return chunk_tokens(segments, self.window, self._comma, self.embedding_tokens)
 
-    def _encode(self, texts: list[str], clip_skip: int) -> list[torch.Tensor]:
-        chunked = [self._chunks(text) for text in texts]
+    def token_rows(self, texts: Sequence[str]) -> TokenRows:
+        """The texts' chunks as rows of start token, tokens, end token and padding, with their weights."""
         tokenizer = self.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        ids, weights = [], []
-        for chunks in chunked:
+        ids, weights, counts = [], [], []
+        for text in texts:
+            chunks = self._chunks(text)
+            counts.append(len(chunks))
             for chunk_ids, chunk_weights in chunks:
                 padding = self.window - len(chunk_ids)
-                ids.append([tokenizer.bos_token_id, *chunk_ids, *[pad] * padding, tokenizer.eos_token_id])
-                weights.append([1.0, *chunk_weights, *[1.0] * padding, 1.0])
-        output = self.text_encoder(torch.tensor(ids, device=self.text_encoder.device), output_hidden_states=True)
+                ids.append([tokenizer.bos_token_id, *chunk_ids, tokenizer.eos_token_id, *[pad] * padding])
+                weights.append([1.0, *chunk_weights, 1.0, *[1.0] * padding])
+        device = self.text_encoder.device
+        return TokenRows(torch.tensor(ids, device=device), torch.tensor(weights, device=device), counts)
+
+    def _encode(self, texts: list[str], clip_skip: int) -> list[torch.Tensor]:
+        rows = self.token_rows(texts)
+        output = self.text_encoder(rows.ids, output_hidden_states=True)
         # hidden_states[-1] is the last layer before the final layer norm, so clip_skip 1 is the usual
         # output; A1111 and diffusers apply that norm to whichever layer clip skip picks.
         text_model = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 4.x nests it
         hidden = text_model.final_layer_norm(output.hidden_states[-clip_skip])
-        weighted = emphasize(hidden, torch.tensor(weights, device=hidden.device))
-        out, start = [], 0
-        for chunks in chunked:
-            out.append(weighted[start:start + len(chunks)].flatten(0, 1))
-            start += len(chunks)
-        return out
+        return rows.split(emphasize(hidden, rows.weights))
+
+
+def padded_conditioning(encode: Callable[[Sequence[tuple[str, int]]], list[torch.Tensor]],
+                        prompts: Sequence[tuple[str, int]], negatives: Sequence[tuple[str, int]]) -> Conditioning:
+    """The batch's prompts and negative prompts as `encode` embeds them, stacked.
+
+    Rows with fewer chunks are padded with empty-prompt chunks and the padding is masked out of
+    cross-attention, so each row conditions the UNet exactly as its own tokens alone would: that
+    is what A1111 does by default (prompt and negative prompt of different lengths go through
+    the UNet separately), and it makes a cell render the same alone or in any batch.
+    """
+    requests = [*prompts, *negatives]
+    rows = encode(requests)
+    longest = max(row.shape[0] for row in rows)
+    masks = None
+    if any(row.shape[0] != longest for row in rows):
+        masks = torch.zeros((len(rows), longest), device=rows[0].device)
+        for index, row in enumerate(rows):
+            masks[index, :row.shape[0]] = 1
+        empties = {skip: encode([("", skip)])[0] for _, skip in requests}
+        rows = [_pad(row, empties[skip], longest) for row, (_, skip) in zip(rows, requests, strict=True)]
+    stacked, half = torch.stack(rows), len(prompts)
+    if masks is None:
+        return Conditioning(stacked[:half], stacked[half:], None, None)
+    return Conditioning(stacked[:half], stacked[half:], masks[:half], masks[half:])
+
+
+def _pad(row: torch.Tensor, empty: torch.Tensor, length: int) -> torch.Tensor:
+    repeats = (length - row.shape[0]) // empty.shape[0]
+    return torch.cat([row, *([empty] * repeats)]) if repeats else row
 
 
 def emphasize(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,15 @@ The cross-attention context is the two encoders' hidden states side by side, tak
 final layer (the penultimate layer at clip_skip 1, one further down per step, with no final layer
 norm: SDXL was trained so); the pooled, projected output of the second encoder and the
 `time_ids` (original size, crop corner, target size) go in as `added_cond_kwargs`, as diffusers'
-StableDiffusionXLPipeline builds them. Encodings are cached per (text, clip_skip) and encoder state
+StableDiffusionXLPipeline builds them.
+
+Prompts are read as `text` reads them for SD 1.x/2.x (attention weights, BREAK, chunks of 75
+tokens), each encoder chunking with its own tokenizer and weighting its own states, as A1111's
+SDXL does. A long prompt's context is its chunks' states concatenated; its pooled embedding is its
+first chunk's, as in A1111 and ComfyUI. Encodings are cached per (text, clip_skip) and encoder state
 (the text-encoder LoRAs applied) like `text`'s; a textual-inversion embedding's name is spelled as
-the tokens its vectors were loaded under in both tokenizers.
+the tokens its vectors were loaded under in both tokenizers, and its vectors stay in one chunk, as
+`text` does for one encoder.
 """
 
 from __future__ import annotations
@@ -15,55 +21,81 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from gridgen.backends.sd.embeddings import spell_vectors
+from gridgen.backends.sd.embeddings import tokens_for
 from gridgen.backends.sd.encoding_cache import EncodingCache
-from gridgen.backends.sd.text import Conditioning
+from gridgen.backends.sd.text import Conditioning, PromptEncoder, emphasize, padded_conditioning
 
 
 class SdxlPromptEncoder:
-    """Encodes (text, clip_skip) requests to stacked contexts; `pooled` gives the matching pooled embeddings."""
+    """Encodes (text, clip_skip) requests to contexts of 77 tokens per chunk; `pooled` gives the pooled embeddings."""
 
     def __init__(self, tokenizers: Sequence, text_encoders: Sequence, capacity: int = 1024):
         self.tokenizers = list(tokenizers)
         self.text_encoders = list(text_encoders)
+        # One `text` encoder per SDXL encoder, for its chunking; their own caches stay empty.
+        self.chunkers = [PromptEncoder(tokenizer, encoder, capacity=0)
+                         for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True)]
         self.cache: EncodingCache[tuple[str, int, Hashable], tuple[torch.Tensor, torch.Tensor]]
         self.cache = EncodingCache(capacity)
         self.state: Hashable = ()  # anything besides the text that changes an encoding (text-encoder LoRAs)
         self.embedding_vectors: dict[str, int] = {}  # loaded textual-inversion embeddings: name -> vector count
 
     def _lookup(self, requests: Sequence[tuple[str, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # One text per encoder pass: its encoding is then the same bits whichever texts it is requested with.
         return self.cache.lookup([(text, skip, self.state) for text, skip in requests],
                                  lambda missing: [self._encode(text, skip) for text, skip, _ in missing])
 
     def forget(self) -> None:
         """Drop every cached encoding (the tokenizers learnt new words: cached texts may spell them)."""
         self.cache.clear()
+        for chunker in self.chunkers:  # each tokenizer gave the embeddings' vectors its own token ids
+            chunker.embedding_names = list(self.embedding_vectors)
+            chunker.embedding_tokens = {}
+            for name, count in self.embedding_vectors.items():
+                ids = chunker.tokenizer.convert_tokens_to_ids(tokens_for(name, count))
+                chunker.embedding_tokens[ids[0]] = ids
 
     def encode(self, requests: Sequence[tuple[str, int]]) -> list[torch.Tensor]:
-        """The context of each request, in request order (one 77-token window each)."""
+        """The context of each request, in request order; lengths differ with chunk counts."""
         return [context for context, _ in self._lookup(requests)]
 
     def conditioning(self, prompts: Sequence[tuple[str, int]], negatives: Sequence[tuple[str, int]]) -> Conditioning:
-        """The batch's prompts and negative prompts, stacked; every row has one window, so nothing is masked."""
-        return Conditioning(torch.stack(self.encode(prompts)), torch.stack(self.encode(negatives)), None, None)
+        """The batch's prompts and negative prompts, stacked, shorter rows padded and masked (`padded_conditioning`)."""
+        return padded_conditioning(self.encode, prompts, negatives)
 
     def pooled(self, requests: Sequence[tuple[str, int]]) -> torch.Tensor:
         return torch.stack([pooled for _, pooled in self._lookup(requests)])
 
     def _encode(self, text: str, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
-        text = spell_vectors(text, self.embedding_vectors)
         states = []
-        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
-            # Prompts longer than the encoder's window are truncated, as diffusers' own pipeline does.
-            ids = tokenizer([text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids
-            output = encoder(ids.to(encoder.device), output_hidden_states=True)
-            states.append(output.hidden_states[-(clip_skip + 1)][0])
-        # The second encoder's projected pooled output (`text_embeds`) is what the UNet's add embedding takes.
+        for chunker in self.chunkers:
+            rows = chunker.token_rows([text])
+            output = chunker.text_encoder(rows.ids, output_hidden_states=True)
+            (state,) = rows.split(emphasize(output.hidden_states[-(clip_skip + 1)], rows.weights))
+            states.append(state)
+        # The UNet's add embedding takes the second encoder's projected pooled output (`text_embeds`), and a long
+        # prompt's is its first chunk's.
         return torch.cat(states, dim=-1), output[0][0]
+
+
+def make_prompt_encoder(parts) -> PromptEncoder | SdxlPromptEncoder:
+    """The prompt encoder of a model's loaded components: SDXL's pair when it has a second text encoder."""
+    if parts.text_encoder_2 is None:
+        return PromptEncoder(parts.tokenizer, parts.text_encoder)
+    return SdxlPromptEncoder([parts.tokenizer, parts.tokenizer_2], [parts.text_encoder, parts.text_encoder_2])
 
 
 def added_conditioning(pooled: torch.Tensor, width: int, height: int) -> dict[str, torch.Tensor]:
     """The UNet's `added_cond_kwargs` for a batch rendered at width x height, uncropped."""
     time_ids = torch.tensor([height, width, 0, 0, height, width], dtype=pooled.dtype, device=pooled.device)
     return {"text_embeds": pooled, "time_ids": time_ids.expand(pooled.shape[0], -1)}
+
+
+def added_pair(prompts, prompt_requests: Sequence[tuple[str, int]], negative_requests: Sequence[tuple[str, int]],
+               width: int, height: int) -> dict[str, dict[str, torch.Tensor]]:
+    """`sampling.guided_denoiser`'s `added_cond` and `added_uncond` for these requests rendered at width x height,
+    when `prompts` encodes for SDXL; nothing for other models, whose UNets take no added conditioning."""
+    if not isinstance(prompts, SdxlPromptEncoder):
+        return {}
+    return {"added_cond": added_conditioning(prompts.pooled(prompt_requests), width, height),
+            "added_uncond": added_conditioning(prompts.pooled(negative_requests), width, height)}
