@@ -32,7 +32,7 @@ from gridgen.backends.sd import (
     wildcards,
 )
 from gridgen.backends.sd.cpu_shards import BatchShards, default_workers
-from gridgen.backends.sd.decoding import Decoder
+from gridgen.backends.sd.decoding import Decoder, Finish
 from gridgen.backends.sd.depth import DEPTH_PARAMS, DepthMaps
 from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.kinds import kind_problems
@@ -365,9 +365,31 @@ class DiffusersBackend:
         first = batch[0]
         parts = self._ensure_loaded(first)
         width, height = self._size(first)
-        factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         clock = _Clock(parts.device)
+        cond, uncond, text = self._conditioning(batch, parts, width, height)
+        text_time = clock.lap()
+        scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
+                                   scheduler_config(parts.scheduler_config, str(first["prediction"])))
+        latents, finish = self._latents(batch, parts, scheduler, cond, uncond, text, (width, height))
+        denoise_time = clock.lap()
 
+        metadata = {"model_path": self._load_key[0], "vae": self._load_key[1], "options": self.speed_options(),
+                    "scheduler": type(scheduler).__name__, "device": str(parts.device),
+                    "dtype": str(parts.dtype).removeprefix("torch."), "width": width, "height": height}
+        if self.networks is not None and self.networks.active:
+            metadata["loras"] = [list(pair) for pair in self.networks.active]
+        share = 1 / len(batch)
+        timings = [{"text": text_time * share, "denoise": denoise_time * share} for _ in batch]
+        decoded = self.decoder.submit(parts.vae, latents, finish, timings)
+        return [(image, {**metadata, **ella_setup.metadata(p, self._resolve),
+                         **instruct_pix2pix.metadata(p, parts.unet.config.in_channels)}, cell_timings)
+                for p, image, cell_timings in zip(batch, decoded, timings, strict=True)]
+
+    def _conditioning(self, batch: list[dict[str, Any]], parts: Components, width: int, height: int
+                      ) -> tuple[sampling.Context, sampling.Context, dict[str, Any]]:
+        """The batch's text conditioning (CLIP, ELLA or both) after its LoRAs and embeddings are in place:
+        (cond, uncond, the rest of what `sampling.guided_denoiser` takes about the text)."""
+        first = batch[0]
         if self.networks is not None:
             self.networks.use_loras(self._lora_set(first))
             spec_dir, models_dir = Path(self.context.spec_dir), self._models_dir()
@@ -387,55 +409,44 @@ class DiffusersBackend:
         if isinstance(self.prompts, SdxlPromptEncoder):
             added = tuple(added_conditioning(self.prompts.pooled(texts), width, height)
                           for texts in (prompts, negatives))
-        text_time = clock.lap()
+        return cond, uncond, {"masks": masks, "added_cond": added[0], "added_uncond": added[1]}
 
-        scheduler = make_scheduler(scheduler_choice(str(first["sampler"]), str(first["schedule"])),
-                                   scheduler_config(parts.scheduler_config, str(first["prediction"])))
-        seeds = [int(p["seed"]) for p in batch]
-        scales = [float(p["cfg_scale"]) for p in batch]
-        text = {"masks": masks, "added_cond": added[0], "added_uncond": added[1]}
-        finish = [lambda image: image] * len(batch)
-        if depth2img.is_depth2img(parts.unet.config.in_channels):
-            prepared = edit.prepare_cells(batch, self.inputs, (width, height), parts.device)
-            finish = prepared.finish
+    def _latents(self, batch: list[dict[str, Any]], parts: Components, scheduler, cond, uncond,
+                 text: dict[str, Any], size: tuple[int, int]) -> tuple[torch.Tensor, list[Finish]]:
+        """The batch's denoised latents in the mode its model and params call for, and for each cell how its
+        decoded image becomes its output (pasted back into the init image, resized to it)."""
+        first = batch[0]
+        width, height = size
+        factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+        steps = int(first["steps"])
+        seeds, scales = [int(p["seed"]) for p in batch], [float(p["cfg_scale"]) for p in batch]
+        channels = parts.unet.config.in_channels
+        unchanged = [_unchanged] * len(batch)
+        if self._is_unclip(first):
+            return self.variations.denoise(parts, self._model_path(first), batch, self.inputs, scheduler, cond,
+                                           uncond, scales, seeds, size, **text), unchanged
+        from_image = depth2img.is_depth2img(channels) or channels == instruct_pix2pix.CHANNELS
+        if not from_image and edit.mode_of(first) not in ("img2img", "inpaint"):
+            scheduler.set_timesteps(steps, device=parts.device)
+            noise, generators = sampling.initial_noise(seeds, (channels, height // factor, width // factor),
+                                                       parts.device)
+            denoise = sampling.guided_denoiser(parts.unet, cond, uncond, scales, **text)
+            return sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
+                                   sampling.step_noise_kwargs(scheduler, seeds, generators)), unchanged
+        prepared = edit.prepare_cells(batch, self.inputs, size, parts.device)
+        if depth2img.is_depth2img(channels):
             depth = self.depths.for_batch(batch, self._model_path(first), (height // factor, width // factor),
                                           parts.device)
-            latents = depth2img.denoise(parts, prepared.pixels, depth, scheduler, cond, uncond, scales,
-                                        int(first["steps"]), float(first["denoise"]), seeds, **text)
-        elif parts.unet.config.in_channels == instruct_pix2pix.CHANNELS:
-            prepared = edit.prepare_cells(batch, self.inputs, (width, height), parts.device)
-            finish = prepared.finish
+            latents = depth2img.denoise(parts, prepared.pixels, depth, scheduler, cond, uncond, scales, steps,
+                                        float(first["denoise"]), seeds, **text)
+        elif channels == instruct_pix2pix.CHANNELS:
             latents = instruct_pix2pix.denoise(parts, prepared.pixels, scheduler, cond, uncond, scales,
-                                               [instruct_pix2pix.image_cfg_scale(p) for p in batch],
-                                               int(first["steps"]), seeds, **text)
-        elif self._is_unclip(first):
-            latents = self.variations.denoise(parts, self._model_path(first), batch, self.inputs, scheduler, cond,
-                                              uncond, scales, seeds, (width, height), **text)
-        elif edit.mode_of(first) in ("img2img", "inpaint"):
-            prepared = edit.prepare_cells(batch, self.inputs, (width, height), parts.device)
-            finish = prepared.finish
-            latents = edit.denoise(parts, prepared, scheduler, cond, uncond, scales, int(first["steps"]),
-                                   float(first["denoise"]), seeds, **text)
+                                               [instruct_pix2pix.image_cfg_scale(p) for p in batch], steps, seeds,
+                                               **text)
         else:
-            scheduler.set_timesteps(int(first["steps"]), device=parts.device)
-            noise, generators = sampling.initial_noise(
-                seeds, (parts.unet.config.in_channels, height // factor, width // factor), parts.device)
-            denoise = sampling.guided_denoiser(parts.unet, cond, uncond, scales, **text)
-            latents = sampling.sample(denoise, scheduler, noise * scheduler.init_noise_sigma,
-                                      sampling.step_noise_kwargs(scheduler, seeds, generators))
-        denoise_time = clock.lap()
-
-        metadata = {"model_path": self._load_key[0], "vae": self._load_key[1], "options": self.speed_options(),
-                    "scheduler": type(scheduler).__name__, "device": str(parts.device),
-                    "dtype": str(parts.dtype).removeprefix("torch."), "width": width, "height": height}
-        if self.networks is not None and self.networks.active:
-            metadata["loras"] = [list(pair) for pair in self.networks.active]
-        share = 1 / len(batch)
-        timings = [{"text": text_time * share, "denoise": denoise_time * share} for _ in batch]
-        decoded = self.decoder.submit(parts.vae, latents, finish, timings)
-        return [(image, {**metadata, **ella_setup.metadata(p, self._resolve),
-                         **instruct_pix2pix.metadata(p, parts.unet.config.in_channels)}, cell_timings)
-                for p, image, cell_timings in zip(batch, decoded, timings, strict=True)]
+            latents = edit.denoise(parts, prepared, scheduler, cond, uncond, scales, steps, float(first["denoise"]),
+                                   seeds, **text)
+        return latents, prepared.finish
 
     @torch.inference_mode()
     def fit_batch(self, params: dict[str, Any], wanted: int) -> int:
@@ -534,6 +545,10 @@ class DiffusersBackend:
         self._load_key = self._loaded = None
         self.cache.clear()
         self._free_device_memory()
+
+
+def _unchanged(image: Image.Image) -> Image.Image:
+    return image
 
 
 class _Clock:
