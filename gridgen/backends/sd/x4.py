@@ -40,9 +40,10 @@ class X4Info:
     max_noise_level: int
 
 
-def read_x4_info(path: Path, what: str = "upscaler sd-x4") -> X4Info:
+def read_x4_info(path: Path, what: str = "upscaler sd-x4", fix: str = "point sd-x4:FOLDER at one") -> X4Info:
     """Check that `path` is an x4 upscaler folder and read its noise limit; raises ModelError whose message
-    starts with `what`, the value that named the folder."""
+    starts with `what`, the value that named the folder, and ends with `fix`, what to do about a folder of
+    another kind."""
     try:
         index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
         unet = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
@@ -51,7 +52,7 @@ def read_x4_info(path: Path, what: str = "upscaler sd-x4") -> X4Info:
     if index.get("_class_name") != X4_PIPELINE or unet.get("in_channels") != X4_IN_CHANNELS:
         raise ModelError(f"{what}: {path} is a {index.get('_class_name')} folder whose UNet takes "
                          f"{unet.get('in_channels')} channels, not an x4 upscaler ({X4_PIPELINE}, "
-                         f"{X4_IN_CHANNELS} channels); point sd-x4:FOLDER at one")
+                         f"{X4_IN_CHANNELS} channels); {fix}")
     return X4Info(path, int(index.get("max_noise_level", 350)))
 
 
