@@ -244,3 +244,15 @@ def test_a_bad_x4_grid_stops_before_any_model_loads(folder, tmp_path, monkeypatc
     with pytest.raises(SpecError) as caught:
         prepare(spec, RunOptions(out=tmp_path / "out"))
     assert "noise_level 150 is over the maximum of x4 upscaler 'tiny-x4'" in str(caught.value)
+
+
+def test_in_fp16_the_x4_vae_stays_fp32_and_the_image_stays_close_to_fp32s(folder, backend):
+    half = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu", dtype="fp16"))
+    try:
+        (ours,) = half.render([cell()])
+        assert half._components.unet.dtype == torch.float16 and half._components.vae.dtype == torch.float32
+    finally:
+        half.close()
+    (full,) = backend.render([cell()])
+    difference = np.abs(pixels(ours.image) - pixels(full.image)).mean()
+    assert difference <= 2, f"fp16 is {difference:.2f}/255 (mean) from fp32"
