@@ -4,6 +4,7 @@ for mixed cells, the size rules, a noise_level grid end to end, a single-file ch
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,3 +257,16 @@ def test_in_fp16_the_x4_vae_stays_fp32_and_the_image_stays_close_to_fp32s(folder
     (full,) = backend.render([cell()])
     difference = np.abs(pixels(ours.image) - pixels(full.image)).mean()
     assert difference <= 2, f"fp16 is {difference:.2f}/255 (mean) from fp32"
+
+
+def test_the_example_grid_runs_in_one_batch(tmp_path, monkeypatch):
+    grid = Path(__file__).resolve().parents[1] / "grids" / "x4-upscale.yaml"
+    batches = count_denoised(monkeypatch)
+    options = RunOptions(out=tmp_path / "out", batch_size=12, device="cpu")
+    execute(prepare(grid, options), options, show_progress=False)
+    journal = [json.loads(line) for line in (tmp_path / "out" / "journal.jsonl").read_text().splitlines()]
+    assert batches == [12] and len(journal) == 12  # six noise levels x two prompts
+    out = {e["key"]: pixels(Image.open(tmp_path / "out" / e["file"])) for e in journal}
+    assert {image.shape for image in out.values()} == {(64, 64, 3)}
+    assert np.abs(out["0/matching"] - out["0/other"]).mean() > 5  # the prompt steers the upscale
+    assert np.abs(out["0/matching"] - out["350/matching"]).mean() > 1  # and so does the noise level
