@@ -27,7 +27,7 @@ MAX_NOISE = 100
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """A spec folder with two 24x16 images, one 20x18 image, a mask and a tiny random x4 upscaler."""
+    """A spec folder with two 24x16 images, one 22x18 image, a mask and a tiny random x4 upscaler."""
     root = tmp_path_factory.mktemp("x4kind")
     picture(24, 16).save(root / "low.png")
     picture(24, 16, seed=3).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "other.png")
