@@ -166,8 +166,9 @@ CORE_PARAMS: tuple[Param, ...] = (
     # on an unCLIP model also the base image.
     Param("noise_level", "int", 20,
           "Noise added to a conditioning input: the SD x4 upscaler's low-resolution image (0-350, up to the x4 "
-          "model's max_noise_level) and, on an unCLIP model, the CLIP embedding of init_image (0-999: more noise, "
-          "looser variations).", min=0, max=999, stage="post"),
+          "model's max_noise_level; the upscaler stage's, or the base image's when the model is an x4 upscaler) "
+          "and, on an unCLIP model, the CLIP embedding of init_image (0-999: more noise, looser variations).",
+          min=0, max=999, stage="post"),
     Param("upscale_prompt", "str", None, "The SD x4 upscaler's prompt (default: the cell's prompt).", stage="post"),
     Param("upscale_steps", "int", 20, "Denoising steps of the SD x4 upscaler.", min=1, max=1000, stage="post"),
     Param("upscale_cfg_scale", "float", 9.0, "CFG scale of the SD x4 upscaler.", aliases=("upscale_cfg",),

@@ -22,6 +22,7 @@ from gridgen.runner import RunOptions, execute, prepare
 from gridgen.tiny import TINY_MODEL_DIR
 from gridgen.upscalers import X4_DEFAULT_MODEL, parse_upscaler
 from tests.spec_helpers import write_spec
+from tests.tiny_models import build_x4
 
 
 def _save(module: torch.nn.Module, folder: Path, stem: str) -> tuple[Path, Path]:
@@ -54,33 +55,7 @@ X4_MAX_NOISE = 100
 @pytest.fixture(scope="module")
 def x4_folder(model_files) -> Path:
     """A tiny random-weight SD x4 upscaler, saved as a diffusers folder next to the model files."""
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        DDPMScheduler,
-        StableDiffusionUpscalePipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=32, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8, num_class_embeds=X4_MAX_NOISE + 1)
-    vae = AutoencoderKL(block_out_channels=(16, 16, 32), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                        norm_num_groups=8, scaling_factor=0.08333)
-    tokenizer = CLIPTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer")
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer),
-        max_position_embeddings=tokenizer.model_max_length, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    pipe = StableDiffusionUpscalePipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, low_res_scheduler=DDPMScheduler(),
-        scheduler=DDIMScheduler(prediction_type="v_prediction"), max_noise_level=X4_MAX_NOISE)
-    folder = model_files["folder"] / "tiny-x4"
-    pipe.save_pretrained(folder)
-    return folder
+    return build_x4(model_files["folder"] / "tiny-x4", X4_MAX_NOISE)
 
 
 @pytest.fixture()

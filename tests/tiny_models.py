@@ -1,5 +1,6 @@
-"""Tiny random-weight SD 1.x / SD 2.x / SDXL models for the loading tests, as diffusers folders and as
-A1111-style single files, plus a config root whose families describe them.
+"""Tiny random-weight SD 1.x / SD 2.x / SDXL models (the SD 2 x4 upscaler included) for the loading tests, as
+diffusers folders and as A1111-style single files, plus a config root whose families describe them; and a
+tiny x4 upscaler folder with a VAE of the real one's 4x scale (`build_x4`).
 
 Shapes follow diffusers' own fast tests (32/64-channel UNets, 32-wide text encoders) but the text
 encoders keep CLIP's real 49408-token vocabulary, because single files are tokenized with it.
@@ -17,6 +18,8 @@ from gridgen.backends.sd import families
 from gridgen.backends.sd.single_file import load_tokenizer
 from tests import ldm_layout
 
+# The noise levels a tiny sd2-x4-upscaler UNet embeds: 0 to the shipped family's max_noise_level.
+X4_NOISE_LEVELS = 351
 # Families whose weights have the same shapes, told apart by the `prediction` param only.
 _SAME_WEIGHTS = {"sd2-v": ("sd2",)}
 
@@ -67,8 +70,8 @@ def _vae():
 
 def build(folder: Path, family: str, in_channels: int = 4, seed: int = 0) -> TinyModel:
     """A tiny random model of `family`'s layout (sd1..., sd2..., sdxl) saved to `folder`."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-    from diffusers.schedulers import EulerDiscreteScheduler
+    from diffusers import StableDiffusionPipeline, StableDiffusionUpscalePipeline, StableDiffusionXLPipeline
+    from diffusers.schedulers import DDPMScheduler, EulerDiscreteScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
@@ -90,10 +93,19 @@ def build(folder: Path, family: str, in_channels: int = 4, seed: int = 0) -> Tin
     else:
         sd2 = family.startswith("sd2")
         encoder = CLIPTextModel(_text_config(32, "gelu" if sd2 else "quick_gelu"))
-        unet = _unet(in_channels, 32, **({"use_linear_projection": True} if sd2 else {}))
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=encoder, tokenizer=load_tokenizer(shipped, "tokenizer"),
-                                       unet=unet, scheduler=scheduler, safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
+        x4_upscaler = families.KIND_BY_CHANNELS.get(in_channels) == "x4-upscaler"
+        unet = _unet(in_channels, 32, **({"use_linear_projection": True} if sd2 else {}),
+                     **({"num_class_embeds": X4_NOISE_LEVELS} if x4_upscaler else {}))
+        if x4_upscaler:  # the shipped family's noise schedule and limit, so the single file and the folder agree
+            pipe = StableDiffusionUpscalePipeline(
+                vae=vae, text_encoder=encoder, tokenizer=load_tokenizer(shipped, "tokenizer"), unet=unet,
+                scheduler=scheduler, low_res_scheduler=DDPMScheduler.from_pretrained(shipped / "low_res_scheduler"),
+                max_noise_level=X4_NOISE_LEVELS - 1)
+        else:
+            pipe = StableDiffusionPipeline(vae=vae, text_encoder=encoder,
+                                           tokenizer=load_tokenizer(shipped, "tokenizer"), unet=unet,
+                                           scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                           requires_safety_checker=False)
         text = (ldm_layout.open_clip_to_ldm(encoder.state_dict(), "cond_stage_model.model.") if sd2
                 else ldm_layout.clip_to_ldm(encoder.state_dict(), "cond_stage_model.transformer."))
     pipe.save_pretrained(folder)
@@ -112,3 +124,36 @@ def config_root(root: Path, models: list[TinyModel]) -> Path:
                 if source.is_file():
                     shutil.copy(source, root / family / component / "config.json")
     return root
+
+
+def build_x4(folder: Path, max_noise_level: int) -> Path:
+    """A tiny random-weight SD x4 upscaler saved as a diffusers folder: a 3-block VAE (4x, as Stability's), the
+    gridgen-tiny tokenizer, a v-prediction DDIM scheduler, and noise levels up to `max_noise_level`."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from gridgen.tiny import TINY_MODEL_DIR
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8, num_class_embeds=max_noise_level + 1)
+    vae = AutoencoderKL(block_out_channels=(16, 16, 32), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        norm_num_groups=8, scaling_factor=0.08333)
+    tokenizer = CLIPTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer),
+        max_position_embeddings=tokenizer.model_max_length, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"), max_noise_level=max_noise_level)
+    pipe.save_pretrained(folder)
+    return folder

@@ -1,5 +1,5 @@
-"""The built-in `diffusers` backend: Stable Diffusion txt2img, img2img, inpaint, depth2img and instruct-pix2pix on
-diffusers' models and schedulers.
+"""The built-in `diffusers` backend: Stable Diffusion txt2img, img2img, inpaint, depth2img, instruct-pix2pix, unCLIP
+variations and the x4 upscaler on diffusers' models and schedulers.
 
 It validates a cell's params from config files alone, keeps the last model loaded, and renders a
 batch of cells that share a sampler, step count and size while each keeps its own prompt,
@@ -30,6 +30,7 @@ from gridgen.backends.sd import (
     sampling,
     unclip,
     wildcards,
+    x4_kind,
 )
 from gridgen.backends.sd.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.decoding import Decoder, Finish
@@ -84,11 +85,11 @@ def has_post_stages(params: dict[str, Any]) -> bool:
                 or parse_upscaler(str(params["upscaler"])).name != "none")
 
 
-def base_params(params: dict[str, Any], image_variation: bool = False) -> dict[str, Any]:
-    """The params a cell's base image depends on; `image_variation` for an unCLIP model's cell."""
+def base_params(params: dict[str, Any], reads_noise_level: bool = False) -> dict[str, Any]:
+    """The params a cell's base image depends on; `reads_noise_level` for a model kind that reads noise_level."""
     # In a SAM edit the inpainting params belong to the edit, not to the base image it starts from.
     later = POST_PARAMS | (EDIT_PARAMS - {"init_image"} if params.get("sam_prompt") else frozenset())
-    if image_variation:  # noise_level noises its image embedding; no start latents, so no denoising strength
+    if reads_noise_level:  # unCLIP (its image embedding) and the x4 upscaler (its low-res image): no start latents
         later = later - {"noise_level"} | {"denoise"}
     return ella_setup.stage_params({name: value for name, value in params.items() if name not in later})
 
@@ -158,6 +159,14 @@ class DiffusersBackend:
         except ModelError:
             return False  # validate() reports the model
 
+    def _reads_noise_level(self, params: dict[str, Any]) -> bool:
+        """Whether the cell's model kind reads noise_level for its base image (unCLIP, the x4 upscaler)."""
+        try:
+            info = self._info(params)
+        except ModelError:
+            return False  # validate() reports the model
+        return info.unclip or x4_kind.is_x4(info.in_channels)
+
     def _size(self, params: dict[str, Any]) -> tuple[int, int]:
         if params.get("width") and params.get("height"):
             return int(params["width"]), int(params["height"])
@@ -165,6 +174,8 @@ class DiffusersBackend:
             info = self._info(params)
         except ModelError:
             info = None  # validate() reports the missing model; planning goes on
+        if info and x4_kind.is_x4(info.in_channels):
+            return x4_kind.output_size(params, self.inputs, info.vae_factor) or (info.native_size,) * 2
         # An unCLIP variation starts from noise at the UNet's size, whatever its init image's.
         found = None if info and info.unclip else edit.init_size(params, self.inputs, info.vae_factor if info else 8)
         if found:
@@ -221,6 +232,7 @@ class DiffusersBackend:
         problems += [ParamProblem(name, message)
                      for name, message in instruct_pix2pix.problems(params, str(params["model"]), channels)]
         problems += unclip.problems(params, info)
+        problems += x4_kind.problems(params, info)
         sam_input = self.inputs.size(params["init_image"]) if params.get("init_image") else self._size(params)
         problems += self.segmenting.validate(params, sam_input)
         return problems + self.upscaling.validate(params)
@@ -255,7 +267,7 @@ class DiffusersBackend:
             channels = self._info(params).in_channels
         except ModelError:
             return params
-        return instruct_pix2pix.as_read(params, channels)
+        return x4_kind.as_read(instruct_pix2pix.as_read(params, channels), channels)
 
     def batch_key(self, params: dict[str, Any]) -> Hashable:
         params = self._as_read({**_DEFAULTS, **params})
@@ -303,7 +315,7 @@ class DiffusersBackend:
     def _base_key(self, params: dict[str, Any]) -> str:
         if edit.mode_of(params) == "input":  # the file as it is: only its bytes matter
             return stage_key("input", {}, self.inputs.fingerprint(params))
-        return stage_key("txt2img", base_params(self._as_read(params), self._is_unclip(params)),
+        return stage_key("txt2img", base_params(self._as_read(params), self._reads_noise_level(params)),
                          f"{self.load_key(params)}{self.inputs.fingerprint(params)}")
 
     def _render_batch(self, cells: list[Cell]) -> list[Result]:
@@ -425,6 +437,9 @@ class DiffusersBackend:
         if self._is_unclip(first):
             return self.variations.denoise(parts, self._model_path(first), batch, self.inputs, scheduler, cond,
                                            uncond, scales, seeds, size, **text), unchanged
+        if x4_kind.is_x4(channels):
+            return x4_kind.denoise(parts, self._info(first).config, batch, self.inputs, scheduler, cond, uncond,
+                                   scales, seeds, size, **text), unchanged
         from_image = depth2img.is_depth2img(channels) or channels == instruct_pix2pix.CHANNELS
         if not from_image and edit.mode_of(first) not in ("img2img", "inpaint"):
             scheduler.set_timesteps(steps, device=parts.device)
@@ -481,6 +496,8 @@ class DiffusersBackend:
             if parts.unet.config.class_embed_type == "projection":  # unCLIP's image embedding
                 labels = torch.zeros((rows, parts.unet.config.projection_class_embeddings_input_dim),
                                      device=parts.device, dtype=parts.unet.dtype)
+            elif parts.unet.config.num_class_embeds:  # the x4 upscaler's noise level
+                labels = torch.zeros(rows, device=parts.device, dtype=torch.long)
             parts.unet(x, torch.tensor(999, device=parts.device), encoder_hidden_states=context.expand(rows, -1, -1),
                        added_cond_kwargs=added, class_labels=labels)
             torch.cuda.synchronize(parts.device)

@@ -17,7 +17,8 @@ from gridgen.backends.sd.families import KIND_BY_CHANNELS
 CHANNELS_BY_KIND = {"txt2img": 4, "img2img": 4, "depth2img": 5, "x4-upscaler": 7, "instruct-pix2pix": 8,
                     "inpaint": 9, "unclip": 4}
 # The kinds this backend renders so far; the others are recognised and refused at validation.
-RENDERED_KINDS = frozenset({"txt2img", "img2img", "inpaint", "depth2img", "instruct-pix2pix", "unclip"})
+RENDERED_KINDS = frozenset({"txt2img", "img2img", "inpaint", "depth2img", "instruct-pix2pix", "unclip",
+                            "x4-upscaler"})
 # Param name -> the kinds that read it. A cell that sets one for a model of another kind is an error.
 PARAM_KINDS: dict[str, frozenset[str]] = {
     "image_cfg_scale": frozenset({"instruct-pix2pix"}),

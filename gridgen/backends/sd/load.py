@@ -15,6 +15,7 @@ import torch
 import transformers
 
 from gridgen.backends.sd.single_file import load_single_file, load_vae_file, quiet_diffusers
+from gridgen.backends.sd.x4 import X4_IN_CHANNELS
 from gridgen.errors import GridError, ModelError
 
 # A progress bar per model load would interleave with the grid's own progress bar.
@@ -116,8 +117,11 @@ def load_components(model: Path, vae: Path | None, device: torch.device, dtype: 
             encoder.to(device=device, dtype=dtype)
     for module in components.modules():
         module.to(device).eval()
-    # SDXL's VAE overflows in fp16; like diffusers, only the SDXL pipeline honours the config's force_upcast.
-    upcast = components.text_encoder_2 is not None and getattr(components.vae.config, "force_upcast", False)
+    # SDXL's and the x4 upscaler's VAEs overflow in fp16; like diffusers, only their pipelines honour the config's
+    # force_upcast.
+    x4_upscaler = components.unet.config.in_channels == X4_IN_CHANNELS
+    upcast = ((components.text_encoder_2 is not None or x4_upscaler)
+              and getattr(components.vae.config, "force_upcast", False))
     if upcast and components.vae.dtype != torch.float32:
         with quiet_diffusers():
             components.vae.to(torch.float32)

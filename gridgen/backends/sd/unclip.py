@@ -32,6 +32,7 @@ from gridgen.backends.sd.encoding_cache import EncodingCache
 from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.locate import ModelInfo
 from gridgen.backends.sd.model_cache import modified
+from gridgen.backends.sd.x4 import X4_IN_CHANNELS
 from gridgen.errors import ModelError
 from gridgen.upscalers import parse_upscaler
 
@@ -55,6 +56,8 @@ def problems(params: dict[str, Any], info: ModelInfo | None) -> list[ParamProble
     if info is None:
         return []
     model, level = params["model"], int(params["noise_level"])
+    if info.in_channels == X4_IN_CHANNELS:
+        return []  # an x4 upscaler model: x4_kind checks the level against its own max_noise_level
     if not info.unclip:
         try:
             x4_reads_it = parse_upscaler(str(params["upscaler"])).family == "sd-x4"
