@@ -56,7 +56,7 @@ class Preset:
 
 
 PRESETS = {
-    "cpu-tiny": Preset(64, 20, "DPM++ 2M", [1, 2, 3, 4], [5.0, 8.0], "fp32", 16, "tiny"),
+    "cpu-tiny": Preset(64, 20, "DPM++ 2M", [1, 2, 3, 4], [5.0, 8.0], "fp32", 32, "tiny"),
     "gpu-sd15": Preset(512, 20, "DPM++ 2M", [1, 2, 3, 4], [3.0, 5.0, 7.0, 9.0], "fp16", 16, "sd15-random"),
     "gpu-sdxl": Preset(1024, 20, "Euler", [1, 2, 3, 4], [5.0, 8.0], "fp16", 16, "sdxl-random", cfg_axis=False),
 }

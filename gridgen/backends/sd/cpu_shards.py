@@ -28,9 +28,7 @@ class BatchShards:
 
     def __init__(self, workers: int):
         self.workers = max(1, workers)
-        # Each worker sets its own thread count; the calling thread keeps its intra-op threads.
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gridgen-shard",
-                                        initializer=torch.set_num_threads, initargs=(1,))
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gridgen-shard")
 
     def wrap(self, forward: Callable[..., Any]) -> Callable[..., Any]:
         """`forward` with every batched argument sliced across the workers and the outputs joined again.
@@ -46,8 +44,13 @@ class BatchShards:
             bounds = _bounds(rows, min(self.workers, rows))
             calls = [(_take(sample, rows, s), _take(args, rows, s), _take(kwargs, rows, s)) for s in bounds]
             modes = (torch.is_inference_mode_enabled(), torch.is_grad_enabled())
-            futures = [self._pool.submit(_in_modes, modes, forward, *call) for call in calls]
-            return _join([future.result() for future in futures])
+            threads = torch.get_num_threads()
+            try:
+                futures = [self._pool.submit(_single_threaded, modes, forward, *call) for call in calls]
+                return _join([future.result() for future in futures])
+            finally:
+                # A worker's set_num_threads(1) also lowers process-wide counts (MKL's): give them back.
+                torch.set_num_threads(threads)
 
         return sharded
 
@@ -55,8 +58,9 @@ class BatchShards:
         self._pool.shutdown(wait=True)
 
 
-def _in_modes(modes: tuple[bool, bool], forward: Callable[..., Any], sample: torch.Tensor, args: tuple,
-              kwargs: dict) -> Any:
+def _single_threaded(modes: tuple[bool, bool], forward: Callable[..., Any], sample: torch.Tensor, args: tuple,
+                     kwargs: dict) -> Any:
+    torch.set_num_threads(1)
     # Autograd modes are per thread: a worker runs in its caller's, so it records no graph the caller did not ask for.
     inference, grad = modes
     with torch.inference_mode(inference), torch.set_grad_enabled(grad):

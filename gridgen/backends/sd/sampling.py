@@ -78,6 +78,8 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
         extra["added_cond_kwargs"] = {name: torch.cat([rows, added_uncond[name][guided], added_uncond[name][bare]])
                                       for name, rows in added_cond.items()}
 
+    dtype = unet.dtype  # diffusers looks it up over the parameters on every access
+
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch, split = x.shape[0], x.shape[0] + len(guided)
         if fixed is not None:
@@ -88,7 +90,7 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
         x_in = torch.cat([x, x[guided], x[bare]])
         if image_in is not None:
             x_in = torch.cat([x_in, image_in], dim=1)
-        eps = unet(x_in.to(unet.dtype), t, encoder_hidden_states=context, **extra).sample.float()
+        eps = unet(x_in.to(dtype), t, encoder_hidden_states=context, **extra).sample.float()
         eps_cond = eps[:batch]
         eps_uncond = eps_cond.clone()
         eps_uncond[guided] = eps[batch:split]
