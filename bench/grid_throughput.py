@@ -1,6 +1,6 @@
 """Throughput of a grid rendered by gridgen against a plain per-image diffusers loop, in one process.
 
-    python bench/grid_throughput.py --preset cpu-tiny
+    python bench/grid_throughput.py --preset cpu-tiny --rounds 5 --memory
     python bench/grid_throughput.py --preset gpu-sd15      # on a CUDA machine
     python bench/grid_throughput.py --preset gpu-sdxl      # on a CUDA machine
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -168,11 +169,30 @@ def run_plain_loop(pipe, out: Path, preset: Preset) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
+def grid_peak_rss_mb(cells: int, folder: Path) -> float:
+    """Peak RSS of a fresh `gridgen run` process over a `cells`-cell grid of the embedded model (1 step, 32 px)."""
+    spec = folder / f"memory-{cells}.yaml"
+    spec.write_text(yaml.safe_dump({
+        "grid": {"params": {"model": "gridgen-tiny", "steps": 1, "width": 32, "height": 32, "sampler": "Euler"}},
+        "axes": {"seed": f"1-{cells}"}}))
+    # VmHWM is the child's own peak; getrusage's ru_maxrss would carry this process's over the exec.
+    code = ("import re, sys\n"
+            "from gridgen.cli import main\n"
+            f"code = main(['run', {str(spec)!r}, '--out', {str(folder / f'memory-{cells}')!r}, '--quiet'])\n"
+            "status = open('/proc/self/status').read()\n"
+            "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) / 1024)\n"
+            "sys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rounds", type=int, default=1, help="times each side renders the grid, in turns")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure the peak RSS of 250- and 1,000-cell grids of the embedded model")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -208,6 +228,11 @@ def main() -> int:
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if device == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    if args.memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            small, large = (grid_peak_rss_mb(cells, Path(tmp)) for cells in (250, 1000))
+        print(f"peak RSS of a gridgen run: {small:.0f} MB for 250 cells, {large:.0f} MB for 1,000 cells "
+              f"({large - small:+.0f} MB)")
     return 0
 
 
