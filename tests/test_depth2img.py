@@ -40,19 +40,11 @@ def tiny_dpt(seed: int):
 def build_depth_folder(folder):
     """The gridgen-tiny text encoder and VAE with a random 5-channel UNet and a tiny DPT, saved as a depth2img
     pipeline."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionDepth2ImgPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import StableDiffusionDepth2ImgPipeline
 
     estimator, processor = tiny_dpt(seed=0)
-    config = dict(UNet2DConditionModel.load_config(TINY_MODEL_DIR / "unet"))
-    unet = UNet2DConditionModel.from_config({**config, "in_channels": 5})
-    pipe = StableDiffusionDepth2ImgPipeline(
-        vae=AutoencoderKL.from_pretrained(TINY_MODEL_DIR / "vae"),
-        text_encoder=CLIPTextModel.from_pretrained(TINY_MODEL_DIR / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer"), unet=unet,
-        scheduler=EulerDiscreteScheduler.from_pretrained(TINY_MODEL_DIR / "scheduler"),
-        depth_estimator=estimator, feature_extractor=processor)
-    pipe.save_pretrained(folder)
+    StableDiffusionDepth2ImgPipeline(**tiny_models.tiny_parts(5), depth_estimator=estimator,
+                                     feature_extractor=processor).save_pretrained(folder)
     return folder
 
 
@@ -78,13 +70,6 @@ def folder(tmp_path_factory):
     estimator.save_pretrained(root / "other-dpt")
     processor.save_pretrained(root / "other-dpt")
     return root
-
-
-@pytest.fixture()
-def backend(folder):
-    instance = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu"))
-    yield instance
-    instance.close()
 
 
 def cell(key: str = "0", **params) -> Cell:

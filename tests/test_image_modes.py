@@ -17,7 +17,7 @@ from gridgen.errors import SpecError
 from gridgen.params import Registry
 from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
-from gridgen.tiny import TINY_MODEL_DIR
+from tests import tiny_models
 from tests.spec_helpers import write_spec
 
 
@@ -36,19 +36,10 @@ def rectangle_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> Ima
 
 def build_inpaint_folder(folder):
     """The gridgen-tiny text encoder and VAE with a random 9-channel UNet, saved as an inpainting pipeline."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import StableDiffusionInpaintPipeline
 
-    torch.manual_seed(0)
-    config = dict(UNet2DConditionModel.load_config(TINY_MODEL_DIR / "unet"))
-    unet = UNet2DConditionModel.from_config({**config, "in_channels": 9})
-    pipe = StableDiffusionInpaintPipeline(
-        vae=AutoencoderKL.from_pretrained(TINY_MODEL_DIR / "vae"),
-        text_encoder=CLIPTextModel.from_pretrained(TINY_MODEL_DIR / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer"), unet=unet,
-        scheduler=EulerDiscreteScheduler.from_pretrained(TINY_MODEL_DIR / "scheduler"), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(folder)
+    StableDiffusionInpaintPipeline(**tiny_models.tiny_parts(9), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False).save_pretrained(folder)
     return folder
 
 
@@ -67,13 +58,6 @@ def folder(tmp_path_factory):
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     build_inpaint_folder(root / "tiny-inpaint")
     return root
-
-
-@pytest.fixture()
-def backend(folder):
-    instance = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu"))
-    yield instance
-    instance.close()
 
 
 def cell(key: str = "0", **params) -> Cell:

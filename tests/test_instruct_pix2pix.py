@@ -19,7 +19,6 @@ from gridgen.params import Registry, coerce
 from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.samplers import make_scheduler, scheduler_choice
-from gridgen.tiny import TINY_MODEL_DIR
 from tests import tiny_models
 from tests.spec_helpers import write_spec
 from tests.test_image_modes import picture, pixels
@@ -27,24 +26,10 @@ from tests.test_image_modes import picture, pixels
 
 def build_ip2p_folder(folder):
     """The gridgen-tiny text encoder and VAE with a random 8-channel UNet, saved as an instruct-pix2pix pipeline."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionInstructPix2PixPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import StableDiffusionInstructPix2PixPipeline
 
-    torch.manual_seed(0)
-    config = dict(UNet2DConditionModel.load_config(TINY_MODEL_DIR / "unet"))
-    unet = UNet2DConditionModel.from_config({**config, "in_channels": 8})
-    pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=AutoencoderKL.from_pretrained(TINY_MODEL_DIR / "vae"),
-        text_encoder=CLIPTextModel.from_pretrained(TINY_MODEL_DIR / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer"), unet=unet,
-        scheduler=EulerDiscreteScheduler.from_pretrained(TINY_MODEL_DIR / "scheduler"), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(folder)
+    StableDiffusionInstructPix2PixPipeline(**tiny_models.tiny_parts(8), safety_checker=None, feature_extractor=None,
+                                           requires_safety_checker=False).save_pretrained(folder)
     return folder
 
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from gridgen.backends import BackendContext
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import masks as mask_ops
 from gridgen.backends.sd import segment
@@ -85,13 +84,6 @@ def folder(tmp_path_factory):
     torch.save(Compact(num_feat=8, num_conv=2, upscale=2).state_dict(), root / "compact.pth")
     torch.save({"weight": torch.zeros(3, 3)}, root / "unknown.pth")
     return root
-
-
-@pytest.fixture()
-def backend(folder):
-    instance = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu"))
-    yield instance
-    instance.close()
 
 
 def cell(key: str = "0", **params) -> Cell:

@@ -80,13 +80,6 @@ def folder(tmp_path_factory):
     return root
 
 
-@pytest.fixture()
-def backend(folder):
-    instance = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu"))
-    yield instance
-    instance.close()
-
-
 def cell(key: str = "0", **params) -> Cell:
     base = {"model": "tiny-unclip", "init_image": "init.png", "prompt": "a red square", "seed": 1, "steps": 4,
             "sampler": "Euler", "cfg_scale": 5.0}

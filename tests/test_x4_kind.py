@@ -37,13 +37,6 @@ def folder(tmp_path_factory):
     return root
 
 
-@pytest.fixture()
-def backend(folder):
-    instance = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu"))
-    yield instance
-    instance.close()
-
-
 def cell(key: str = "0", **params) -> Cell:
     base = {"model": "tiny-x4", "init_image": "low.png", "prompt": "a red square", "seed": 1, "steps": 3,
             "sampler": "DDIM", "cfg_scale": 6.0, "noise_level": 20}

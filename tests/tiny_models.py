@@ -157,3 +157,20 @@ def build_x4(folder: Path, max_noise_level: int) -> Path:
         scheduler=DDIMScheduler(prediction_type="v_prediction"), max_noise_level=max_noise_level)
     pipe.save_pretrained(folder)
     return folder
+
+
+def tiny_parts(in_channels: int) -> dict:
+    """The gridgen-tiny text encoder, tokenizer, VAE and scheduler with a random UNet of `in_channels` inputs
+    (seeded), as the keyword arguments of an SD pipeline of the UNet's kind."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from gridgen.tiny import TINY_MODEL_DIR
+
+    torch.manual_seed(0)
+    config = dict(UNet2DConditionModel.load_config(TINY_MODEL_DIR / "unet"))
+    return {"vae": AutoencoderKL.from_pretrained(TINY_MODEL_DIR / "vae"),
+            "text_encoder": CLIPTextModel.from_pretrained(TINY_MODEL_DIR / "text_encoder"),
+            "tokenizer": CLIPTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer"),
+            "unet": UNet2DConditionModel.from_config({**config, "in_channels": in_channels}),
+            "scheduler": EulerDiscreteScheduler.from_pretrained(TINY_MODEL_DIR / "scheduler")}
