@@ -377,6 +377,33 @@ def test_sdxl_renders_what_diffusers_own_pipeline_renders(tiny, tmp_path):
     backend.close()
 
 
+def test_an_empty_sdxl_negative_prompt_is_zeros_unless_the_model_says_otherwise(tiny, tmp_path):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    folder = tmp_path / "xl"
+    shutil.copytree(tiny[0]["sdxl"].folder, folder)
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu", cache_bytes=0))
+
+    def both(negative_for_diffusers):
+        pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+        pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        reference = pipe("a red cat", negative_prompt=negative_for_diffusers, num_inference_steps=4,
+                         guidance_scale=6.0, generator=torch.Generator().manual_seed(5), output_type="np").images[0]
+        ours = _render(backend, model=str(folder), prompt="a red cat", negative_prompt="", steps=4, cfg_scale=6.0,
+                       seed=5, sampler="Euler")
+        return ours, np.round(reference * 255)
+
+    zeroed, reference = both(None)  # diffusers zeroes a negative prompt it is not given
+    assert np.abs(zeroed - reference).max() <= 1.0
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "force_zeros_for_empty_prompt": False}))
+    encoded, reference = both("")
+    assert np.abs(encoded - reference).max() <= 1.0
+    assert np.abs(encoded - zeroed).mean() > 1.0
+    backend.close()
+
+
 def test_sdxl_single_file_and_batches_render_as_the_folder_alone(tiny, tmp_path):
     model = tiny[0]["sdxl"]
     path = model.write(tmp_path / "xl.safetensors")

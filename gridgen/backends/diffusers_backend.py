@@ -419,8 +419,8 @@ class DiffusersBackend:
             cond, uncond, masks = clip.cond, clip.uncond, (clip.cond_mask, clip.uncond_mask)
         added = (None, None)
         if isinstance(self.prompts, SdxlPromptEncoder):
-            added = tuple(added_conditioning(self.prompts.pooled(texts), width, height)
-                          for texts in (prompts, negatives))
+            added = (added_conditioning(self.prompts.pooled(prompts), width, height),
+                     added_conditioning(self.prompts.negative_pooled(negatives), width, height))
         return cond, uncond, {"masks": masks, "added_cond": added[0], "added_uncond": added[1]}
 
     def _latents(self, batch: list[dict[str, Any]], parts: Components, scheduler, cond, uncond,

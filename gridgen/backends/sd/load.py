@@ -7,6 +7,7 @@ becomes a `ModelError` naming the path and what to do.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ class Components:
     dtype: torch.dtype
     tokenizer_2: Any = None
     text_encoder_2: Any = None
+    # SDXL: an empty negative prompt conditions with zeros, as the pipeline config's force_zeros_for_empty_prompt
+    # says (true for SDXL base) and as diffusers and A1111 do.
+    zero_empty_negative: bool = False
 
     def modules(self) -> list[Any]:
         return [m for m in (self.text_encoder, self.text_encoder_2, self.unet, self.vae) if m is not None]
@@ -80,6 +84,13 @@ def _load_folder(model: Path, dtype: torch.dtype, diffusers_kwargs: dict[str, An
         parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(model / "text_encoder_2",
                                                                               local_files_only=True)
     return parts
+
+
+def _pipeline_config(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def load_components(model: Path, vae: Path | None, device: torch.device, dtype: torch.dtype,
@@ -111,6 +122,8 @@ def load_components(model: Path, vae: Path | None, device: torch.device, dtype: 
         raise ModelError(f"cannot load model {model}" + (f" with vae {vae}" if vae else "")
                          + f": {exc}; check that it is {what} (re-download or re-convert it)") from exc
     components = Components(scheduler_config=scheduler_config, device=device, dtype=dtype, **parts)
+    if components.text_encoder_2 is not None:
+        components.zero_empty_negative = bool(_pipeline_config(config).get("force_zeros_for_empty_prompt", True))
     for encoder in (components.text_encoder, components.text_encoder_2):
         # transformers spells its dtype keyword differently across the supported versions, so it is cast here.
         if encoder is not None:

@@ -29,8 +29,10 @@ from gridgen.backends.sd.text import Conditioning, PromptEncoder, emphasize, pad
 class SdxlPromptEncoder:
     """Encodes (text, clip_skip) requests to contexts of 77 tokens per chunk; `pooled` gives the pooled embeddings."""
 
-    def __init__(self, tokenizers: Sequence, text_encoders: Sequence, capacity: int = 1024):
+    def __init__(self, tokenizers: Sequence, text_encoders: Sequence, capacity: int = 1024,
+                 zero_empty_negative: bool = False):
         self.tokenizers = list(tokenizers)
+        self.zero_empty_negative = zero_empty_negative
         self.text_encoders = list(text_encoders)
         # One `text` encoder per SDXL encoder, for its chunking; their own caches stay empty.
         self.chunkers = [PromptEncoder(tokenizer, encoder, capacity=0)
@@ -60,11 +62,25 @@ class SdxlPromptEncoder:
         return [context for context, _ in self._lookup(requests)]
 
     def conditioning(self, prompts: Sequence[tuple[str, int]], negatives: Sequence[tuple[str, int]]) -> Conditioning:
-        """The batch's prompts and negative prompts, stacked, shorter rows padded and masked (`padded_conditioning`)."""
-        return padded_conditioning(self.encode, prompts, negatives)
+        """The batch's prompts and negative prompts, stacked, shorter rows padded and masked (`padded_conditioning`);
+        empty negative prompts are zeros when the model says so."""
+        found = padded_conditioning(self.encode, prompts, negatives)
+        found.uncond[self._zeroed(negatives, found.uncond.device)] = 0
+        return found
 
     def pooled(self, requests: Sequence[tuple[str, int]]) -> torch.Tensor:
         return torch.stack([pooled for _, pooled in self._lookup(requests)])
+
+    def negative_pooled(self, negatives: Sequence[tuple[str, int]]) -> torch.Tensor:
+        """The pooled embeddings of negative prompts, zeros for the empty ones when the model says so."""
+        pooled = self.pooled(negatives)
+        pooled[self._zeroed(negatives, pooled.device)] = 0
+        return pooled
+
+    def _zeroed(self, negatives: Sequence[tuple[str, int]], device: torch.device) -> torch.Tensor:
+        # Row by row, not only when the whole batch's are empty as in A1111, so a cell renders the same in any batch.
+        return torch.tensor([self.zero_empty_negative and not text.strip() for text, _ in negatives],
+                            dtype=torch.bool, device=device)
 
     def _encode(self, text: str, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
         states = []
@@ -82,7 +98,8 @@ def make_prompt_encoder(parts) -> PromptEncoder | SdxlPromptEncoder:
     """The prompt encoder of a model's loaded components: SDXL's pair when it has a second text encoder."""
     if parts.text_encoder_2 is None:
         return PromptEncoder(parts.tokenizer, parts.text_encoder)
-    return SdxlPromptEncoder([parts.tokenizer, parts.tokenizer_2], [parts.text_encoder, parts.text_encoder_2])
+    return SdxlPromptEncoder([parts.tokenizer, parts.tokenizer_2], [parts.text_encoder, parts.text_encoder_2],
+                             zero_empty_negative=parts.zero_empty_negative)
 
 
 def added_conditioning(pooled: torch.Tensor, width: int, height: int) -> dict[str, torch.Tensor]:
@@ -98,4 +115,4 @@ def added_pair(prompts, prompt_requests: Sequence[tuple[str, int]], negative_req
     if not isinstance(prompts, SdxlPromptEncoder):
         return {}
     return {"added_cond": added_conditioning(prompts.pooled(prompt_requests), width, height),
-            "added_uncond": added_conditioning(prompts.pooled(negative_requests), width, height)}
+            "added_uncond": added_conditioning(prompts.negative_pooled(negative_requests), width, height)}
