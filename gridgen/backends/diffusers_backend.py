@@ -322,7 +322,7 @@ class DiffusersBackend:
         """Base images from the stage cache or one denoising batch, then each cell's post stages."""
         batch = [wildcards.expand_params({**_DEFAULTS, **cell.params}, self._wildcard_folders()) for cell in cells]
         keys = [self._base_key(p) for p in batch]
-        bases: dict[str, tuple[Image.Image, dict[str, Any], dict[str, float]]] = {}
+        bases: dict[str, tuple[Image.Image | Future, dict[str, Any], dict[str, float]]] = {}  # a render's is a Future
         for key, params in zip(keys, batch, strict=True):
             if edit.mode_of(params) == "input":  # a SAM edit's own input image: nothing to generate
                 bases[key] = (self.inputs.load("init_image", params["init_image"]), {}, {})
