@@ -11,14 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from gridgen.backends import BackendContext
-from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import locate
 from gridgen.errors import ModelError, SpecError
 from gridgen.params import Registry, coerce
 from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.tiny import TINY_MODEL_DIR
+from tests.batch_checks import assert_one_batch_renders_as_alone, count_denoised
 from tests.spec_helpers import write_spec
 from tests.test_image_modes import picture, pixels
 
@@ -176,20 +175,7 @@ def test_mixed_cells_share_one_unet_batch_and_render_as_they_do_alone(folder, mo
              cell("c", noise_level=700, seed=1, cfg_scale=8.0, init_image="other.png"),
              cell("d", noise_level=100, seed=3, cfg_scale=5.0, negative_prompt="blurry")]
     # Two CPU shards: the UNet batch is split in slices, class labels sliced with the latents.
-    together_backend = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu", cpu_shards=2))
-    assert len({together_backend.batch_key({**c.params}) for c in cells}) == 1
-    batches: list[int] = []
-    original = DiffusersBackend._denoise
-    monkeypatch.setattr(DiffusersBackend, "_denoise", lambda self, batch: batches.append(len(batch)) or
-                        original(self, batch))
-    together = {r.cell.key: pixels(r.image) for r in together_backend.render(cells)}
-    together_backend.close()
-    assert batches == [4]
-    alone_backend = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu"))
-    for one in cells:
-        (alone,) = alone_backend.render([one])
-        assert np.abs(pixels(alone.image) - together[one.key]).max() <= 1, one.key
-    alone_backend.close()
+    assert_one_batch_renders_as_alone(folder, cells, monkeypatch)
 
 
 def test_each_image_is_embedded_once(backend, monkeypatch):
@@ -211,10 +197,7 @@ def test_a_noise_level_grid_runs_end_to_end_in_one_batch(folder, tmp_path, monke
           noise_level: 0, 400
           seed: 1, 2
         """, name="variations.yaml")
-    batches: list[int] = []
-    original = DiffusersBackend._denoise
-    monkeypatch.setattr(DiffusersBackend, "_denoise", lambda self, batch: batches.append(len(batch)) or
-                        original(self, batch))
+    batches = count_denoised(monkeypatch)
     encoded = count_encoded_images(monkeypatch)
     options = RunOptions(out=tmp_path / "out", batch_size=8, device="cpu")
     execute(prepare(spec, options), options, show_progress=False)

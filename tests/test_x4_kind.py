@@ -19,6 +19,7 @@ from gridgen.params import Registry
 from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from tests import tiny_models
+from tests.batch_checks import assert_one_batch_renders_as_alone, count_denoised
 from tests.spec_helpers import write_spec
 from tests.test_image_modes import picture, pixels
 
@@ -41,15 +42,6 @@ def cell(key: str = "0", **params) -> Cell:
     base = {"model": "tiny-x4", "init_image": "low.png", "prompt": "a red square", "seed": 1, "steps": 3,
             "sampler": "DDIM", "cfg_scale": 6.0, "noise_level": 20}
     return Cell(index=0, key=key, coords=(key,), params={**base, **params})
-
-
-def count_denoised(monkeypatch) -> list[int]:
-    """The size of every base denoising batch from now on."""
-    batches: list[int] = []
-    original = DiffusersBackend._denoise
-    monkeypatch.setattr(DiffusersBackend, "_denoise", lambda self, batch: batches.append(len(batch)) or
-                        original(self, batch))
-    return batches
 
 
 # The kind
@@ -121,17 +113,7 @@ def test_mixed_cells_share_one_unet_batch_and_render_as_they_do_alone(folder, mo
              cell("b", noise_level=70, seed=2, cfg_scale=1.0, init_image="other.png", prompt=""),
              cell("c", noise_level=100, seed=1, cfg_scale=9.0, init_image="other.png", prompt="a blue circle"),
              cell("d", noise_level=30, seed=3, cfg_scale=4.0, negative_prompt="blurry")]
-    together_backend = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu", cpu_shards=2))
-    assert len({together_backend.batch_key(dict(c.params)) for c in cells}) == 1
-    batches = count_denoised(monkeypatch)
-    together = {r.cell.key: pixels(r.image) for r in together_backend.render(cells)}
-    together_backend.close()
-    assert batches == [4]
-    alone_backend = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu"))
-    for one in cells:
-        (alone,) = alone_backend.render([one])
-        assert np.abs(pixels(alone.image) - together[one.key]).max() <= 1, one.key
-    alone_backend.close()
+    assert_one_batch_renders_as_alone(folder, cells, monkeypatch)
 
 
 def test_noise_level_is_a_base_param_and_denoise_is_not_read(backend):
