@@ -129,8 +129,9 @@ def write_spec(folder: Path, preset: Preset, model: Path) -> Path:
     return path
 
 
-def run_gridgen(spec: Path, out: Path, preset: Preset, device: str) -> tuple[int, float]:
-    options = RunOptions(out=out, batch_size=preset.batch_size, device=device, dtype=preset.dtype, overwrite=True)
+def run_gridgen(spec: Path, out: Path, preset: Preset, device: str, cpu_shards: int = 0) -> tuple[int, float]:
+    options = RunOptions(out=out, batch_size=preset.batch_size, device=device, dtype=preset.dtype, overwrite=True,
+                         cpu_shards=cpu_shards)
     prepared = prepare(spec, options)
     started = time.perf_counter()
     summary = execute(prepared, options, show_progress=False)
@@ -191,6 +192,8 @@ def main() -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rounds", type=int, default=1, help="times each side renders the grid, in turns")
+    parser.add_argument("--cpu-shards", type=int, default=0,
+                        help="gridgen's --cpu-shards (default: one per thread; 1 shows the gain of sharding)")
     parser.add_argument("--memory", action="store_true",
                         help="also measure the peak RSS of 250- and 1,000-cell grids of the embedded model")
     args = parser.parse_args()
@@ -214,7 +217,7 @@ def main() -> int:
         ratios, loop_rates, grid_rates = [], [], []
         for round_ in range(args.rounds):
             loop_count, loop_s = run_plain_loop(pipe, folder / f"loop{round_}", preset)
-            grid_count, grid_s = run_gridgen(spec, folder / f"grid{round_}", preset, device)
+            grid_count, grid_s = run_gridgen(spec, folder / f"grid{round_}", preset, device, args.cpu_shards)
             loop_rates.append(loop_count / loop_s)
             grid_rates.append(grid_count / grid_s)
             ratios.append(grid_rates[-1] / loop_rates[-1])
