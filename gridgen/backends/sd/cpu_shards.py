@@ -2,10 +2,10 @@
 slice run on its own single-threaded worker.
 
 The convolutions and attention of a small UNet parallelise poorly inside one op: with two cores, one
-call over 32 rows on two intra-op threads is about a third slower than two 16-row calls side by side
-on one thread each. Each row is computed by the same kernels either way, so a cell's image does not
-change (the batch-equivalence tests cover it). On CUDA the device does the parallel work and nothing
-is sharded.
+call over 32 rows on two intra-op threads runs slower than two 16-row calls side by side on one
+thread each (`bench/grid_throughput.py --cpu-shards 1` measures the difference). Each row is computed
+by the same kernels either way, so a cell's image does not change (the batch-equivalence tests cover
+it). On CUDA the device does the parallel work and nothing is sharded.
 """
 
 from __future__ import annotations
