@@ -24,6 +24,8 @@ Finish = Callable[[Image.Image], Image.Image]
 
 
 class Decoder:
+    """One decode worker; `submit` hands it a batch's latents, `drain` waits until it is idle."""
+
     def __init__(self):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gridgen-decode")
         self._pending: list[Future] = []
@@ -60,7 +62,9 @@ class Decoder:
     def _stream_for(self, latents: torch.Tensor, ready):
         if ready is None:
             return nullcontext()
-        stream = self._streams.setdefault(latents.device, torch.cuda.Stream(latents.device))
+        if latents.device not in self._streams:
+            self._streams[latents.device] = torch.cuda.Stream(latents.device)
+        stream = self._streams[latents.device]
         stream.wait_event(ready)
         # The images reach the CPU before this task ends, so no tensor of the side stream outlives its work.
         return torch.cuda.stream(stream)
