@@ -226,8 +226,9 @@ def test_the_image_cfg_axis_library_teaches_every_value_and_validates(folder, tm
 # Single files
 
 
-def test_an_8_channel_single_file_loads_and_renders_as_its_folder(tmp_path, monkeypatch, vocab_cache):
-    model = tiny_models.build(tmp_path / "folder", "sd1-ip2p", in_channels=8, seed=4)
+@pytest.mark.parametrize("family", ["sd1-ip2p", "sdxl-ip2p"])
+def test_an_8_channel_single_file_loads_and_renders_as_its_folder(tmp_path, monkeypatch, vocab_cache, family):
+    model = tiny_models.build(tmp_path / "folder", family, in_channels=8, seed=4)
     monkeypatch.setattr(families, "CONFIG_ROOT", tiny_models.config_root(tmp_path / "configs", [model]))
     for cached in (locate.resolve_model, locate.read_model_info):
         cached.cache_clear()
@@ -235,7 +236,7 @@ def test_an_8_channel_single_file_loads_and_renders_as_its_folder(tmp_path, monk
     picture(32, 32).save(tmp_path / "init.png")
     backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu", cache_bytes=0))
     try:
-        assert locate.read_model_info(path).config == families.CONFIG_ROOT / "sd1-ip2p"
+        assert locate.read_model_info(path).config == families.CONFIG_ROOT / family
         renders = []
         for name in (str(path), str(model.folder)):
             params = {"model": name, "pipeline": "instruct-pix2pix", "image_cfg_scale": 2.0}

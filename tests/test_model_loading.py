@@ -483,7 +483,7 @@ def test_an_incomplete_folder_names_the_missing_file(tiny, tmp_path):
     assert f"{tmp_path / 'no-vocab' / 'tokenizer_2'}/ vocabulary" in message
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd1-inpaint", "sd2-v", "sd2-depth", "sdxl", "sdxl-inpaint"])
+@pytest.mark.parametrize("family", ["sd1", "sd1-inpaint", "sd2-v", "sd2-depth", "sdxl", "sdxl-inpaint", "sdxl-ip2p"])
 def test_shipped_configs_fit_full_size_checkpoints_in_the_ldm_layout(family):
     """Full-size UNets and VAEs of each family, built without memory (meta tensors), written in the LDM
     layout and converted back by diffusers with the shipped config: every tensor finds its place."""

@@ -31,7 +31,7 @@ KIND_BY_CHANNELS = {4: "txt2img", 5: "depth2img", 7: "x4-upscaler", 8: "instruct
 FAMILIES = {
     ("sd1", 4): "sd1", ("sd1", 8): "sd1-ip2p", ("sd1", 9): "sd1-inpaint",
     ("sd2", 4): "sd2-v", ("sd2", 5): "sd2-depth", ("sd2", 7): "sd2-x4-upscaler", ("sd2", 9): "sd2-inpaint",
-    ("sdxl", 4): "sdxl", ("sdxl", 9): "sdxl-inpaint",
+    ("sdxl", 4): "sdxl", ("sdxl", 8): "sdxl-ip2p", ("sdxl", 9): "sdxl-inpaint",
 }
 _TEXT_LAYOUTS = (
     ("conditioner.embedders.1.model.", "sdxl"),
