@@ -26,6 +26,7 @@ from gridgen.backends.base import BackendContext
 from gridgen.backends.sd.inputs import ImageInputs
 from gridgen.backends.sd.kinds import PARAM_KINDS
 from gridgen.backends.sd.load import pick_device
+from gridgen.backends.sd.locate import find
 from gridgen.backends.sd.model_cache import modified
 from gridgen.cache import StageCache, stage_key
 from gridgen.errors import ModelError
@@ -76,32 +77,15 @@ def _checked(found: DepthModel, what: str) -> DepthModel:
 
 
 def resolve_depth_model(value: str, spec_dir: Path, models_dir: Path | None) -> DepthModel:
-    """The depth model `value` names: a folder (absolute, or relative to the spec file or the models folder)
-    or a Hugging Face id already in the local cache; raises ModelError saying what was looked for."""
-    what = f"depth_model {value!r}"
-    raw = Path(value).expanduser()
-    candidates = [raw] if raw.is_absolute() else [spec_dir / raw, *([models_dir / raw] if models_dir else [])]
-    for candidate in candidates:
-        if candidate.is_dir():
-            found = _layout(candidate)
-            if found is None:
-                raise ModelError(f"{what}: {candidate} holds neither a model config.json nor a depth_estimator "
-                                 f"folder; {_HOW}")
-            return _checked(DepthModel(found.weights.resolve(), found.processor.resolve()), what)
-        if candidate.exists():
-            raise ModelError(f"{what}: {candidate} is a file; {_HOW}")
-    looked = [str(candidate) for candidate in candidates]
-    if "/" in value and not raw.is_absolute():
-        from huggingface_hub import try_to_load_from_cache
+    """The depth model `value` names: a folder (absolute, relative to the spec file, or in the models folder or
+    its `depth` subfolders) or a Hugging Face id already in the local cache; raises ModelError."""
+    folder = find("depth_model", value, spec_dir, models_dir, "depth", _depth_folder, "config.json",
+                  "DPT depth model or depth2img pipeline", suffixes=())
+    return _checked(_layout(folder), f"depth_model {value!r}")
 
-        try:
-            cached = try_to_load_from_cache(value, "config.json")
-        except ValueError:  # not a valid repository id
-            cached = None
-        if isinstance(cached, str):
-            return _checked(DepthModel(Path(cached).parent, Path(cached).parent), what)
-        looked.append("the Hugging Face cache")
-    raise ModelError(f"{what} not found: looked for {', '.join(looked)}; {_HOW}")
+
+def _depth_folder(folder: Path) -> Path | None:
+    return folder if _layout(folder) is not None else None
 
 
 def bundled_depth_model(model: Path) -> DepthModel | None:

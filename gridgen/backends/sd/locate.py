@@ -72,11 +72,12 @@ def _from_hub_cache(repo_id: str, marker: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfolder: str,
+def find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfolder: str,
           accept: Callable[[Path], Path | None], marker: str, kind: str,
           suffixes: tuple[str, ...] = SINGLE_FILE_SUFFIXES) -> Path:
     """Resolve `value` against the spec folder, the models folder (and, as A1111 scans it, the subfolders of
-    its `subfolder`) and the HF cache, in that order."""
+    its `subfolder`) and the HF cache, in that order. `accept` maps a folder to what it holds (None: not a
+    {kind} folder); files are accepted by their `suffixes` (none: folders only). Raises ModelError."""
     raw = Path(_A1111_HASH.sub("", value)).expanduser()
     if raw.is_absolute():
         candidates = [raw]
@@ -91,14 +92,15 @@ def _find(what: str, value: str, spec_dir: Path, models_dir: Path | None, subfol
         if candidate.is_dir():
             found = accept(candidate)
             if found is None:
-                raise ModelError(f"{what} {value!r}: {candidate} is a folder but not a diffusers {kind} folder "
-                                 f"(no {marker}); point {what} at a diffusers {kind} folder")
+                raise ModelError(f"{what} {value!r}: {candidate} is a folder but not a {kind} folder "
+                                 f"(no {marker}); point {what} at a {kind} folder")
             return found.resolve()
         if candidate.is_file():
             if candidate.suffix.lower() in suffixes:
                 return candidate.resolve()
-            raise ModelError(f"{what} {value!r}: {candidate} is a file but neither a diffusers {kind} folder nor a "
-                             f"{' or '.join(suffixes)} checkpoint")
+            accepted = f"neither a {kind} folder nor a {' or '.join(suffixes)} checkpoint" if suffixes \
+                else f"not a {kind} folder"
+            raise ModelError(f"{what} {value!r}: {candidate} is a file, {accepted}")
     looked = [str(c) for c in candidates]
     if models_dir:
         looked.append(f"the subfolders of {models_dir / subfolder}")
@@ -120,8 +122,8 @@ def resolve_model(value: str, spec_dir: Path, models_dir: Path | None) -> Path:
     shipped = tiny_folder(value)
     if shipped is not None:
         return shipped
-    return _find("model", value, spec_dir, models_dir, "Stable-diffusion", _pipeline_dir, "model_index.json",
-                 "Stable Diffusion")
+    return find("model", value, spec_dir, models_dir, "Stable-diffusion", _pipeline_dir, "model_index.json",
+                "diffusers Stable Diffusion")
 
 
 @lru_cache(maxsize=256)
@@ -129,7 +131,8 @@ def resolve_vae(value: str, spec_dir: Path, models_dir: Path | None) -> Path | N
     """The AutoencoderKL folder or VAE file `value` names, or None for `auto` (the model's own); raises ModelError."""
     if value.strip().lower() == "auto":
         return None
-    found = _find("vae", value, spec_dir, models_dir, "VAE", _vae_dir, "config.json", "VAE", VAE_SUFFIXES)
+    found = find("vae", value, spec_dir, models_dir, "VAE", _vae_dir, "config.json", "diffusers VAE",
+                VAE_SUFFIXES)
     if found.is_file() and not any(key in read_shapes(found) for key in _VAE_KEYS):
         raise ModelError(f"vae {value!r}: {found} holds no VAE decoder weights ({_VAE_KEYS[0]}); "
                          f"point vae at a VAE file or folder")
@@ -142,8 +145,8 @@ def resolve_upscale_pipeline(value: str, spec_dir: Path, models_dir: Path | None
     shipped = tiny_folder(value)
     if shipped is not None:
         return shipped
-    return _find("upscaler", value, spec_dir, models_dir, "Stable-diffusion", _pipeline_dir, "model_index.json",
-                 "upscaler pipeline")
+    return find("upscaler", value, spec_dir, models_dir, "Stable-diffusion", _pipeline_dir, "model_index.json",
+                "diffusers upscaler pipeline")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
