@@ -16,25 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gridgen import params as P
-from gridgen.backends.base import Backend
+from gridgen.backends.base import Backend, Cell
 from gridgen.errors import Location, Problem
 from gridgen.spec.model import Axis, AxisValue, GridSpec
 
 _EXTRA_NETWORK = re.compile(r"<(hypernet|hypernetwork|lyco|lora):[^>]*>", re.IGNORECASE)
 # A1111's `<lora:name>` / `<lora:name:weight>` (a second, UNet-only weight and named options are ignored).
 _LORA_TAG = re.compile(r"<lora:([^:>]+)(?::\s*([-+]?[\d.]+)\s*)?(?::[^>]*)?>", re.IGNORECASE)
-
-
-@dataclass
-class Cell:
-    index: int  # position in the cartesian product, in the spec's axis order
-    key: str  # value ids joined by "/", in the spec's axis order
-    coords: tuple[str, ...]
-    params: dict[str, Any]  # every param resolved: defaults <- grid params <- each axis value
-    skip: bool = False
-    image_path: str = ""  # relative to the output folder
-    thumb_path: str = ""
-    param_locations: dict[str, Location] = field(default_factory=dict, repr=False)
 
 
 def cell_key(coords: tuple[str, ...] | list[str]) -> str:

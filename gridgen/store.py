@@ -31,7 +31,7 @@ from gridgen.metadata import a1111_parameters, encode_image
 from gridgen.spec.model import GridSpec
 
 if TYPE_CHECKING:
-    from gridgen.plan import Cell
+    from gridgen.backends.base import Cell
 
 THUMB_SIZE = 256
 _DATA_INTERVAL_S = 1.0

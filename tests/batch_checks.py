@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from gridgen.backends import BackendContext
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.plan import Cell
 
 
 def count_denoised(monkeypatch) -> list[int]:

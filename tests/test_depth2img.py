@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from gridgen.backends import BackendContext
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import depth, families, locate
 from gridgen.cli import main
-from gridgen.plan import Cell
 from gridgen.tiny import TINY_MODEL_DIR
 from tests import tiny_models
 from tests.spec_helpers import write_spec

@@ -18,13 +18,13 @@ import yaml
 from PIL import Image
 
 from gridgen.backends import BackendContext
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import ella_setup, locate
 from gridgen.backends.sd.ella import EllaModel, check_checkpoint, load_ella, save_single_file
 from gridgen.backends.sd.ella_context import EllaContext
 from gridgen.errors import ModelError, SpecError
 from gridgen.params import Registry, coerce
-from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.tiny import TINY_MODEL_DIR
 from tests.spec_helpers import write_spec

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from gridgen.backends import BackendContext
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import families, locate, sampling
 from gridgen.errors import SpecError
 from gridgen.metadata import read_metadata
 from gridgen.params import Registry, coerce
-from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.samplers import make_scheduler, scheduler_choice
 from tests import tiny_models

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from gridgen.backends import BackendContext
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import lora
 from gridgen.cli import main
 from gridgen.errors import ModelError
-from gridgen.plan import Cell
 from gridgen.tiny import TINY_MODEL_DIR
 from tests.network_fixtures import (
     merge_text_encoder_lora,

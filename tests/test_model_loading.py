@@ -17,13 +17,13 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from gridgen.backends import BackendContext
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import checkpoint, families, kinds, locate, vocab
 from gridgen.backends.sd.load import load_components
 from gridgen.cli import main
 from gridgen.errors import ModelError
 from gridgen.params import Registry, coerce
-from gridgen.plan import Cell
 from tests import tiny_models
 from tests.spec_helpers import write_spec
 

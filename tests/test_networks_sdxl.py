@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gridgen.backends import BackendContext
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import embeddings
 from gridgen.cli import main
-from gridgen.plan import Cell
 from tests import tiny_models
 from tests.network_fixtures import (
     kohya_to_diffusers_text,

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import masks as mask_ops
 from gridgen.backends.sd import segment
 from gridgen.errors import SpecError
-from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.segment_params import parse_sam_prompt
 from gridgen.tiny import TINY_VARIANT_DIRS

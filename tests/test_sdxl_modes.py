@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from gridgen.backends import BackendContext
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd.text import PromptEncoder
-from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from tests import tiny_models
 from tests.spec_helpers import write_spec

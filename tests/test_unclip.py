@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from gridgen.backends.base import Cell
 from gridgen.backends.sd import locate
 from gridgen.errors import ModelError, SpecError
 from gridgen.params import Registry, coerce
-from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.tiny import TINY_MODEL_DIR
 from tests.batch_checks import assert_one_batch_renders_as_alone, count_denoised

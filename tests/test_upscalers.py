@@ -12,12 +12,12 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from gridgen.backends import BackendContext
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import upscale_models
 from gridgen.backends.sd.tiling import tile_starts
 from gridgen.backends.sd.upscale import run_model, target_size
 from gridgen.errors import SpecError
-from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.tiny import TINY_MODEL_DIR
 from gridgen.upscalers import X4_DEFAULT_MODEL, parse_upscaler

@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from gridgen.backends import BackendContext
+from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd import families, locate, x4
 from gridgen.errors import SpecError
 from gridgen.params import Registry
-from gridgen.plan import Cell
 from gridgen.runner import RunOptions, execute, prepare
 from tests import tiny_models
 from tests.batch_checks import assert_one_batch_renders_as_alone, count_denoised

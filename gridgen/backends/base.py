@@ -12,11 +12,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gridgen.errors import Location
+
 if TYPE_CHECKING:
     from PIL import Image
 
     from gridgen.params import Param
-    from gridgen.plan import Cell
+
+
+@dataclass
+class Cell:
+    """One cell of the grid, as the plan hands it to a backend."""
+
+    index: int  # position in the cartesian product, in the spec's axis order
+    key: str  # value ids joined by "/", in the spec's axis order
+    coords: tuple[str, ...]
+    params: dict[str, Any]  # every param resolved: defaults <- grid params <- each axis value
+    skip: bool = False
+    image_path: str = ""  # relative to the output folder
+    thumb_path: str = ""
+    param_locations: dict[str, Location] = field(default_factory=dict, repr=False)
 
 
 @dataclass

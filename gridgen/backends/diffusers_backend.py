@@ -52,8 +52,8 @@ from gridgen.samplers import make_scheduler, scheduler_choice, unsupported_sched
 from gridgen.upscalers import parse_upscaler
 
 if TYPE_CHECKING:
+    from gridgen.backends.base import Cell
     from gridgen.params import Param
-    from gridgen.plan import Cell
 
 SUPPORTED_PARAMS = frozenset({
     "prompt", "negative_prompt", "prompt_replace", "seed", "steps", "cfg_scale", "sampler", "schedule",

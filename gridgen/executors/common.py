@@ -12,9 +12,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from gridgen.backends.base import BatchOutOfMemory, Result
+from gridgen.backends.base import BatchOutOfMemory, Cell, Result
 from gridgen.errors import GridError
-from gridgen.plan import Cell, Plan
+from gridgen.plan import Plan
 from gridgen.store import Store
 
 

@@ -37,7 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from gridgen.backends import load_backend
-from gridgen.backends.base import BackendContext, Result
+from gridgen.backends.base import BackendContext, Cell, Result
 from gridgen.errors import GridError
 from gridgen.executors.common import (
     BatchLimit,
@@ -49,7 +49,7 @@ from gridgen.executors.common import (
     render_halving,
     settle,
 )
-from gridgen.plan import Cell, Plan
+from gridgen.plan import Plan
 from gridgen.store import Store
 
 MAX_ATTEMPTS = 3  # a batch failing this many times is journaled as failed

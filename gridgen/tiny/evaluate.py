@@ -165,7 +165,7 @@ def make_backend(model: Path = TINY_MODEL_DIR, max_batch: int = 64):
 
 def render(backend, model: Path, items: Iterable[Case], **params) -> list[np.ndarray]:
     """Render one 64x64 image per case through `backend`; `params` (sampler, steps, cfg_scale, ...) apply to all."""
-    from gridgen.plan import Cell
+    from gridgen.backends.base import Cell
 
     base = {"negative_prompt": "", "steps": STEPS, "cfg_scale": 7.0, "sampler": "DPM++ 2M",
             "schedule": "automatic", "model": str(model), "width": 64, "height": 64, "clip_skip": 1}
