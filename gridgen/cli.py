@@ -48,6 +48,8 @@ def _print_problems(problems: list[Problem]) -> None:
 
 
 def cmd_validate(args) -> int:
+    if args.json:
+        return _validate_json(args)
     prepared = prepare(Path(args.spec), _options(args))
     plan = prepared.plan
     _print_problems(prepared.warnings)
@@ -55,6 +57,27 @@ def cmd_validate(args) -> int:
     print(f"{args.spec}: ok, {plan.total} cells ({plan.total - skipped} to render, {skipped} skipped), "
           f"{len(plan.spec.axes)} axes")
     return EXIT_OK
+
+
+def _validate_json(args) -> int:
+    """Print the expanded grid and every problem as JSON (see gridgen/spec/report.py); exit 2 on errors."""
+    import json
+
+    from gridgen.spec import load_spec
+    from gridgen.spec.report import grid_report
+
+    try:
+        prepared = prepare(Path(args.spec), _options(args))
+        spec, problems = prepared.plan.spec, prepared.warnings
+    except SpecError as err:
+        problems, spec = err.problems, None
+        try:  # the backend's checks failed (a missing model): the grid itself may still be shown
+            spec = load_spec(args.spec, overrides=_parse_sets(args.set or []))
+        except GridError:
+            pass
+    report = grid_report(str(args.spec), spec, problems)
+    print(json.dumps(report, ensure_ascii=False, indent=1))
+    return EXIT_OK if report["ok"] else EXIT_BAD_INPUT
 
 
 def cmd_run(args) -> int:
@@ -166,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs each ray worker holds (0: CPU workers)")
     run.add_argument("--workers", type=int, help="ray workers to start (default: one per GPU, or one per 2 CPUs)")
     run.set_defaults(func=cmd_run)
-    spec_command("validate", "check a grid spec without rendering").set_defaults(func=cmd_validate)
+    validate = spec_command("validate", "check a grid spec without rendering")
+    validate.add_argument("--json", action="store_true",
+                          help="print the expanded grid (axes, values, cell counts, problems) as JSON")
+    validate.set_defaults(func=cmd_validate)
     sub.add_parser("params", help="list every parameter").set_defaults(func=cmd_params)
     html = sub.add_parser("html", help="rebuild index.html and data.js of an output folder")
     html.add_argument("outdir")
