@@ -200,13 +200,12 @@ README_EXAMPLES = [
     "steps:\n  title: Steps\n  values:\n    10: steps=10\n    20:\n      title: Twenty\n      params: {steps: 20}",
     "x:\n  title: Two replaces\n  values:\n    a:\n      title: A\n"
     "      params: {Prompt Replace 1: cat = dog, Prompt Replace 2: red = blue}",
-    "Tiling: true, false\nseed: 1, 2",
 ]
 
 
 def test_readme_examples_and_short_example_agree(infinity_grid, tmp_path):
     grid = "grid: {title: T, author: A, description: D, format: jpg, params: {prompt: a red cat}}\naxes:\n"
-    for example in README_EXAMPLES[:-1]:
+    for example in README_EXAMPLES:
         body = "\n".join("  " + line for line in example.splitlines())
         assert _agreement(infinity_grid, grid + body + "\n", tmp_path / "spec.yml"), example
     assert _agreement(infinity_grid, (SHARED_FIXTURES / "short_example.yml").read_text(), tmp_path / "short.yml")
