@@ -187,3 +187,8 @@ def test_every_value_skipped_is_a_warning_with_zero_cells_to_render(tmp_path):
     spec, _ = _axes(write_spec(tmp_path, "axes:\n  s:\n    title: S\n    values:\n      a: {title: A, skip: true, "
                                          "params: {seed: 1}}\n  seed: 1, 2\n"))
     assert spec.cell_count == 2 and "zero cells to render" in spec.warnings[0].message
+
+
+def test_a_grid_of_ignored_axes_only_says_why_it_is_empty(tmp_path):
+    (problem,) = problems_of(write_spec(tmp_path, "axes:\n  eta: 0, 1\n  Tiling: true, false\n"))
+    assert "the grid has no axes (axes eta, Tiling vary only ignored parameters)" in problem.message

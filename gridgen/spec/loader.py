@@ -18,6 +18,7 @@ from gridgen.resources import data_dir
 from gridgen.spec.ids import slugify, unique_ids
 from gridgen.spec.model import PAGE_DEFAULTS, Axis, AxisValue, GridMeta, GridSpec
 from gridgen.spec.peer_names import Resolved, resolve
+from gridgen.spec.resolved import resolved_form
 from gridgen.spec.values import expand_numbers, split_list
 from gridgen.spec.yamlnodes import Node, read_yaml
 
@@ -47,6 +48,7 @@ class _Loader:
         self.warned_params: set[str] = set()
         self.variables: dict[str, str] = {}
         self.skip_invalid = False
+        self.left_out: list[str] = []  # axes of ignored params only
 
     # -- reporting -------------------------------------------------------------------------------
 
@@ -235,7 +237,8 @@ class _Loader:
         else:
             values = []
         if values is None:
-            return None  # it varies only an ignored param; the warning says so
+            self.left_out.append(str(key))  # it varies only an ignored param; the warning says so
+            return None
         axis.values = values
         if not axis.values:
             if len(self.problems) > problems_before:
@@ -459,7 +462,8 @@ class _Loader:
 
     def check_grid(self, spec: GridSpec, axes_where: Location) -> None:
         if not spec.axes and not self.problems:
-            self.error("the grid has no axes, so it has zero cells; add at least one axis under `axes:`",
+            left_out = f" (axes {', '.join(self.left_out)} vary only ignored parameters)" if self.left_out else ""
+            self.error(f"the grid has no axes{left_out}, so it has zero cells; add at least one axis under `axes:`",
                        axes_where)
             return
         skipped = next((axis for axis in spec.axes if all(value.skip for value in axis.values)), None)
@@ -479,32 +483,6 @@ class _Loader:
 
 def _title_of(raw: Any) -> str:
     return f"{raw:g}" if isinstance(raw, float) else str(raw)
-
-
-def resolved_form(spec: GridSpec, variables: dict[str, str]) -> dict[str, Any]:
-    """The spec as run, in full form with includes and variables resolved; it loads back unchanged."""
-    meta = spec.meta
-    grid: dict[str, Any] = {
-        "title": meta.title, "author": meta.author, "description": meta.description, "format": meta.format,
-        "stylesheet": meta.stylesheet, "skip_invalid": meta.skip_invalid, "backend": meta.backend,
-        "params": dict(spec.base_params),
-    }
-    if meta.outpath:
-        grid["outpath"] = meta.outpath
-    if meta.models_dir:
-        grid["models_dir"] = meta.models_dir
-    grid.update({key: value for key, value in meta.page.items() if value is not None})
-    axes = {}
-    for axis in spec.axes:
-        # Keyed by id, not by the key as written: repeated values (`seed: 1, 1`) keep one entry each.
-        entry: dict[str, Any] = {"title": axis.title, "description": axis.description, "values": {
-            value.id: {"title": value.title, "description": value.description, "params": dict(value.params),
-                       "skip": value.skip, "show": value.show}
-            for value in axis.values}}
-        if axis.default:
-            entry["default"] = axis.default
-        axes[axis.id] = entry
-    return {"grid": grid, "axes": axes}
 
 
 def load_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
