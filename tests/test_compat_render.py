@@ -89,3 +89,25 @@ def test_validate_json_reports_a_broken_spec_and_warnings(tmp_path, capsys):
     good = write_spec(tmp_path, "axes:\n  prompt: 日本, кот\n  seed: 1, 1\n", name="good.yaml")
     code, report = _validate_json(capsys, str(good))
     assert code == 0 and [c["key"] for c in report["cells"]] == ["日本/1", "日本/1__2", "кот/1", "кот/1__2"]
+
+
+def test_non_english_grid_is_served_by_the_viewer(tmp_path, capsys):
+    from urllib.parse import quote
+
+    from gridgen.viewer import create_app
+    from gridgen.viewer.state import get_state
+
+    root = tmp_path / "root"
+    spec = write_spec(tmp_path, BASE + "  prompt: 日本, кот, Ελληνικά\n")
+    assert main(["run", str(spec), "--out", str(root / "g"), "--quiet"]) == 0, capsys.readouterr().err
+    app = create_app(root, start_worker=False)
+    try:
+        client = app.test_client()
+        for value_id in ("日本", "кот", "ελληνικά"):
+            response = client.get("/g/g/images/" + quote(value_id) + ".png")
+            assert response.status_code == 200 and response.data[:4] == b"\x89PNG"
+        data = client.get("/g/g/data.js").get_data(as_text=True)
+        assert all(title in data or title.encode("unicode_escape").decode() in data
+                   for title in ("日本", "кот", "Ελληνικά"))
+    finally:
+        get_state(app).shutdown()
