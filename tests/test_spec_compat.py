@@ -192,3 +192,15 @@ def test_every_value_skipped_is_a_warning_with_zero_cells_to_render(tmp_path):
 def test_a_grid_of_ignored_axes_only_says_why_it_is_empty(tmp_path):
     (problem,) = problems_of(write_spec(tmp_path, "axes:\n  eta: 0, 1\n  Tiling: true, false\n"))
     assert "the grid has no axes (axes eta, Tiling vary only ignored parameters)" in problem.message
+
+
+def test_csv_quotes_and_mixed_case_variables_warn_how_infinity_grid_differs(tmp_path):
+    spec, axes = _axes(write_spec(tmp_path, """
+        variables: {<Colour>: red}
+        axes:
+          prompt: '"a <colour> cat, sitting", a dog'
+    """))
+    assert [v.params["prompt"] for v in axes["prompt"].values] == ["a red cat, sitting", "a dog"]
+    notes = {w.location.line: w.message for w in spec.warnings}
+    assert "Infinity Grid lower-cases variable names and would replace only '<colour>'" in notes[1]
+    assert "Infinity Grid splits on every comma" in notes[3]

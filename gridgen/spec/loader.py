@@ -286,7 +286,11 @@ class _Loader:
         if node.kind == "seq":
             items = [str(self.raw_value(item)).strip() for item in node.items]
         else:
-            items = [self.substitute(item) for item in split_list(self.text(node, variables=False))]
+            written = self.text(node, variables=False)
+            items = [self.substitute(item) for item in split_list(written)]
+            if '"' in written and "||" not in written and len(items) != len(written.split(",")):
+                self.note(f"axis '{axis_key}': quotes keep commas inside a value, as in A1111; Infinity Grid "
+                          f"splits on every comma", node.location)
         raw_items: list[Any] = items
         if param.kind in ("int", "seed", "float"):
             notes: list[str] = []
@@ -408,9 +412,12 @@ class _Loader:
         block = self.mapping(node, "variables")
         if block is None:
             return
-        for key, _, value in block.entries:
+        for key, where, value in block.entries:
             if override or key not in self.variables:
                 self.variables[key] = "" if value.value is None else str(value.plain())
+            if key != key.lower():
+                self.note(f"variable '{key}' matches whatever its case here; Infinity Grid lower-cases variable "
+                          f"names and would replace only '{key.lower()}'", where)
 
     # -- the whole file --------------------------------------------------------------------------
 
