@@ -97,6 +97,8 @@ def test_short_prompt_replace_and_numbered_replaces(tmp_path):
     ("HighRes Resize Width", "640", "upscale_width", 640),
     ("HighRes Denoising Strength", "0.3", "hires_denoise", 0.3),
     ("Checkpoint name", "gridgen-tiny", "model", "gridgen-tiny"),
+    ("VAE", "None", "vae", "auto"),
+    ("VAE", "automatic", "vae", "auto"),
     ("sampler", "2m karras", "sampler", "DPM++ 2M Karras"),
     ("Sampler", "dpm2 a karras", "sampler", "DPM2 a Karras"),
 ])

@@ -37,6 +37,15 @@ def _hires_upscaler(value: Any) -> str:
     return f"hires:{text}"
 
 
+def _vae_word(value: Any) -> Any:
+    # A1111's VAE `None` (no separate VAE) and `Automatic` both leave the checkpoint's own: gridgen's `auto`.
+    return "auto" if str(value).strip().lower() in ("none", "automatic") else value
+
+
+# Values the peers spell their way for a param gridgen also has under the same name.
+PEER_VALUES: dict[str, Callable[[Any], Any]] = {"vae": _vae_word}
+
+
 @dataclass(frozen=True)
 class PeerName:
     param: str  # the gridgen param it sets
@@ -108,7 +117,7 @@ def resolve(registry: P.Registry, name: Any) -> Resolved | None:
     """Resolve a param name from a spec: the registry first, then the peers' names; None when unknown."""
     param = registry.lookup(name)
     if param is not None:
-        return Resolved(param.name, param)
+        return Resolved(param.name, param, PEER_VALUES.get(param.name))
     letters = re.sub(r"[^a-z]", "", str(name).lower())
     peer = PEER_NAMES.get(letters)
     if peer is not None:
