@@ -75,6 +75,8 @@ def _validate_json(args) -> int:
             spec = load_spec(args.spec, overrides=_parse_sets(args.set or []))
         except GridError:
             pass
+    except GridError as err:  # an unknown backend, say: still one JSON document
+        problems, spec = [Problem(str(err), None)], None
     report = grid_report(str(args.spec), spec, problems)
     print(json.dumps(report, ensure_ascii=False, indent=1))
     return EXIT_OK if report["ok"] else EXIT_BAD_INPUT

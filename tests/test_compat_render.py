@@ -86,6 +86,8 @@ def test_validate_json_reports_a_broken_spec_and_warnings(tmp_path, capsys):
     assert report["errors"] == [{"message": "steps must be >= 1, <= 1000, got 0", "file": str(bad), "line": 2,
                                  "column": 10}]
     assert "eta" in report["warnings"][0]["message"]
+    code, report = _validate_json(capsys, str(bad), "--backend", "nope")
+    assert code == 2 and "nope" in report["errors"][0]["message"] and report["errors"][0]["line"] is None
     good = write_spec(tmp_path, "axes:\n  prompt: 日本, кот\n  seed: 1, 1\n", name="good.yaml")
     code, report = _validate_json(capsys, str(good))
     assert code == 0 and [c["key"] for c in report["cells"]] == ["日本/1", "日本/1__2", "кот/1", "кот/1__2"]
