@@ -24,6 +24,7 @@ def _axes(path, **kwargs):
     ("a b, a_b, a-b", ["a_b", "a_b__2", "a_b__3"]),
     ("con, nul, aux.txt", ["con_", "nul_", "aux_txt"]),
     ("$$, %%", ["_", "___2"]),
+    ("a __colour__ cat, a_colour_cat", ["a_colour_cat", "a_colour_cat__2"]),  # wildcards collapse as text
 ])
 def test_value_ids_keep_every_script_and_never_collide(tmp_path, values, ids):
     spec, axes = _axes(write_spec(tmp_path, f"axes:\n  prompt: {values}\n"))

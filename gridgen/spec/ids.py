@@ -4,8 +4,9 @@ An id names a folder or file under `images/` and appears in URLs, so it must sur
 and Linux alike: lower case (two of them ignore case), letters and digits of every script kept
 (`日本`, `кот`), everything else one underscore, no reserved device names, a bounded length. Ids
 never collide inside their axis: where two values would still meet (`1, 1`; `Cat, cat`; `a b, a_b`)
-the later ones get the smallest free `__2`, `__3` suffix. An id is its own slug, so a spec written
-back with ids as keys loads to the same ids. The page shows the titles as written, not the ids.
+the later ones get the smallest free `__2`, `__3` suffix. An id is its own slug (the suffix is kept
+where everything else collapses), so a spec written back with ids as keys loads to the same ids.
+The page shows the titles as written, not the ids.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 _LIMIT = 48
 _WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 _NEGATIVE_NUMBER = re.compile(r"-\s*\d")
+_REPEAT_SUFFIX = re.compile(r"(.+?)(__\d+)")
 
 
 def _kept(char: str) -> bool:
@@ -29,10 +31,11 @@ def _kept(char: str) -> bool:
 def slugify(text: Any) -> str:
     """The id of a key or title: `Euler a` -> `euler_a`, `-1` -> `minus_1`, `日本` -> `日本`."""
     written = unicodedata.normalize("NFKC", str(text)).strip()
+    repeat = _REPEAT_SUFFIX.fullmatch(written)
+    if repeat is not None:
+        return slugify(repeat[1]) + repeat[2]
     folded = written.casefold()
-    # Each run of other characters is one underscore; underscores written stay, so an id is its own slug.
-    slug = re.sub(r"-+", "_", "".join(char if _kept(char) or char == "_" else "-" for char in folded))
-    slug = slug.strip("_") or "_"
+    slug = re.sub(r"_+", "_", "".join(char if _kept(char) else "_" for char in folded)).strip("_") or "_"
     if _NEGATIVE_NUMBER.match(written):
         slug = f"minus_{slug}"  # `-1` and `1` are different seeds
     if slug in _WINDOWS_DEVICES:
