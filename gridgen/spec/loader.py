@@ -63,10 +63,6 @@ class _Loader:
 
     # -- small readers ---------------------------------------------------------------------------
 
-    def note(self, message: str, where: Location | None) -> None:
-        """A warning that never fails the grid, even with --strict: how a peer tool would read the spec."""
-        self.warnings.append(Problem(message, where, "warning"))
-
     def text(self, node: Node | None, default: str = "", variables: bool = True) -> str:
         """A scalar as text, with variables substituted unless told not to; maps and lists are reported."""
         if node is None or node.kind == "scalar" and node.value is None:
@@ -261,7 +257,7 @@ class _Loader:
         if listed and wanted.strip().isdigit() and 1 <= int(wanted) <= len(axis.values):
             by_position = axis.values[int(wanted) - 1].id
         if by_value is not None and by_position is not None and by_value != by_position:
-            self.note(f"default '{wanted}' picks the value {wanted} of axis '{axis.title}'; Infinity Grid reads a "
+            self.warn(f"default '{wanted}' picks the value {wanted} of axis '{axis.title}'; Infinity Grid reads a "
                       f"listed axis's default as a position and would pick value {wanted} in order "
                       f"('{axis.value(by_position).title}')", node.location)
         chosen = by_value or by_position
@@ -289,7 +285,7 @@ class _Loader:
             written = self.text(node, variables=False)
             items = [self.substitute(item) for item in split_list(written)]
             if '"' in written and "||" not in written and len(items) != len(written.split(",")):
-                self.note(f"axis '{axis_key}': quotes keep commas inside a value, as in A1111; Infinity Grid "
+                self.warn(f"axis '{axis_key}': quotes keep commas inside a value, as in A1111; Infinity Grid "
                           f"splits on every comma", node.location)
         raw_items: list[Any] = items
         if param.kind in ("int", "seed", "float"):
@@ -300,7 +296,7 @@ class _Loader:
                 self.error(f"axis '{axis_key}': {err}", node.location)
                 return []
             for message in notes:
-                self.note(f"axis '{axis_key}': {message}", node.location)
+                self.warn(f"axis '{axis_key}': {message}", node.location)
         titles = [_title_of(raw) for raw in raw_items]
         if resolved.name == "prompt_replace" and raw_items and not any("=" in str(raw) for raw in raw_items):
             # The short form of Infinity Grid and A1111's Prompt S/R: the first value is the text each replaces.
@@ -416,7 +412,7 @@ class _Loader:
             if override or key not in self.variables:
                 self.variables[key] = "" if value.value is None else str(value.plain())
             if key != key.lower():
-                self.note(f"variable '{key}' matches whatever its case here; Infinity Grid lower-cases variable "
+                self.warn(f"variable '{key}' matches whatever its case here; Infinity Grid lower-cases variable "
                           f"names and would replace only '{key.lower()}'", where)
 
     # -- the whole file --------------------------------------------------------------------------
