@@ -152,7 +152,7 @@ class _Loader:
 
     # -- grid block --------------------------------------------------------------------------------
 
-    def meta(self, node: Node | None) -> tuple[GridMeta, dict[str, Any], dict[str, Location]]:
+    def meta(self, node: Node | None, with_params: bool = True) -> tuple[GridMeta, dict[str, Any], dict[str, Location]]:
         meta = GridMeta(title=self.path.stem)
         block = self.mapping(node, "grid")
         if block is None:
@@ -161,7 +161,8 @@ class _Loader:
         for key, where, value in block.entries:
             name = P.normalize_key(key)
             if name == "params":
-                base, base_locations = self.params_block(value, "grid params")
+                if with_params:
+                    base, base_locations = self.params_block(value, "grid params")
             elif name in ("title", "author", "description", "stylesheet", "outpath", "backend"):
                 setattr(meta, name, self.text(value))
             elif name == "modelsdir":
@@ -463,3 +464,18 @@ def load_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
     path = Path(path)
     loader = _Loader(path, registry or P.Registry(), supported, strict)
     return loader.load(read_yaml(path), overrides or {})
+
+
+def read_meta(path: str | Path) -> GridMeta:
+    """A spec's `grid:` settings (backend, models_dir, outpath, ...), variables and includes applied, read
+    before its backend is known: the full load needs the backend's params. Problems are left to `load_spec`."""
+    path = Path(path)
+    loader = _Loader(path, P.Registry(), None, strict=False)
+    root = read_yaml(path)
+    if root.kind != "map":
+        return GridMeta(title=path.stem)
+    fields = loader.lowered(root)
+    if "variables" in fields:
+        loader.read_variables(fields["variables"][1])
+    loader.included_axes(root, path.parent, (path.resolve(),))  # the included files' variables
+    return loader.meta(fields.get("grid", (None, None))[1], with_params=False)[0]
