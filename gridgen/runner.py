@@ -104,10 +104,12 @@ def open_spec(spec_path: Path, options: RunOptions) -> Opened:
     backend = load_backend(options.backend or meta.backend or "diffusers", context)
     try:
         registry = P.Registry()
-        for extra in backend.extra_params():
+        extras = backend.extra_params()
+        for extra in extras:
             registry.add(extra)
-        spec = load_spec(spec_path, overrides=options.overrides, registry=registry,
-                         supported=backend.supported_params(), strict=options.strict)
+        supported = set(backend.supported_params()) | {extra.name for extra in extras}
+        spec = load_spec(spec_path, overrides=options.overrides, registry=registry, supported=supported,
+                         strict=options.strict)
     except BaseException:
         backend.close()
         raise

@@ -256,3 +256,32 @@ def test_ray_brings_back_a_sam_edits_mask_and_overlay(ray_cluster, tmp_path):
     ours, theirs = _files(tmp_path / "local" / "images"), _files(tmp_path / "ray" / "images")
     assert len(ours) == 6 and ours == theirs  # each cell's image, mask and overlay, byte for byte
     assert all(set(entry["files"]) == {"mask", "overlay"} for entry in _journal(tmp_path / "ray"))
+
+
+def test_a_backend_from_another_package_renders_on_ray_as_locally(ray_cluster, tmp_path, capsys):
+    from gridgen.cli import main  # `gridgen run`, on the session's Ray instance
+
+    spec = write_spec(tmp_path, """
+        grid:
+          backend: swatch
+          format: png
+          params: {swatch_memory: 1}
+        axes:
+          pattern: stripes, checks, solid
+          seed: 1, 2
+        """)
+    assert main(["run", str(spec), "--out", str(tmp_path / "local"), "--quiet", "--batch-size", "2"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", str(tmp_path / "ray"), "--quiet", "--batch-size", "2",
+                 "--executor", "ray", "--workers", "2"]) == 0
+    printed = capsys.readouterr()
+    assert "rendered 6, skipped 0, already done 0, failed 0" in printed.out
+    for folder in ("images", "thumbs"):
+        ours, theirs = _files(tmp_path / "local" / folder), _files(tmp_path / "ray" / folder)
+        assert len(ours) == 6 and ours == theirs
+    # Each worker built its own swatch backend by name and halved its batches of 2 (out of memory) to 1.
+    drawn = [line for line in printed.out.splitlines() if line.startswith("  swatch: drew batches of")]
+    assert drawn and all(set(line.split("of ", 1)[1].split(", ")) == {"1"} for line in drawn), printed.out
+    assert sum(len(line.split(", ")) for line in drawn) == 6
+    cells = json.loads((tmp_path / "ray" / "grid.json").read_text())["cells"]
+    assert len(cells) == 6 and all("Size: 64x48" in cell["parameters"] for cell in cells.values())

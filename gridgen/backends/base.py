@@ -120,7 +120,8 @@ class Backend(Protocol):
         """Keep the context; load nothing yet (validation and `gridgen validate` build a backend too)."""
 
     def supported_params(self) -> set[str]:
-        """Canonical names of the registry params this backend acts on (a spec setting another one is warned)."""
+        """Canonical names of gridgen's params this backend acts on (a spec setting another is warned); its
+        `extra_params` count as supported."""
 
     def extra_params(self) -> list[Param]:
         """Params this backend adds to the registry; their `kind` is the type values are checked against."""
