@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import gridgen_swatch
@@ -46,6 +48,9 @@ def test_found_by_its_entry_point_and_written_against_the_interface_alone():
     modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert {name for name in modules if name.split(".")[0] == "gridgen"} == {"gridgen.backends.base"}
     assert "torch" not in modules
+    imported = subprocess.run([sys.executable, "-c", "import sys, gridgen_swatch; print(sorted(sys.modules))"],
+                              capture_output=True, text=True, check=True).stdout
+    assert "'torch'" not in imported  # nothing the interface pulls in needs torch
 
 
 def test_gridgen_run_renders_it_into_the_explorer_with_its_metadata(tmp_path, capsys):
