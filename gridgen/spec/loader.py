@@ -168,8 +168,11 @@ class _Loader:
             elif name == "modelsdir":
                 meta.models_dir = self.text(value) or None
             elif name == "format":
-                chosen = P.coerce(self.registry.params["format"], self.text(value)) if self.text(value) else "png"
-                meta.format = chosen
+                try:
+                    meta.format = P.coerce(self.registry.params["format"], self.text(value)) if self.text(value) \
+                        else "png"
+                except ValueError as err:
+                    self.error(str(err), value.location)
             elif name == "skipinvalid":
                 meta.skip_invalid = _truthy(self.text(value))
             elif name in {P.normalize_key(k): k for k in PAGE_DEFAULTS}:
