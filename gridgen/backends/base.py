@@ -11,9 +11,10 @@ What the executors rely on:
 - `render` is all or nothing: it raises before the executor writes any of the batch, and the batch is
   retried or failed as a whole (an executor collects every result before writing one).
 - `BatchOutOfMemory` says the device ran out of memory: the executor retries the batch in halves and
-  keeps the smaller size for that batch key. A `GridError` fails that batch's cells (journaled, retried
-  by the next run) and the run goes on; any other exception stops the run (the ray executor instead
-  replaces the worker, whose device may be unusable, and re-queues the batch).
+  keeps the smaller size for that batch key. A `GridError` fails that batch's cells (journaled, rendered
+  again by the next run; the ray executor tries 3 times first) and the run goes on; any other exception
+  stops the run (the ray executor instead replaces the worker, whose device may be unusable, and
+  re-queues the batch).
 - The ray executor builds one backend per worker, `load_backend(backend.name, context)`, from a pickled
   copy of the context (device as the worker sees it, no `out_dir`): the backend must be installed on
   every node and must not rely on state of the driver's instance. Cells travel pickled; images come back
