@@ -16,6 +16,7 @@ from gridgen import params as P
 from gridgen.errors import Location, Problem, SpecError
 from gridgen.resources import data_dir
 from gridgen.spec.model import PAGE_DEFAULTS, Axis, AxisValue, GridMeta, GridSpec
+from gridgen.spec.resolved import resolved_form
 from gridgen.spec.values import expand_numbers, split_list
 from gridgen.spec.yamlnodes import Node, read_yaml
 
@@ -402,7 +403,7 @@ class _Loader:
         spec = GridSpec(self.path, meta, base, list(axes.values()), base_locations)
         self.check_grid(spec, axes_entry[0] if axes_entry else Location(self.path, 1, 1))
         spec.warnings = self.warnings
-        spec.resolved = resolved_form(spec, self.variables)
+        spec.resolved = resolved_form(spec)
         if self.problems:
             raise SpecError(self.problems + self.warnings)
         return spec
@@ -429,31 +430,6 @@ class _Loader:
 
 def _title_of(raw: Any) -> str:
     return f"{raw:g}" if isinstance(raw, float) else str(raw)
-
-
-def resolved_form(spec: GridSpec, variables: dict[str, str]) -> dict[str, Any]:
-    """The spec as run, in full form with includes and variables resolved; it loads back unchanged."""
-    meta = spec.meta
-    grid: dict[str, Any] = {
-        "title": meta.title, "author": meta.author, "description": meta.description, "format": meta.format,
-        "stylesheet": meta.stylesheet, "skip_invalid": meta.skip_invalid, "backend": meta.backend,
-        "params": dict(spec.base_params),
-    }
-    if meta.outpath:
-        grid["outpath"] = meta.outpath
-    if meta.models_dir:
-        grid["models_dir"] = meta.models_dir
-    grid.update({key: value for key, value in meta.page.items() if value is not None})
-    axes = {}
-    for axis in spec.axes:
-        entry: dict[str, Any] = {"title": axis.title, "description": axis.description, "values": {
-            value.key: {"title": value.title, "description": value.description, "params": dict(value.params),
-                        "skip": value.skip, "show": value.show}
-            for value in axis.values}}
-        if axis.default:
-            entry["default"] = axis.value(axis.default).key
-        axes[axis.id] = entry
-    return {"grid": grid, "axes": axes}
 
 
 def load_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
