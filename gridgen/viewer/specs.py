@@ -108,8 +108,7 @@ def path_problem(backend: Backend, name: str, kind: str, value: str, allowed: li
     if kind == "model" and tiny_folder(value) is not None:
         return None
     not_found = (f"{name} {value!r} is not found under the root or the models folder; a spec sent from the browser "
-                 f"may only use models and images there (or the embedded {TINY_MODEL_NAME}); Hugging Face ids are "
-                 "not looked up")
+                 f"may only use models and images there (or the embedded {TINY_MODEL_NAME}), not Hugging Face ids")
     try:
         found = backend.locate(name, value)
     except GridError:
