@@ -38,6 +38,7 @@ def _options(args) -> RunOptions:
                       overwrite=getattr(args, "overwrite", False), compile=getattr(args, "compile", False),
                       channels_last=getattr(args, "channels_last", False),
                       cpu_shards=getattr(args, "cpu_shards", 0),
+                      cache_bytes=int(getattr(args, "cache_mb", 1024) * 2**20),
                       executor=getattr(args, "executor", "local"), ray_address=getattr(args, "ray_address", None),
                       gpus_per_worker=getattr(args, "gpus_per_worker", 1.0), workers=getattr(args, "workers", None))
 
@@ -181,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE (worth it on CUDA)")
     run.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on recent GPUs)")
+    run.add_argument("--cache-mb", type=float, default=1024, metavar="MB",
+                     help="memory for stage outputs kept across cells (base images, depth maps, masks); past it, "
+                          "they spill to the output folder's .cache/ (default: 1024)")
     run.add_argument("--cpu-shards", type=int, default=0, metavar="N",
                      help="on the CPU, run each UNet batch as N slices on single-threaded workers "
                           "(default: one per core torch uses; 1: off)")

@@ -305,3 +305,10 @@ def test_file_that_is_not_a_mapping(tmp_path):
 def test_missing_file_is_reported(tmp_path):
     (problem,) = problems_of(Path(tmp_path / "absent.yaml"))
     assert "cannot read the file" in problem.message
+
+
+def test_an_unknown_grid_format_is_a_located_problem(tmp_path):
+    spec = write_spec(tmp_path, "grid:\n  format: bmp\naxes:\n  seed: 1, 2\n")
+    problems = problems_of(spec)
+    assert [(p.location.line, p.location.col) for p in problems] == [(2, 11)], problems
+    assert "format 'bmp' is not one of: png, jpg, webp" in problems[0].message

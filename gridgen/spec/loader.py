@@ -28,7 +28,7 @@ _GRID_KEYS = {
 }
 _TOP_KEYS = {"grid", "axes", "variables", "include"}
 _NONE_WORDS = {"", "none", "null"}
-__all__ = ["load_spec", "slugify"]
+__all__ = ["load_spec", "read_meta", "slugify"]
 
 
 def _truthy(value: Any) -> bool:
@@ -168,7 +168,7 @@ class _Loader:
 
     # -- grid block --------------------------------------------------------------------------------
 
-    def meta(self, node: Node | None) -> tuple[GridMeta, dict[str, Any], dict[str, Location]]:
+    def meta(self, node: Node | None, with_params: bool = True) -> tuple[GridMeta, dict[str, Any], dict[str, Location]]:
         meta = GridMeta(title=self.path.stem)
         block = self.mapping(node, "grid")
         if block is None:
@@ -177,14 +177,18 @@ class _Loader:
         for key, where, value in block.entries:
             name = P.normalize_key(key)
             if name == "params":
-                base, base_locations = self.params_block(value, "grid params")
+                if with_params:
+                    base, base_locations = self.params_block(value, "grid params")
             elif name in ("title", "author", "description", "stylesheet", "outpath", "backend"):
                 setattr(meta, name, self.text(value))
             elif name == "modelsdir":
                 meta.models_dir = self.text(value) or None
             elif name == "format":
-                chosen = P.coerce(self.registry.params["format"], self.text(value)) if self.text(value) else "png"
-                meta.format = chosen
+                try:
+                    meta.format = P.coerce(self.registry.params["format"], self.text(value)) if self.text(value) \
+                        else "png"
+                except ValueError as err:
+                    self.error(str(err), value.location)
             elif name == "skipinvalid":
                 meta.skip_invalid = self.skip_invalid = _truthy(self.text(value))
             elif name in {P.normalize_key(k): k for k in PAGE_DEFAULTS}:
@@ -458,7 +462,7 @@ class _Loader:
         spec = GridSpec(self.path, meta, base, axes, base_locations)
         self.check_grid(spec, axes_entry[0] if axes_entry else Location(self.path, 1, 1))
         spec.warnings = self.warnings
-        spec.resolved = resolved_form(spec, self.variables)
+        spec.resolved = resolved_form(spec)
         if self.problems:
             raise SpecError(self.problems + self.warnings)
         return spec
@@ -499,3 +503,18 @@ def load_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
     path = Path(path)
     loader = _Loader(path, registry or P.Registry(), supported, strict)
     return loader.load(read_yaml(path), overrides or {})
+
+
+def read_meta(path: str | Path) -> GridMeta:
+    """A spec's `grid:` settings (backend, models_dir, outpath, ...), variables and includes applied, read
+    before its backend is known: the full load needs the backend's params. Problems are left to `load_spec`."""
+    path = Path(path)
+    loader = _Loader(path, P.Registry(), None, strict=False)
+    root = read_yaml(path)
+    if root.kind != "map":
+        return GridMeta(title=path.stem)
+    fields = loader.lowered(root)
+    if "variables" in fields:
+        loader.read_variables(fields["variables"][1])
+    loader.included_axes(root, path.parent, (path.resolve(),))  # the included files' variables
+    return loader.meta(fields.get("grid", (None, None))[1], with_params=False)[0]

@@ -1,7 +1,6 @@
-"""The spec as run: a loaded grid written back in full form, for `out/<grid>/spec.yaml`.
+"""The spec as run, written to out/<grid>/spec.yaml: full form, with includes and variables resolved.
 
-Includes and variables are resolved and every value is spelled out under its id, so the file loads
-back to the same axes, value ids and params.
+Every value is spelled out under its id, so the file loads back to the same axes, value ids and params.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from typing import Any
 from gridgen.spec.model import GridSpec
 
 
-def resolved_form(spec: GridSpec, variables: dict[str, str]) -> dict[str, Any]:
+def resolved_form(spec: GridSpec) -> dict[str, Any]:
     """The spec as run, in full form with includes and variables resolved; it loads back unchanged."""
     meta = spec.meta
     grid: dict[str, Any] = {

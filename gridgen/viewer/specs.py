@@ -9,29 +9,20 @@ them, `FILE:LINE:COL: message`, with the file shown under the name the user gave
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridgen import params as P
-from gridgen.backends import load_backend
-from gridgen.backends.base import BackendContext
-from gridgen.backends.sd import embeddings, lora
+from gridgen.backends.base import Backend
 from gridgen.errors import GridError, Location, Problem, SpecError
 from gridgen.resources import data_dir
-from gridgen.runner import Prepared, RunOptions, peek_backend, prepare
-from gridgen.spec import load_spec
-from gridgen.spec.model import GridSpec
+from gridgen.runner import Opened, Prepared, RunOptions, open_spec, plan_spec
 from gridgen.spec.yamlnodes import Node, read_yaml
 from gridgen.tiny import TINY_MODEL_NAME, tiny_folder
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-# Where the diffusers backend looks inside a models folder, per param (A1111's layout).
-MODEL_SUBFOLDERS = {"model": "Stable-diffusion", "vae": "VAE"}
 MAX_INCLUDE_DEPTH = 10
 
 
@@ -111,76 +102,32 @@ def _include_problems(node: Node, base: Path, allowed: list[Path], depth: int = 
 # ---- model and image paths ----------------------------------------------------------------------
 
 
-def _candidates(name: str, value: str, spec_dir: Path, models_dir: Path | None) -> list[Path]:
-    """Where the backend looks for `value`, in its order (gridgen/backends/sd/locate.py)."""
-    raw = Path(value).expanduser()
-    if raw.is_absolute():
-        return [raw]
-    candidates = [spec_dir / raw]
-    if models_dir is not None:
-        roots = [models_dir] + ([models_dir / MODEL_SUBFOLDERS[name]] if name in MODEL_SUBFOLDERS else [])
-        for root in roots:
-            candidates += [root / raw, *(root / f"{raw}{suffix}" for suffix in SINGLE_FILE_SUFFIXES)]
-    return candidates
-
-
-def _network_file(name: str, value: str, spec_dir: Path, models_dir: Path | None) -> Path | None:
-    """The file the backend finds for a `lora` or `embedding` value (they have folders of their own)."""
+def path_problem(backend: Backend, name: str, kind: str, value: str, allowed: list[Path]) -> str | None:
+    """Why `value` of a path-valued param may not be used by a browser-submitted spec, or None. The backend
+    says where `render` would read it (its own search, loading nothing); the embedded models are always allowed."""
+    if kind == "model" and tiny_folder(value) is not None:
+        return None
+    not_found = (f"{name} {value!r} is not found under the root or the models folder; a spec sent from the browser "
+                 f"may only use models and images there (or the embedded {TINY_MODEL_NAME}), not Hugging Face ids")
     try:
-        if name == "lora":
-            return lora.resolve(lora.parse(value).name, spec_dir, models_dir)
-        return embeddings.resolve(value, spec_dir, embeddings.folders(spec_dir, models_dir))
+        found = backend.locate(name, value)
     except GridError:
+        return not_found
+    if found is None:  # the value reads no file (such as `vae: auto`)
         return None
-
-
-def path_problem(name: str, kind: str, value: str, spec_dir: Path, models_dir: Path | None,
-                 allowed: list[Path]) -> str | None:
-    """Why `value` of a path-valued param may not be used by a browser-submitted spec, or None."""
-    if kind == "model" and (tiny_folder(value) is not None or value.lower() == "auto"):
+    if not Path(found).exists():
+        return not_found
+    if _under(Path(found), allowed):
         return None
-    if name in ("lora", "embedding"):
-        found = _network_file(name, value, spec_dir, models_dir)
-        candidates = [found] if found else []
-    else:
-        candidates = _candidates(name, value, spec_dir, models_dir)
-    for candidate in candidates:
-        if candidate.exists():
-            if _under(candidate, allowed):
-                return None
-            return (f"{name} {value!r} is {candidate.resolve()}, outside the root and the models folder; a spec "
-                    "sent from the browser may only use models and images there")
-    return (f"{name} {value!r} is not found under the root or the models folder; a spec sent from the browser may "
-            f"only use models and images there (or the embedded {TINY_MODEL_NAME}); Hugging Face ids are not looked up")
+    return (f"{name} {value!r} is {Path(found).resolve()}, outside the root and the models folder; a spec sent "
+            "from the browser may only use models and images there")
 
 
-def _loaded(temp: Path, options: RunOptions):
-    """The spec parsed as `runner.prepare` parses it (same backend, same registry), before the backend
-    validates anything: validation reads model configs, which must not happen for a path outside."""
-    backend = load_backend(options.backend or peek_backend(temp), BackendContext(spec_dir=temp.parent))
-    try:
-        registry = P.Registry()
-        for extra in backend.extra_params():
-            registry.add(extra)
-        spec = load_spec(temp, registry=registry, supported=backend.supported_params())
-    finally:
-        backend.close()
-    return spec, registry
-
-
-def _models_dir(spec: GridSpec, options: RunOptions) -> Path | None:
-    """The models folder `runner.prepare` will use for this spec."""
-    chosen = options.models_dir or os.environ.get("GRIDGEN_MODELS_DIR") or spec.meta.models_dir
-    if not chosen:
-        return None
-    return Path(chosen) if Path(chosen).is_absolute() else spec.folder / chosen
-
-
-def _params_problems(spec: GridSpec, registry: P.Registry, options: RunOptions, allowed: list[Path]) -> list[Problem]:
+def _params_problems(opened: Opened, allowed: list[Path]) -> list[Problem]:
     """Every path-valued param the spec sets: the grid's params and each axis value. gridgen's own
     defaults are not the sender's choice (the embedded models, ELLA's usual T5 id) and are not checked."""
-    kinds = {param.name: param.kind for param in registry if param.kind in ("path", "model")}
-    models_dir = _models_dir(spec, options)
+    spec = opened.spec
+    kinds = {param.name: param.kind for param in opened.registry if param.kind in ("path", "model")}
     layers: list[tuple[dict[str, Any], dict[str, Location]]] = [(spec.base_params, spec.base_locations)]
     layers += [(value.params, value.param_locations) for axis in spec.axes for value in axis.values]
     problems, seen = [], set()
@@ -190,7 +137,7 @@ def _params_problems(spec: GridSpec, registry: P.Registry, options: RunOptions, 
                 if name not in kinds or value is None or (name, str(value)) in seen:
                     continue
                 seen.add((name, str(value)))
-                reason = path_problem(name, kinds[name], str(value).strip(), spec.folder, models_dir, allowed)
+                reason = path_problem(opened.backend, name, kinds[name], str(value).strip(), allowed)
                 if reason:
                     problems.append(Problem(reason, locations.get(name)))
     return problems
@@ -227,11 +174,13 @@ def check(text: str, filename: str, name: str, root: Path, models_dir: Path | No
             problems = _include_problems(read_yaml(temp), root, allowed + [data_dir("axes").resolve()])
             if problems:
                 raise refuse(problems)
-            spec, registry = _loaded(temp, options)
-            problems = _params_problems(spec, registry, options, allowed)
+            # Validation reads model configs, which must not happen for a path outside: paths are checked first.
+            opened = open_spec(temp, options)
+            problems = _params_problems(opened, allowed)
             if problems:
+                opened.backend.close()
                 raise refuse(problems)
-            prepared = prepare(temp, options)
+            prepared = plan_spec(opened, options)
         except SpecError as err:
             raise refuse(err.problems) from None
         except GridError as err:
