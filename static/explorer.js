@@ -35,12 +35,17 @@
   const ARROWS = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
   const SPACING = 2; // the table's border-spacing, px (explorer.css)
   const WINDOW_MIN_CELLS = 400; // larger tables only build DOM for the cells on screen
-  const OVERSCAN_PX = 600; // how far beyond the viewport a windowed table renders
+  const OVERSCAN_PX = 600; // how far beyond the viewport a windowed table renders, at most
+  const OVERSCAN_LINES = 12; // ... or this many rows and columns, if less (small cells)
   const SUPER_ROW_H = 30; // a Y super-axis header row in a windowed table, px
   const LABEL_W = 136; // the row-label column of a windowed table, px
   const MIN_CELL_PX = 128; // smaller thumbnails are scaled up (pixelated) to at least this
   const THUMB_MAX = 256; // gridgen/store.py THUMB_SIZE
   const MAX_CYCLE_S = 180;
+  const IMAGES_PER_FRAME = 48; // thumbnails a windowed table starts loading per frame (each costs the page ~1 ms)
+  const LABEL_MIN_W = 14; // px a column needs for a (rotated) label of its own
+  const LABEL_MIN_H = 16; // px a row needs for a label of its own
+  const NARROW_W = 56; // columns narrower than this get rotated labels
 
   let data = null; // the window.GRIDGEN on show
   let axisById = new Map(); // axis id -> axis
@@ -58,6 +63,9 @@
   let pollTimer = 0;
   let loading = false;
   let windowFrame = 0;
+  let imageQueue = []; // thumbnails of a windowed table waiting for their src (queueImage)
+  let imageHead = 0;
+  let imageFrame = 0;
   let cycleTimers = new Map(); // axis id -> interval id
   let identicalCache = { data: null, axes: new Set() };
   let influenceByAxis = new Map(); // axis id -> its entry of data.influence (published by gridgen/metrics.py)
@@ -727,6 +735,10 @@
       cellW,
       cellH,
       colPitch: cellW + SPACING,
+      // small cells: rotated column labels, and only every n-th label where one would not fit
+      narrow: windowed && cellW < NARROW_W,
+      colLabelEvery: windowed ? Math.ceil(LABEL_MIN_W / (cellW + SPACING)) : 1,
+      rowLabelEvery: windowed ? Math.ceil(LABEL_MIN_H / (cellH + SPACING)) : 1,
       pixelated: size.pixelated,
       ratio: size.ratio,
       win: null,
@@ -912,7 +924,8 @@
       return;
     }
     view.win = view.windowed ? guessWindow() : { r0: 0, r1: view.display.length, c0: 0, c1: cols.length };
-    const table = el("table", { class: "grid" + (view.windowed ? " windowed" : "") + (view.pixelated ? " pixelated" : "") });
+    const classes = ["grid", view.windowed && "windowed", view.pixelated && "pixelated", view.narrow && "narrow", view.rowLabelEvery > 1 && "short"];
+    const table = el("table", { class: classes.filter(Boolean).join(" ") });
     table.style.setProperty("--cell-ratio", view.ratio);
     table.style.setProperty("--cell-w", view.cellW + "px");
     table.style.setProperty("--cell-h", view.cellH + "px");
@@ -941,9 +954,11 @@
 
   /* The display rows and columns that cover the given body-relative box, plus the overscan. */
   function windowAround(top, bottom, left, right) {
-    const [r0, r1] = rowRange(top - OVERSCAN_PX, bottom + OVERSCAN_PX);
-    const c0 = clamp(Math.floor((left - OVERSCAN_PX) / view.colPitch), 0, view.cols.length);
-    const c1 = clamp(Math.ceil((right + OVERSCAN_PX) / view.colPitch), c0, view.cols.length);
+    const rowsOver = Math.min(OVERSCAN_PX, OVERSCAN_LINES * (view.cellH + SPACING));
+    const colsOver = Math.min(OVERSCAN_PX, OVERSCAN_LINES * view.colPitch);
+    const [r0, r1] = rowRange(top - rowsOver, bottom + rowsOver);
+    const c0 = clamp(Math.floor((left - colsOver) / view.colPitch), 0, view.cols.length);
+    const c1 = clamp(Math.ceil((right + colsOver) / view.colPitch), c0, view.cols.length);
     return { r0, r1, c0, c1 };
   }
 
@@ -1010,13 +1025,14 @@
   }
 
   /* A column or row label; `role` names the axis it belongs to, `line` the column or row (for sorting). */
-  function labelCell(value, attrs, role, line) {
+  function labelCell(value, attrs, role, line, quiet) {
     const axisId = view.roles[role];
     const classes = (attrs.class || "") + nearDuplicateClass(axisId, value);
+    const title = value ? titleOf(value) : "";
     return el(
       "th",
-      Object.assign({}, attrs, { class: classes, title: nearDuplicateNote(axisId, value) }),
-      el("div", { class: "label-title" }, value ? titleOf(value) : ""),
+      Object.assign({}, attrs, { class: classes, title: nearDuplicateNote(axisId, value) || (quiet ? title : null) }),
+      el("div", { class: "label-title" }, quiet ? "" : title),
       value && value.description ? el("div", { class: "desc", html: value.description }) : null,
       line && state.score ? sortButton(line) : null,
     );
@@ -1058,7 +1074,8 @@
     const head = el("thead");
     const labels = [];
     for (let c = c0; c < c1; c++) {
-      labels.push(labelCell(view.cols[c].inner, { class: "col-label", scope: "col" }, "x", "col/" + lineKey(view.cols[c])));
+      const quiet = c % view.colLabelEvery !== 0; // too narrow for every label: every n-th, the rest on hover
+      labels.push(labelCell(view.cols[c].inner, { class: "col-label", scope: "col" }, "x", "col/" + lineKey(view.cols[c]), quiet));
     }
     if (view.roles.xs) {
       const supers = [];
@@ -1099,7 +1116,8 @@
         fragment.append(superRow(item.value, span));
         continue;
       }
-      const label = labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }, "y", "row/" + lineKey(view.rows[item]));
+      const quiet = item % view.rowLabelEvery !== 0;
+      const label = labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }, "y", "row/" + lineKey(view.rows[item]), quiet);
       const tr = el("tr", { style: rowStyle }, label);
       if (spacers.left) tr.append(el("td", { class: "spacer" }));
       for (let c = c0; c < c1; c++) {
@@ -1143,19 +1161,26 @@
     const values = cellValues(view.rows[entry.r], view.cols[entry.c]);
     const info = describeCell(values);
     const score = state.score ? scoreOf(info.cell, state.score) : null;
-    const sig = cellSig(info) + (info.kind === "done" && favourites.has(info.key) ? "|*" : "") + "|" + state.score + score;
+    const shape = `${view.cellW}x${view.cellH}${view.narrow ? "n" : ""}`; // a reused cell may change size
+    const sig = cellSig(info) + (info.kind === "done" && favourites.has(info.key) ? "|*" : "") + `|${state.score}${score}|${shape}`;
     if (sig === entry.sig) return;
     entry.sig = sig;
     entry.td.dataset.key = info.key;
     entry.td.dataset.state = info.kind;
-    entry.td.replaceChildren(cellContent(info, values, false));
-    if (info.kind === "done") entry.td.append(starButton(info.key));
+    // the star and the score badge share the image's grid area: an overlay with no positioned element, which
+    // would cost every cell its own compositing layer next to the sticky row labels
     entry.td.classList.toggle("heat", score !== null);
     if (score === null) entry.td.style.removeProperty("--heat");
-    else {
-      entry.td.style.setProperty("--heat", heatColour(score));
-      entry.td.append(el("span", { class: "score", title: scoreLabel(state.score) }, formatScore(score)));
+    else entry.td.style.setProperty("--heat", heatColour(score));
+    if (view.narrow) {
+      // thousands of cells a few px wide (fit to the window): the image alone, no room for a star or a badge
+      entry.td.replaceChildren(cellContent(info, values, false));
+      return;
     }
+    const box = el("div", { class: "cell-box" }, cellContent(info, values, false));
+    if (info.kind === "done") box.append(starButton(info.key));
+    if (score !== null) box.append(el("span", { class: "score", title: scoreLabel(state.score) }, formatScore(score)));
+    entry.td.replaceChildren(box);
   }
 
   function cellSig(info) {
@@ -1169,15 +1194,47 @@
       return el("div", { class: "placeholder pending" }, running() ? "rendering\u2026" : "not rendered");
     }
     const label = cellLabel(values);
+    const src = urlOf(full ? info.cell.image : info.cell.thumb || info.cell.image);
+    const queued = !full && view.windowed;
     const img = el("img", {
-      src: urlOf(full ? info.cell.image : info.cell.thumb || info.cell.image),
-      alt: label,
-      loading: full ? null : "lazy",
+      src: queued ? null : src,
+      "data-src": queued ? src : null,
+      alt: queued ? "" : label, // an image without a source would lay its alt text out: given with the source
+      loading: full || queued ? null : "lazy", // a windowed table only has what is near the screen
       decoding: "async",
       width: full ? null : view.cellW,
       height: full ? null : view.cellH,
     });
-    return full ? img : el("a", { class: "cell-link", href: urlOf(info.cell.image), title: label }, img);
+    if (queued) queueImage(img);
+    if (full) return img;
+    if (view.narrow) img.title = label; // a narrow cell is its image alone: a click on it opens the popup
+    return view.narrow ? img : el("a", { class: "cell-link", href: urlOf(info.cell.image), title: label }, img);
+  }
+
+  /* A windowed table's thumbnails start loading a few per frame, so a view that shows thousands of cells at
+     once (fit to the window) paints at once and fills in, instead of freezing while the browser loads every
+     image first. Images scrolled out before their turn are dropped. */
+  function queueImage(img) {
+    imageQueue.push(img);
+    if (!imageFrame) imageFrame = requestAnimationFrame(pumpImages);
+  }
+
+  function pumpImages() {
+    imageFrame = 0;
+    let started = 0;
+    while (imageHead < imageQueue.length && started < IMAGES_PER_FRAME) {
+      const img = imageQueue[imageHead++];
+      if (img.isConnected && !img.src) {
+        img.alt = img.title || img.parentNode.title;
+        img.src = img.dataset.src;
+        started++;
+      }
+    }
+    if (imageHead < imageQueue.length) imageFrame = requestAnimationFrame(pumpImages);
+    else {
+      imageQueue = [];
+      imageHead = 0;
+    }
   }
 
   function refreshCells() {
@@ -1199,7 +1256,7 @@
       toggleFavourite(star.dataset.key);
       return;
     }
-    const link = event.target.closest("a.cell-link");
+    const link = event.target.closest("a.cell-link, table.narrow td.cell > img");
     if (!link) return;
     event.preventDefault();
     const td = link.closest("td");

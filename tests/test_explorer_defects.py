@@ -12,7 +12,7 @@ import pytest
 from browser import PageWatch
 from PIL import Image
 
-from gridgen.explorer import write_data
+from gridgen.explorer import write_data, write_page
 from tests.test_explorer_browser import build_grid
 
 # what a plain txt2img cell's params hold: every registered param, most never used by it
@@ -107,3 +107,59 @@ def test_the_popup_shows_what_matters_first_and_keeps_its_buttons_in_view(page, 
     assert "M shows" in page.inner_text("#popup .hint")
     page.keyboard.press("Shift+S")  # with Shift, as with the plain key
     assert page.get_attribute("#popup-star", "aria-pressed") == "true"
+
+
+@pytest.fixture(scope="module")
+def big_grid(tmp_path_factory) -> Path:
+    """100 x 100 cells (six thumbnail files shared by all: the page only needs them to load)."""
+    out = tmp_path_factory.mktemp("big")
+    for i in range(6):
+        buffer = io.BytesIO()
+        Image.new("RGB", (16, 16), (40 * i, 200 - 30 * i, 120)).save(buffer, "WEBP")
+        (out / "thumbs").mkdir(exist_ok=True)
+        (out / "thumbs" / f"t{i}.webp").write_bytes(buffer.getvalue())
+    axes = [{"id": name, "title": name.upper(), "description": "", "default": None,
+             "values": [{"id": f"{name}{i}", "title": f"{name} value {i}", "description": "", "skip": False,
+                         "show": True, "params": {}} for i in range(100)]} for name in ("a", "b")]
+    cells = {f"a{i}/b{j}": {"image": f"thumbs/t{(i + j) % 6}.webp", "thumb": f"thumbs/t{(i + j) % 6}.webp",
+                            "seed": 0, "params": {}, "size": [64, 64], "time": 0.1, "hash": f"{i}-{j}",
+                            "parameters": ""}
+             for i in range(100) for j in range(100)}
+    data = {"version": 1, "title": "big", "author": "", "description": "", "stylesheet": "", "format": "png",
+            "page": {"x_axis": "a", "y_axis": "b"}, "axes": axes, "base_params": {}, "cells": cells,
+            "progress": {"total": 10000, "done": 10000, "skipped": 0, "failed": 0, "running": False}}
+    write_page(out, data)
+    write_data(out, data)
+    return out
+
+
+LABELS_JS = """() => {
+  const box = el => el.getBoundingClientRect();
+  const cols = [...document.querySelectorAll('thead th.col-label .label-title')].filter(t => t.textContent);
+  const rows = [...document.querySelectorAll('tbody th.row-label .label-title')].filter(t => t.textContent);
+  const rowTops = rows.map(t => box(t).top);
+  const cell = r => box(document.querySelector(`td.cell[data-row="${r}"][data-col="0"]`)).top;
+  return {
+    colSizes: cols.map(t => [box(t).width, box(t).height]),
+    rowGap: Math.min(...rowTops.slice(1).map((top, i) => top - rowTops[i])),
+    rowHeight: Math.max(...rows.map(t => t.scrollHeight)),
+    pitch: (cell(20) - cell(0)) / 20,
+    cellW: box(document.querySelector('td.cell img')).width,
+    positioned: [...document.querySelectorAll('td.cell, td.cell *')]
+      .filter(e => getComputedStyle(e).position !== 'static').length,
+  };
+}"""
+
+
+def test_fit_to_window_on_10000_cells_keeps_labels_readable_and_builds_only_what_is_near(page, big_grid):
+    open_grid(page, big_grid, "#x=a&y=b&scale=1")
+    found = page.evaluate(LABELS_JS)
+    # labels turn to read bottom-up and skip columns too narrow for one: none collapses into a letter stack
+    assert found["colSizes"] and all(w >= 10 and 10 <= h <= 120 for w, h in found["colSizes"])
+    assert found["rowGap"] >= found["rowHeight"]  # row labels never overlap each other
+    assert 5 <= found["cellW"] <= 12 and found["pitch"] == found["cellW"] + 2
+    assert page.locator("td.cell").count() < 8000  # rows far below the screen stay spacers
+    assert found["positioned"] == 0  # no per-cell layer beside the sticky header
+    assert page.get_attribute('thead th.col-label:nth-of-type(3)', "title") == "a value 1"  # a skipped label
+    page.click('td.cell[data-row="3"][data-col="4"] img')
+    assert page.get_attribute("#popup", "data-key") == "a4/b3"
