@@ -1451,9 +1451,16 @@
       for (const [name, value] of Object.entries(cell.metrics || {})) more.push([name, String(value), "meta"]);
       if (cell.hash) more.push(["image hash", cell.hash, "meta"]);
     }
-    const table = (items) => el("table", { class: "params" }, el("tbody", {}, ...items.map(metaRow)));
-    const folded = more.length ? el("details", { id: "popup-more" }, el("summary", {}, `All parameters (${more.length} more)`), table(more)) : null;
-    return [table(rows), folded].filter(Boolean);
+    const table = el("table", { class: "params" }, el("tbody", {}, ...rows.map(metaRow)));
+    if (!more.length) return [table];
+    const toggle = el("button", { type: "button", id: "popup-more", "aria-expanded": "false" }, `All parameters (${more.length} more)`);
+    const folded = el("tbody", { class: "more", hidden: true }, ...more.map(metaRow));
+    toggle.addEventListener("click", () => {
+      folded.hidden = !folded.hidden;
+      toggle.setAttribute("aria-expanded", String(!folded.hidden));
+    });
+    table.append(el("tbody", { class: "fold" }, el("tr", {}, el("td", { colspan: 2 }, toggle))), folded);
+    return [table];
   }
 
   function metaRow([name, value, kind]) {

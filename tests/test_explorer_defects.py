@@ -91,16 +91,16 @@ def test_the_popup_shows_what_matters_first_and_keeps_its_buttons_in_view(page, 
     write_data(tmp_path, data)
     open_grid(page, tmp_path)
     page.click('td[data-key="ddim/7/1"] img')
-    rows = page.locator("#popup-params tr:visible")
+    rows = page.locator("#popup-params tr[data-name]:visible")
     names = rows.evaluate_all("trs => trs.map(tr => tr.dataset.name)")
     assert names[:3] == ["Sampler", "CFG scale", "Seed"]  # the axes first
     assert set(names[3:]) == {"prompt", "steps", "sampler", "cfg_scale", "width", "height", "seed", "size",
                               "render time"} - {"size"}
     assert names.count("seed") == 1 and page.locator('#popup-params tr[data-name="seed"]').count() == 1
     assert not page.is_visible('#popup-params tr[data-name="sam_model"]')
-    page.click("#popup-more summary")
+    assert "34 more" in page.inner_text("#popup-more")
+    page.click("#popup-more")
     assert page.is_visible('#popup-params tr[data-name="sam_model"]')
-    assert "34 more" in page.inner_text("#popup-more summary")
     for button in ("#popup-star", "#popup-copy"):
         box = page.locator(button).bounding_box()
         assert box["y"] + box["height"] <= 900
