@@ -37,6 +37,9 @@ DUPLICATE_SSIM = 0.98
 _SSIM_C1 = (0.01 * 100) ** 2  # L* spans 0-100
 _SSIM_C2 = (0.03 * 100) ** 2
 _SSIM_SIGMA = 1.5
+# Each call works on a thumbnail or smaller: OpenCV's own thread pool would only contend with torch's for the
+# cores of a run.
+cv2.setNumThreads(1)
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,15 @@ class Influence:
                 "duplicates": duplicates,
             })
         return result
+
+
+def numeric_fields(metadata: dict[str, Any] | None, params: dict[str, Any] | None = None) -> dict[str, float]:
+    """The numbers among a backend's metadata of a cell (an aesthetic scorer's score, say): the page's scores.
+    A number that only repeats the cell's param of the same name is left out."""
+    params = params or {}
+    return {name: value for name, value in (metadata or {}).items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+            and params.get(name) != value}
 
 
 def _without(coords: tuple[int, ...], axis: int) -> tuple[int, ...]:

@@ -29,7 +29,7 @@ from gridgen import explorer
 from gridgen.backends.base import Result
 from gridgen.fsutil import append_line, atomic_write_bytes, atomic_write_text
 from gridgen.metadata import a1111_parameters, encode_image
-from gridgen.metrics import Influence
+from gridgen.metrics import Influence, numeric_fields
 from gridgen.spec.model import GridSpec
 
 if TYPE_CHECKING:
@@ -167,7 +167,8 @@ class Store:
             key: {"image": e["file"], "thumb": e["thumb"], "seed": e.get("seed"), "params": e.get("params", {}),
                   "time": e.get("time"), "hash": e.get("hash"), "parameters": e.get("parameters", ""),
                   **({"files": e["files"]} if e.get("files") else {}), **({"size": e["size"]} if e.get("size") else {}),
-                  **({"metrics": self.influence.metrics[key]} if key in self.influence.metrics else {})}
+                  **({"metrics": self.influence.metrics[key]} if key in self.influence.metrics else {}),
+                  **({"scores": scores} if (scores := numeric_fields(e.get("metadata"), e.get("params"))) else {})}
             for key, e in self.entries.items()
         }
         return {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from browser import PageWatch
 from PIL import Image
@@ -163,3 +164,37 @@ def test_fit_to_window_on_10000_cells_keeps_labels_readable_and_builds_only_what
     assert page.get_attribute('thead th.col-label:nth-of-type(3)', "title") == "a value 1"  # a skipped label
     page.click('td.cell[data-row="3"][data-col="4"] img')
     assert page.get_attribute("#popup", "data-key") == "a4/b3"
+
+
+GAP_JS = """() => {
+  const supers = document.querySelector('thead tr.super-head th.super-label').getBoundingClientRect();
+  const labels = document.querySelector('thead tr:last-child th.col-label').getBoundingClientRect();
+  const table = document.querySelector('table.grid').getBoundingClientRect();
+  return {top: supers.bottom, bottom: labels.top, left: labels.left, right: table.right,
+          under: document.querySelector('tbody tr:first-child').getBoundingClientRect().top};
+}"""
+
+
+def test_no_scrolled_image_shows_between_sticky_header_rows(page, tmp_path):
+    build_grid(tmp_path)
+    page.set_viewport_size({"width": 1280, "height": 360})
+    open_grid(page, tmp_path, "#x=cfg&y=sampler&xs=seed&desc=0&labels=1")
+    page.wait_for_function("[...document.images].every(img => img.complete && img.naturalWidth)")
+    # scroll until the first row of images sits 20 px above the gap under the super-axis labels
+    page.evaluate("""() => {
+      const top = el => el.getBoundingClientRect().top + scrollY;
+      const head = top(document.querySelector('thead'));
+      const gapTop = document.querySelector('thead tr.super-head th.super-label').getBoundingClientRect().bottom
+        + scrollY - head;
+      window.scrollTo(0, top(document.querySelector('tbody tr')) - gapTop + 20);
+    }""")
+    gap = page.evaluate(GAP_JS)
+    assert gap["under"] < gap["top"]  # the first row of images has scrolled under the header
+    strip = page.screenshot(clip={"x": gap["left"], "y": gap["top"] - 0.5, "width": gap["right"] - gap["left"],
+                                  "height": max(1, gap["bottom"] - gap["top"])})
+    pixels = np.asarray(Image.open(io.BytesIO(strip)).convert("RGB")).reshape(-1, 3)
+    colours = {tuple(int(c) for c in pixel) for pixel in np.unique(pixels, axis=0)}
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(246, 246, 244)"
+    accent = (53, 87, 201)  # the super-axis label's underline
+    assert colours <= {(246, 246, 244), accent}, colours

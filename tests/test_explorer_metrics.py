@@ -182,3 +182,12 @@ def test_export_metrics_of_a_grid_without_them_says_what_to_do(tmp_path, capsys)
     assert "run the grid again" in capsys.readouterr().err
     assert main(["export", str(tmp_path)]) == 2
     assert "needs --x" in capsys.readouterr().err
+
+
+def test_numeric_metadata_fields_become_scores():
+    from gridgen.metrics import numeric_fields
+
+    assert numeric_fields({"aesthetic": 6.5, "steps_done": 20, "model": "x", "nsfw": False, "bad": float("nan"),
+                           "loras": [1, 2]}) == {"aesthetic": 6.5, "steps_done": 20}
+    assert numeric_fields({"width": 64, "aesthetic": 5}, params={"width": 64}) == {"aesthetic": 5}
+    assert numeric_fields(None) == {}
