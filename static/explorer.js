@@ -203,7 +203,8 @@
     const result = defaultState();
     const query = new URLSearchParams(hash.replace(/^#/, ""));
     for (const role of ROLES) {
-      if (query.has(role)) result.roles[role] = axisById.has(query.get(role)) ? query.get(role) : null;
+      // an empty role is "none"; one naming an axis this grid lacks (an old link) keeps the default
+      if (query.get(role) === "" || axisById.has(query.get(role))) result.roles[role] = query.get(role) || null;
     }
     dedupeRoles(result.roles);
     for (const t of TOGGLES) {
@@ -293,6 +294,7 @@
   }
 
   function showRoles() {
+    syncCycleNotes();
     renderPickers();
     renderTabs();
     renderGrid();
@@ -551,6 +553,17 @@
 
   function renderShowPanel() {
     $("show-values").replaceChildren(...data.axes.map(showFieldset));
+    syncCycleNotes();
+  }
+
+  /* Auto-cycle steps a tab axis: an axis on the grid (X, Y or a super-axis) says it waits until it has tabs. */
+  function syncCycleNotes() {
+    for (const fieldset of $("show-values").querySelectorAll("fieldset")) {
+      const role = ROLES.find((r) => state.roles[r] === fieldset.dataset.axis);
+      const note = fieldset.querySelector(".cycle-note");
+      note.textContent = role ? ` (on the grid as the ${ROLE_LABELS[role]}: it cycles once it is a tab axis again)` : " (0 = off)";
+      note.classList.toggle("warn", Boolean(role) && state.cycle[fieldset.dataset.axis] > 0);
+    }
   }
 
   function showFieldset(axis) {
@@ -577,7 +590,7 @@
       "fieldset",
       { "data-axis": axis.id },
       el("legend", {}, el("label", {}, all, " " + titleOf(axis))),
-      el("div", { class: "cycle" }, el("label", {}, "Auto-cycle every ", cycle, " s"), el("span", { class: "note" }, " (0 = off)")),
+      el("div", { class: "cycle" }, el("label", {}, "Auto-cycle every ", cycle, " s"), el("span", { class: "note cycle-note" }, " (0 = off)")),
       ...boxes,
     );
     syncShowFieldset(fieldset);
@@ -629,6 +642,7 @@
     state.cycle[input.dataset.cycle] = Number.isFinite(seconds) ? clamp(seconds, 0, MAX_CYCLE_S) : 0;
     if (String(state.cycle[input.dataset.cycle]) !== input.value) input.value = state.cycle[input.dataset.cycle];
     syncCycles();
+    syncCycleNotes();
     saveHash();
   }
 
@@ -1060,7 +1074,7 @@
     const arrows = { xs: "\u21d2", x: "\u2192", ys: "\u21d3", y: "\u2193" };
     const names = Object.keys(arrows)
       .filter((role) => view.roles[role])
-      .map((role) => el("div", {}, `${titleOf(axisById.get(view.roles[role]))} ${arrows[role]}`));
+      .map((role) => el("div", {}, `${titleOf(axisById.get(view.roles[role]))}\u00a0${arrows[role]}`)); // the arrow keeps to its name
     return el("th", Object.assign({ class: "corner" }, attrs), ...names);
   }
 

@@ -198,3 +198,47 @@ def test_no_scrolled_image_shows_between_sticky_header_rows(page, tmp_path):
     assert background == "rgb(246, 246, 244)"
     accent = (53, 87, 201)  # the super-axis label's underline
     assert colours <= {(246, 246, 244), accent}, colours
+
+
+def test_small_rough_edges(page, tmp_path):
+    build_grid(tmp_path)
+    # a link naming an axis the grid lacks falls back to the page's default instead of an empty X
+    open_grid(page, tmp_path, "#x=steps&y=cfg")
+    assert page.input_value("#pick-x") == "sampler" and page.locator("td.cell").count() == 9
+    # in a corner too narrow for "Sampler ->", the arrow stays on its name's line
+    page.add_style_tag(content="th.corner { width: 40px; max-width: 40px; }")
+    same_line = page.locator("th.corner div").evaluate_all("""divs => divs.map(div => {
+      const text = div.firstChild, n = text.length, top = (from, to) => {
+        const range = document.createRange();
+        range.setStart(text, from);
+        range.setEnd(text, to);
+        return range.getBoundingClientRect().top;
+      };
+      return top(n - 1, n) === top(n - 3, n - 2);
+    })""")
+    assert same_line == [True, True]
+    # stars show without hovering, so a touch screen can star from the grid
+    star = page.locator('td[data-key="ddim/7/1"] button.star')
+    assert star.evaluate("b => getComputedStyle(b).opacity") == "1"
+    assert star.evaluate("b => getComputedStyle(b).visibility") == "visible"
+    # auto-cycle on an axis that is on the grid says why nothing cycles
+    page.click("#advanced summary")
+    page.fill('input[data-cycle="sampler"]', "2")
+    page.dispatch_event('input[data-cycle="sampler"]', "change")
+    note = page.locator('#show-values fieldset[data-axis="sampler"] .cycle-note')
+    assert "X axis" in note.inner_text() and "warn" in note.get_attribute("class")
+
+
+def test_the_wipe_follows_a_drag_and_the_saved_view_names_the_fixed_values(page, tmp_path):
+    build_grid(tmp_path)
+    open_grid(page, tmp_path, "#s.seed=2")
+    page.click('td[data-key="euler/5/2"] img')
+    page.click("#popup-compare")
+    box = page.locator("#compare-wipe-box").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 10)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + 10, steps=4)
+    page.mouse.up()
+    assert page.eval_on_selector("#compare-wipe-box .wipe-top", "e => e.style.clipPath") == "inset(0px 75% 0px 0px)"
+    assert page.input_value("#compare-wipe") == "25"
+    assert page.evaluate("GridgenTools.viewCaption()") == "Samplers <vs> CFG \u00b7 Seed: 2"
