@@ -7,6 +7,7 @@ each from file:// in Debian's Chromium through Playwright, and prints
   measured from navigation start, against the 1 s target;
 - axis switches: the page's `gridgen:render` measures (state change -> DOM built -> layout done) and
   the wall time from the <select> change to the next animation frame, against the 100 ms target;
+- scrolling: 30 mouse-wheel steps down the grid, counting the frames that took over 50 ms;
 - fit images to the window (every column on screen, so thousands of cells at once): the wall time from
   the checkbox to the frame after the first paint, against the 1 s target, the column labels' size
   (rotated labels stay readable: a label at least 10 px wide and 1 line tall), and the time until every
@@ -116,15 +117,40 @@ FIT_JS = """async () => {
     const r = img.getBoundingClientRect();
     return r.bottom > 0 && r.top < innerHeight;
   });
-  while (!shown().every(img => img.complete && img.naturalWidth)) await new Promise(r => setTimeout(r, 50));
+  while (!shown().every(img => img.complete && img.naturalWidth)) await new Promise(r => setTimeout(r, 250));
   return {paint, loaded: performance.now() - start, cells: document.querySelectorAll('td.cell').length,
           onScreen: shown().length, labelW: label.width, labelH: label.height};
 }"""
 
 
+FRAMES_JS = """() => {
+  window.benchFrames = [];
+  const tick = t => { window.benchFrames.push(t); if (!window.benchStop) requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+}"""
+GAPS_JS = """() => {
+  window.benchStop = true;
+  const f = window.benchFrames;
+  return f.slice(1).map((t, i) => t - f[i]);
+}"""
+LONG_FRAME_MS = 50.0
+
+
+def scroll(page) -> list[float]:
+    """Frame gaps (ms) while the wheel scrolls the grid 30 steps down."""
+    page.mouse.move(640, 600)
+    page.evaluate(FRAMES_JS)
+    for _ in range(30):
+        page.mouse.wheel(0, 240)
+        page.wait_for_timeout(60)
+    gaps = page.evaluate(GAPS_JS)
+    page.evaluate("window.scrollTo(0, 0)")
+    return gaps
+
+
 def measure(browser, out: Path, switches: list[tuple[str, str]], runs: int, fit: bool) -> dict:
     tti, boot, first_cells = [], [], 0
-    frames, renders, cells, fits = [], [], 0, []
+    frames, renders, cells, fits, scrolls = [], [], 0, [], []
     for _ in range(runs):
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
@@ -148,13 +174,14 @@ def measure(browser, out: Path, switches: list[tuple[str, str]], runs: int, fit:
             frames.append(result["frame"])
             renders.append(result["render"])
             cells = result["cells"]
+        scrolls.append(scroll(page))
         if fit:
             fits.append(page.evaluate(FIT_JS))
         if errors:
             raise SystemExit(f"page errors: {errors}")
         context.close()
     return {"tti": tti, "boot": boot, "first_cells": first_cells, "frames": frames, "renders": renders,
-            "cells": cells, "fits": fits}
+            "cells": cells, "fits": fits, "scrolls": scrolls}
 
 
 def _fmt(values: list[float]) -> str:
@@ -200,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  time to interactive             {_fmt(stats['tti'])}  ratio {tti / TTI_TARGET_MS:.2f}")
         print(f"  axis switch, render + layout    {_fmt(stats['renders'])}  ratio {render / SWITCH_TARGET_MS:.2f}")
         print(f"  axis switch, to next frame      {_fmt(stats['frames'])}  ratio {frame / SWITCH_TARGET_MS:.2f}")
+        long = [sum(gap > LONG_FRAME_MS for gap in gaps) for gaps in stats["scrolls"]]
+        worst = max(max(gaps, default=0) for gaps in stats["scrolls"])
+        print(f"  scrolling, 30 wheel steps       {statistics.median(long):.0f} frames over {LONG_FRAME_MS:.0f} ms "
+              f"(median of loads), longest {worst:.0f} ms")
         if stats["fits"]:
             fits = stats["fits"]
             paint = statistics.median(f["paint"] for f in fits)

@@ -42,7 +42,8 @@
   const MIN_CELL_PX = 128; // smaller thumbnails are scaled up (pixelated) to at least this
   const THUMB_MAX = 256; // gridgen/store.py THUMB_SIZE
   const MAX_CYCLE_S = 180;
-  const IMAGES_PER_FRAME = 48; // thumbnails a windowed table starts loading per frame (each costs the page ~1 ms)
+  const IMAGES_PER_FRAME = [8, 128]; // thumbnails a windowed table starts loading per frame: at least, at most
+  const SMOOTH_FRAME_MS = [33, 50]; // a frame gap under the first lets the next frame start more, over the second fewer
   const LABEL_MIN_W = 14; // px a column needs for a (rotated) label of its own
   const LABEL_MIN_H = 16; // px a row needs for a label of its own
   const NARROW_W = 56; // columns narrower than this get rotated labels
@@ -66,6 +67,8 @@
   let imageQueue = []; // thumbnails of a windowed table waiting for their src (queueImage)
   let imageHead = 0;
   let imageFrame = 0;
+  let imageBatch = IMAGES_PER_FRAME[0];
+  let imageLastFrame = 0;
   let cycleTimers = new Map(); // axis id -> interval id
   let identicalCache = { data: null, axes: new Set() };
   let influenceByAxis = new Map(); // axis id -> its entry of data.influence (published by gridgen/metrics.py)
@@ -1225,18 +1228,25 @@
     return view.narrow ? img : el("a", { class: "cell-link", href: urlOf(info.cell.image), title: label }, img);
   }
 
-  /* A windowed table's thumbnails start loading a few per frame, so a view that shows thousands of cells at
+  /* A windowed table's thumbnails start loading a batch per frame, so a view that shows thousands of cells at
      once (fit to the window) paints at once and fills in, instead of freezing while the browser loads every
-     image first. Images scrolled out before their turn are dropped. */
+     image first. The batch grows while frames stay smooth and halves when one runs long, so scrolling stays
+     fluid on a slow machine and a big view fills fast on a quick one. Images scrolled out before their turn
+     are dropped. */
   function queueImage(img) {
     imageQueue.push(img);
     if (!imageFrame) imageFrame = requestAnimationFrame(pumpImages);
   }
 
-  function pumpImages() {
+  function pumpImages(now) {
     imageFrame = 0;
+    const gap = imageLastFrame ? now - imageLastFrame : 0;
+    const [least, most] = IMAGES_PER_FRAME;
+    const [smooth, long] = SMOOTH_FRAME_MS;
+    const grown = gap < smooth ? imageBatch * 1.25 + 1 : gap > long ? imageBatch / 2 : imageBatch;
+    imageBatch = clamp(Math.round(grown), least, most);
     let started = 0;
-    while (imageHead < imageQueue.length && started < IMAGES_PER_FRAME) {
+    while (imageHead < imageQueue.length && started < imageBatch) {
       const img = imageQueue[imageHead++];
       if (img.isConnected && !img.src) {
         img.alt = img.title || img.parentNode.title;
@@ -1244,10 +1254,14 @@
         started++;
       }
     }
-    if (imageHead < imageQueue.length) imageFrame = requestAnimationFrame(pumpImages);
-    else {
+    if (imageHead < imageQueue.length) {
+      imageLastFrame = now;
+      imageFrame = requestAnimationFrame(pumpImages);
+    } else {
       imageQueue = [];
       imageHead = 0;
+      imageLastFrame = 0;
+      imageBatch = least;
     }
   }
 
