@@ -797,77 +797,20 @@
     return data.axes.map((axis, i) => `${titleOf(axis)}: ${values[i] ? titleOf(values[i]) : "?"}`).join(", ");
   }
 
-  /* ---------- scores: colour cells by an image metric or any numeric field of a cell ---------- */
-  /*
-   * A score field is a path into a cell of data.js: `metrics.sharpness` (gridgen/metrics.py),
-   * `scores.NAME` (a numeric field of the backend's metadata, e.g. an aesthetic scorer's), `params.NAME`
-   * (a numeric parameter) or `time`. Its range over the grid is found when it is first chosen.
-   */
+  /* ---------- scores: colour cells by an image metric or any numeric field (static/explorer.scores.js) ---------- */
 
-  const METRIC_LABELS = {
-    luminance: "Luminance (L*)",
-    shadows: "Clipped shadows %",
-    highlights: "Clipped highlights %",
-    colourfulness: "Colourfulness",
-    sharpness: "Sharpness (Laplacian variance)",
-  };
+  const { scoreOf, scoreLabel, formatScore } = window.GridgenScores;
 
-  function scoreOf(cell, field) {
-    if (!cell || !field) return null;
-    const dot = field.indexOf(".");
-    const source = dot < 0 ? cell : cell[field.slice(0, dot)];
-    const value = source ? source[dot < 0 ? field : field.slice(dot + 1)] : undefined;
-    return typeof value === "number" && Number.isFinite(value) ? value : null;
-  }
-
-  function scoreLabel(field) {
-    const [group, name] = field.includes(".") ? field.split(/\.(.*)/s) : ["", field];
-    if (group === "metrics") return METRIC_LABELS[name] || name;
-    if (group === "params") return name + " (parameter)";
-    if (group === "scores") return name + " (score)";
-    return field === "time" ? "Render time (s)" : field;
-  }
-
-  /* The fields a cell can be coloured by: the metrics, then the numeric fields of one rendered cell. */
-  function scoreFields() {
-    const fields = Object.keys(METRIC_LABELS).map((name) => "metrics." + name);
-    for (const key in data.cells) {
-      const cell = data.cells[key];
-      for (const group of ["scores", "params"]) {
-        for (const [name, value] of Object.entries(cell[group] || {})) {
-          if (typeof value === "number" && Number.isFinite(value)) fields.push(group + "." + name);
-        }
-      }
-      if (typeof cell.time === "number") fields.push("time");
-      break;
-    }
-    return fields.map((field) => ({ field, label: scoreLabel(field) }));
-  }
-
+  /* The range of a score over the grid, found when it is first asked for. */
   function range(field) {
-    if (scoreRange.data === data && scoreRange.field === field) return scoreRange;
-    let low = Infinity;
-    let high = -Infinity;
-    for (const key in data.cells) {
-      const value = scoreOf(data.cells[key], field);
-      if (value === null) continue;
-      if (value < low) low = value;
-      if (value > high) high = value;
+    if (scoreRange.data !== data || scoreRange.field !== field) {
+      scoreRange = Object.assign({ data, field }, window.GridgenScores.rangeOf(data.cells, field));
     }
-    scoreRange = { data, field, low, high };
     return scoreRange;
   }
 
-  /* Low scores dark blue, high ones bright yellow (a viridis-like ramp, readable in both themes). */
   function heatColour(score) {
-    const { low, high } = range(state.score);
-    const t = high > low ? (score - low) / (high - low) : 0.5;
-    return `hsl(${Math.round(250 - 195 * t)} 75% ${Math.round(28 + 34 * t)}%)`;
-  }
-
-  function formatScore(value) {
-    const size = Math.abs(value);
-    return size >= 1000 ? value.toFixed(0) : size >= 10 ? value.toFixed(1) : value.toFixed(2);
+    return window.GridgenScores.heatColour(score, range(state.score));
   }
 
   function setScore(field) {
@@ -909,21 +852,15 @@
     if (!fixed) return;
     const base = baseValues();
     const sorted = across === cols ? rows : cols;
-    const scoreAt = (line) => {
+    window.GridgenScores.orderWithinBlocks(sorted, (line) => {
       const [row, col] = across === cols ? [line, fixed] : [fixed, line];
       const values = base.slice();
       if (idx.ys >= 0) values[idx.ys] = row.outer;
       if (idx.y >= 0) values[idx.y] = row.inner;
       if (idx.xs >= 0) values[idx.xs] = col.outer;
       if (idx.x >= 0) values[idx.x] = col.inner;
-      const score = scoreOf(describeCell(values).cell, state.score);
-      return score === null ? -Infinity : score;
-    };
-    const scores = new Map(sorted.map((line) => [line, scoreAt(line)]));
-    const order = new Map(sorted.map((line, i) => [line, i]));
-    const blocks = new Map(); // keep each super-axis block together, in its place
-    sorted.forEach((line) => blocks.has(line.outer) || blocks.set(line.outer, order.get(line)));
-    sorted.sort((a, b) => blocks.get(a.outer) - blocks.get(b.outer) || scores.get(b) - scores.get(a) || order.get(a) - order.get(b));
+      return scoreOf(describeCell(values).cell, state.score);
+    });
   }
 
   /* ---------- the grid: the table ---------- */
@@ -1671,7 +1608,7 @@
     setRoles,
     setScore,
     setToggle,
-    scoreFields,
+    scoreFields: () => window.GridgenScores.scoreFields(data.cells),
     scoreLabel,
     scoreRange: () => (state.score ? range(state.score) : null),
     influence: (axisId) => influenceByAxis.get(axisId) || null,
