@@ -8,12 +8,18 @@
  * landed. Plain browser JavaScript with no dependencies; works opened from file://.
  *
  * Large tables are windowed: only the rows and columns on screen (plus a margin) have DOM, the rest
- * is spacer cells of the same size, re-windowed as the page scrolls. The page exposes Performance
- * API entries for benchmarks: mark `gridgen:boot` (data.js parsed), mark `gridgen:interactive`
- * (first grid laid out), and a `gridgen:render` measure per grid render.
+ * is spacer cells of the same size, re-windowed as the page scrolls; their thumbnails start loading
+ * a batch per frame. The page exposes Performance API entries for benchmarks: mark `gridgen:boot`
+ * (data.js parsed), mark `gridgen:interactive` (first grid laid out), and a `gridgen:render` measure
+ * per grid render.
  *
- * Other scripts (static/explorer.tools.js: save, animate, compare, flipbook, favourites panel) use
- * the small API published as window.GridgenExplorer at the end of this file.
+ * What gridgen published about the images rides in data.js too: each axis's influence (near-duplicate
+ * values are greyed, zero-influence axes can be hidden) and each cell's metrics, which "colour cells
+ * by" turns into a heat map with a score badge (static/explorer.scores.js reads the numbers).
+ *
+ * Other scripts (static/explorer.tools.js: save, animate, compare, flipbook, favourites panel;
+ * static/explorer.insight.js: the influence chart, the colour-by menu, the navigation toggle) use the
+ * small API published as window.GridgenExplorer at the end of this file.
  */
 (function () {
   "use strict";
