@@ -48,7 +48,7 @@
   const MIN_CELL_PX = 128; // smaller thumbnails are scaled up (pixelated) to at least this
   const THUMB_MAX = 256; // gridgen/store.py THUMB_SIZE
   const MAX_CYCLE_S = 180;
-  const IMAGES_PER_FRAME = [8, 128]; // thumbnails a windowed table starts loading per frame: at least, at most
+  const IMAGES_PER_FRAME = [24, 128]; // thumbnails a windowed table starts loading per frame: at least, at most
   const SMOOTH_FRAME_MS = [33, 50]; // a frame gap under the first lets the next frame start more, over the second fewer
   const LABEL_MIN_W = 14; // px a column needs for a (rotated) label of its own
   const LABEL_MIN_H = 16; // px a row needs for a label of its own
