@@ -154,6 +154,13 @@ def cmd_serve(args) -> int:
 def cmd_export(args) -> int:
     from gridgen.export import export_grid
 
+    if args.metrics:
+        from gridgen.metrics_table import write_metrics_csv
+
+        write_metrics_csv(Path(args.outdir), args.metrics, sys.stdout)
+        return EXIT_OK
+    if not args.x:
+        raise GridError("gridgen export needs --x AXIS (the axis laid out as columns), or --metrics")
     paths = export_grid(Path(args.outdir), x=args.x, y=args.y, output=Path(args.output), fixes=args.fix or [],
                         thumbs=args.thumbs, max_pixels=args.max_pixels)
     for path in paths:
@@ -213,13 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     export = sub.add_parser("export", help="draw one labelled grid image (A1111-style) of an output folder")
     export.add_argument("outdir", help="the grid's output folder (holds grid.json)")
-    export.add_argument("--x", required=True, metavar="AXIS", help="axis (id or title) laid out as columns")
+    export.add_argument("--x", metavar="AXIS", help="axis (id or title) laid out as columns")
     export.add_argument("--y", metavar="AXIS", help="axis laid out as rows (default: one row)")
     export.add_argument("--fix", action="append", metavar="AXIS=VALUE", help="value of another axis (repeatable)")
     export.add_argument("--thumbs", action="store_true", help="draw the thumbnails instead of the full images")
     export.add_argument("--max-pixels", type=int, default=60_000_000, help="pixel limit per file; larger grids "
                         "are split into NAME-1.png, NAME-2.png, ...")
     export.add_argument("-o", "--output", default="grid.png", help="image file to write (.png, .jpg or .webp)")
+    export.add_argument("--metrics", nargs="?", const="influence", choices=["influence", "cells"],
+                        help="print CSV instead of drawing: each axis's influence and its values' distances "
+                        "(default), or each cell's image metrics")
     export.set_defaults(func=cmd_export)
     return parser
 

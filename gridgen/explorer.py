@@ -25,7 +25,8 @@ from gridgen.fsutil import atomic_write_bytes, atomic_write_text
 from gridgen.resources import data_dir
 
 TEMPLATE = "explorer.html.j2"
-ASSETS = ("explorer.js", "explorer.codecs.js", "explorer.tools.js", "explorer.css")
+ASSETS = ("explorer.scores.js", "explorer.js", "explorer.codecs.js", "explorer.tools.js", "explorer.insight.js",
+          "explorer.css")
 _STYLE_END = re.compile(r"</(style)", re.IGNORECASE)
 
 

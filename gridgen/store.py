@@ -14,6 +14,7 @@ by any executor gives a byte-identical file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 import time
@@ -28,6 +29,7 @@ from gridgen import explorer
 from gridgen.backends.base import Result
 from gridgen.fsutil import append_line, atomic_write_bytes, atomic_write_text
 from gridgen.metadata import a1111_parameters, encode_image
+from gridgen.metrics import Influence, numeric_fields
 from gridgen.spec.model import GridSpec
 
 if TYPE_CHECKING:
@@ -88,6 +90,7 @@ class Store:
                          "running": False, "updated": _now()}
         self._lock = threading.Lock()
         self._last_data = 0.0
+        self.influence = Influence([(axis.id, [v.id for v in axis.values]) for axis in spec.axes])
         atomic_write_text(self.out_dir / "spec.yaml",
                           yaml.safe_dump(spec.resolved, sort_keys=False, allow_unicode=True))
 
@@ -109,7 +112,9 @@ class Store:
         atomic_write_bytes(self.out_dir / cell.image_path, encode_image(image, fmt, parameters, record))
         thumb = image.copy()
         thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
-        atomic_write_bytes(self.out_dir / cell.thumb_path, encode_image(thumb, "webp", parameters, record))
+        thumb_bytes = encode_image(thumb, "webp", parameters, record)
+        atomic_write_bytes(self.out_dir / cell.thumb_path, thumb_bytes)
+        self.influence.add(cell.key, Image.open(io.BytesIO(thumb_bytes)))  # as a resumed run will read it
         files = {}
         for name, extra in result.files.items():  # a SAM edit's mask: images/<key>.mask.png
             files[name] = extra_path(cell.image_path, name)
@@ -117,6 +122,7 @@ class Store:
         entry = {
             **record, "timings": result.timings, "index": cell.index, "seed": params.get("seed"),
             "file": cell.image_path, "thumb": cell.thumb_path, "hash": hashlib.sha1(image.tobytes()).hexdigest(),
+            "size": list(image.size),
             "time": round(sum(result.timings.values()), 4), "parameters": parameters, "finished": _now(),
         }
         if files:
@@ -145,6 +151,9 @@ class Store:
                 return
             self._last_data = now
             self.progress["updated"] = _now()
+            entries = dict(self.entries)
+        self.influence.catch_up(self.out_dir, {key: entry["thumb"] for key, entry in entries.items()})
+        with self._lock:
             data = self.page_data()
         explorer.write_data(self.out_dir, data)
 
@@ -157,7 +166,9 @@ class Store:
         cells = {
             key: {"image": e["file"], "thumb": e["thumb"], "seed": e.get("seed"), "params": e.get("params", {}),
                   "time": e.get("time"), "hash": e.get("hash"), "parameters": e.get("parameters", ""),
-                  **({"files": e["files"]} if e.get("files") else {})}
+                  **({"files": e["files"]} if e.get("files") else {}), **({"size": e["size"]} if e.get("size") else {}),
+                  **({"metrics": self.influence.metrics[key]} if key in self.influence.metrics else {}),
+                  **({"scores": scores} if (scores := numeric_fields(e.get("metadata"), e.get("params"))) else {})}
             for key, e in self.entries.items()
         }
         return {
@@ -169,6 +180,7 @@ class Store:
                                   "show": v.show, "params": v.params} for v in axis.values]}
                      for axis in spec.axes],
             "base_params": spec.base_params, "cells": cells, "progress": dict(self.progress),
+            "influence": self.influence.summary(),
         }
 
     def load_image(self, key: str) -> Image.Image:

@@ -8,12 +8,18 @@
  * landed. Plain browser JavaScript with no dependencies; works opened from file://.
  *
  * Large tables are windowed: only the rows and columns on screen (plus a margin) have DOM, the rest
- * is spacer cells of the same size, re-windowed as the page scrolls. The page exposes Performance
- * API entries for benchmarks: mark `gridgen:boot` (data.js parsed), mark `gridgen:interactive`
- * (first grid laid out), and a `gridgen:render` measure per grid render.
+ * is spacer cells of the same size, re-windowed as the page scrolls; their thumbnails start loading
+ * a batch per frame. The page exposes Performance API entries for benchmarks: mark `gridgen:boot`
+ * (data.js parsed), mark `gridgen:interactive` (first grid laid out), and a `gridgen:render` measure
+ * per grid render.
  *
- * Other scripts (static/explorer.tools.js: save, animate, compare, flipbook, favourites panel) use
- * the small API published as window.GridgenExplorer at the end of this file.
+ * What gridgen published about the images rides in data.js too: each axis's influence (near-duplicate
+ * values are greyed, zero-influence axes can be hidden) and each cell's metrics, which "colour cells
+ * by" turns into a heat map with a score badge (static/explorer.scores.js reads the numbers).
+ *
+ * Other scripts (static/explorer.tools.js: save, animate, compare, flipbook, favourites panel;
+ * static/explorer.insight.js: the influence chart, the colour-by menu, the navigation toggle) use the
+ * small API published as window.GridgenExplorer at the end of this file.
  */
 (function () {
   "use strict";
@@ -29,17 +35,24 @@
     { key: "sticky", page: "sticky", fallback: false, label: "Sticky navigation" },
     { key: "labels", page: "sticky_labels", fallback: true, label: "Sticky row/column labels" },
     { key: "same", page: "hide_identical", fallback: false, label: "Hide axes whose images are all identical" },
+    { key: "nav", page: "navigation", fallback: true, label: "Navigation", button: true },
   ];
   const POLL_MS = 2000;
   const ARROWS = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
   const SPACING = 2; // the table's border-spacing, px (explorer.css)
   const WINDOW_MIN_CELLS = 400; // larger tables only build DOM for the cells on screen
-  const OVERSCAN_PX = 600; // how far beyond the viewport a windowed table renders
+  const OVERSCAN_PX = 600; // how far beyond the viewport a windowed table renders, at most
+  const OVERSCAN_LINES = 12; // ... or this many rows and columns, if less (small cells)
   const SUPER_ROW_H = 30; // a Y super-axis header row in a windowed table, px
   const LABEL_W = 136; // the row-label column of a windowed table, px
   const MIN_CELL_PX = 128; // smaller thumbnails are scaled up (pixelated) to at least this
   const THUMB_MAX = 256; // gridgen/store.py THUMB_SIZE
   const MAX_CYCLE_S = 180;
+  const IMAGES_PER_FRAME = [24, 128]; // thumbnails a windowed table starts loading per frame: at least, at most
+  const SMOOTH_FRAME_MS = [33, 50]; // a frame gap under the first lets the next frame start more, over the second fewer
+  const LABEL_MIN_W = 14; // px a column needs for a (rotated) label of its own
+  const LABEL_MIN_H = 16; // px a row needs for a label of its own
+  const NARROW_W = 56; // columns narrower than this get rotated labels
 
   let data = null; // the window.GRIDGEN on show
   let axisById = new Map(); // axis id -> axis
@@ -57,8 +70,16 @@
   let pollTimer = 0;
   let loading = false;
   let windowFrame = 0;
+  let imageQueue = []; // thumbnails of a windowed table waiting for their src (queueImage)
+  let imageHead = 0;
+  let imageFrame = 0;
+  let imageBatch = IMAGES_PER_FRAME[0];
+  let imageLastFrame = 0;
   let cycleTimers = new Map(); // axis id -> interval id
   let identicalCache = { data: null, axes: new Set() };
+  let influenceByAxis = new Map(); // axis id -> its entry of data.influence (published by gridgen/metrics.py)
+  let duplicateOf = new Map(); // axis id -> Map(value id -> the neighbour value it nearly duplicates)
+  let scoreRange = { data: null, field: "", low: 0, high: 0 };
   const listeners = new Map(); // event name -> [fn]
 
   /* ---------- helpers ---------- */
@@ -119,6 +140,13 @@
     axisById = new Map(data.axes.map((axis) => [axis.id, axis]));
     axisIndex = new Map(data.axes.map((axis, i) => [axis.id, i]));
     valueMaps = new Map(data.axes.map((axis) => [axis.id, new Map(axis.values.map((v) => [v.id, v]))]));
+    indexInfluence();
+  }
+
+  function indexInfluence() {
+    const entries = Array.isArray(data.influence) ? data.influence.filter((entry) => axisById.has(entry.axis)) : [];
+    influenceByAxis = new Map(entries.map((entry) => [entry.axis, entry]));
+    duplicateOf = new Map(entries.map((entry) => [entry.axis, new Map(Object.entries(entry.duplicates || {}))]));
   }
 
   function defaultState() {
@@ -141,7 +169,7 @@
       cycle[axis.id] = 0;
       filter[axis.id] = "";
     }
-    return { roles, toggles, sel, hidden, cycle, filter };
+    return { roles, toggles, sel, hidden, cycle, filter, score: "", sort: "" };
   }
 
   function defaultValue(axis) {
@@ -163,6 +191,8 @@
     const pairs = [];
     for (const role of ROLES) pairs.push([role, state.roles[role] || ""]);
     for (const t of TOGGLES) pairs.push([t.key, state.toggles[t.key] ? "1" : "0"]);
+    if (state.score) pairs.push(["score", state.score]);
+    if (state.sort) pairs.push(["sort", state.sort]);
     for (const axis of data.axes) {
       if (state.sel[axis.id] !== null) pairs.push(["s." + axis.id, state.sel[axis.id]]);
       const hidden = [...state.hidden[axis.id]];
@@ -173,21 +203,24 @@
     return "#" + pairs.map(([key, value]) => `${hashPart(key)}=${hashPart(value)}`).join("&");
   }
 
-  /* Like URLSearchParams, but commas stay readable. */
+  /* Like URLSearchParams, but commas and slashes stay readable. */
   function hashPart(text) {
-    return encodeURIComponent(text).replace(/%2C/g, ",");
+    return encodeURIComponent(text).replace(/%2C/g, ",").replace(/%2F/g, "/");
   }
 
   function stateFromHash(hash) {
     const result = defaultState();
     const query = new URLSearchParams(hash.replace(/^#/, ""));
     for (const role of ROLES) {
-      if (query.has(role)) result.roles[role] = axisById.has(query.get(role)) ? query.get(role) : null;
+      // an empty role is "none"; one naming an axis this grid lacks (an old link) keeps the default
+      if (query.get(role) === "" || axisById.has(query.get(role))) result.roles[role] = query.get(role) || null;
     }
     dedupeRoles(result.roles);
     for (const t of TOGGLES) {
       if (query.has(t.key)) result.toggles[t.key] = query.get(t.key) === "1";
     }
+    result.score = query.get("score") || "";
+    result.sort = result.score ? query.get("sort") || "" : "";
     for (const axis of data.axes) {
       const picked = query.get("s." + axis.id);
       if (hasValue(axis.id, picked)) result.sel[axis.id] = picked;
@@ -251,11 +284,26 @@
 
   /* Give `role` to `axisId`; a role that held that axis takes this role's previous axis (a swap). */
   function setRole(role, axisId) {
+    assignRole(role, axisId);
+    showRoles();
+  }
+
+  /* Several roles at once ({x: id, y: id}), then one render. */
+  function setRoles(roles) {
+    for (const [role, axisId] of Object.entries(roles)) assignRole(role, axisId);
+    showRoles();
+  }
+
+  function assignRole(role, axisId) {
     const previous = state.roles[role];
     for (const other of ROLES) {
       if (other !== role && axisId && state.roles[other] === axisId) state.roles[other] = previous;
     }
     state.roles[role] = axisId;
+  }
+
+  function showRoles() {
+    syncCycleNotes();
     renderPickers();
     renderTabs();
     renderGrid();
@@ -264,7 +312,7 @@
 
   function renderToggles() {
     $("toggles").replaceChildren(
-      ...TOGGLES.map((t) => {
+      ...TOGGLES.filter((t) => !t.button).map((t) => {
         const box = el("input", { type: "checkbox", id: "opt-" + t.key, "data-toggle": t.key });
         box.checked = state.toggles[t.key];
         return el("label", { class: "toggle" }, box, " " + t.label);
@@ -275,13 +323,22 @@
   }
 
   function applyToggles() {
-    for (const t of TOGGLES) document.body.classList.toggle("opt-" + t.key, state.toggles[t.key]);
+    for (const t of TOGGLES) {
+      // a folded panel is the exception, so it is the one marked: body.nav-folded
+      if (t.button) document.body.classList.toggle(t.key + "-folded", !state.toggles[t.key]);
+      else document.body.classList.toggle("opt-" + t.key, state.toggles[t.key]);
+    }
   }
 
   function onToggle(event) {
     const key = event.target.dataset.toggle;
-    if (!key) return;
-    state.toggles[key] = event.target.checked;
+    if (key) setToggle(key, event.target.checked);
+  }
+
+  function setToggle(key, value) {
+    state.toggles[key] = value;
+    const box = $("opt-" + key);
+    if (box) box.checked = value;
     applyToggles();
     if (key === "same") {
       renderIdenticalNote();
@@ -292,13 +349,25 @@
       renderGrid(); // a windowed table's geometry depends on the toggles
     }
     saveHash();
+    emit("toggle", key);
   }
 
   /* ---------- axes whose values all render the same image ---------- */
 
-  /* Axes where, for every combination of the other axes, every rendered value has the same hash. */
+  /* Axes whose influence is zero: no pair of cells differing in that axis alone differs at all. A grid
+     published before the influence was computed falls back to comparing the images' hashes. */
   function identicalAxes() {
     if (identicalCache.data === data) return identicalCache.axes;
+    if (influenceByAxis.size) {
+      const none = [...influenceByAxis.values()].filter((entry) => entry.pairs > 0 && entry.distance === 0);
+      identicalCache = { data, axes: new Set(none.map((entry) => entry.axis)) };
+      return identicalCache.axes;
+    }
+    return identicalByHash();
+  }
+
+  /* Axes where, for every combination of the other axes, every rendered value has the same hash. */
+  function identicalByHash() {
     const axes = new Set();
     const entries = Object.entries(data.cells).filter(([, cell]) => cell && cell.hash);
     const split = entries.map(([key, cell]) => [key.split("/"), cell.hash]);
@@ -415,7 +484,11 @@
 
   function tabRow(axis) {
     const tabs = axis.values.map((v) =>
-      el("button", { type: "button", role: "tab", class: v.skip ? "tab skip" : "tab", "data-value": v.id }, titleOf(v)),
+      el(
+        "button",
+        { type: "button", role: "tab", class: "tab" + (v.skip ? " skip" : "") + nearDuplicateClass(axis.id, v), "data-value": v.id, title: nearDuplicateNote(axis.id, v) },
+        titleOf(v),
+      ),
     );
     const row = el(
       "div",
@@ -489,6 +562,17 @@
 
   function renderShowPanel() {
     $("show-values").replaceChildren(...data.axes.map(showFieldset));
+    syncCycleNotes();
+  }
+
+  /* Auto-cycle steps a tab axis: an axis on the grid (X, Y or a super-axis) says it waits until it has tabs. */
+  function syncCycleNotes() {
+    for (const fieldset of $("show-values").querySelectorAll("fieldset")) {
+      const role = ROLES.find((r) => state.roles[r] === fieldset.dataset.axis);
+      const note = fieldset.querySelector(".cycle-note");
+      note.textContent = role ? ` (on the grid as the ${ROLE_LABELS[role]}: it cycles once it is a tab axis again)` : " (0 = off)";
+      note.classList.toggle("warn", Boolean(role) && state.cycle[fieldset.dataset.axis] > 0);
+    }
   }
 
   function showFieldset(axis) {
@@ -515,7 +599,7 @@
       "fieldset",
       { "data-axis": axis.id },
       el("legend", {}, el("label", {}, all, " " + titleOf(axis))),
-      el("div", { class: "cycle" }, el("label", {}, "Auto-cycle every ", cycle, " s"), el("span", { class: "note" }, " (0 = off)")),
+      el("div", { class: "cycle" }, el("label", {}, "Auto-cycle every ", cycle, " s"), el("span", { class: "note cycle-note" }, " (0 = off)")),
       ...boxes,
     );
     syncShowFieldset(fieldset);
@@ -541,10 +625,25 @@
       if (!box.checked) for (const v of axis.values) hidden.add(v.id);
     } else if (box.checked) hidden.delete(box.dataset.value);
     else hidden.add(box.dataset.value);
+    moveOffHidden(axis);
     syncShowFieldset(box.closest("fieldset"));
     renderTabs();
     renderGrid();
     saveHash();
+  }
+
+  /* A tab axis whose chosen value was just hidden moves to the next value still shown (wrapping round). */
+  function moveOffHidden(axis) {
+    const hidden = state.hidden[axis.id];
+    if (!hidden.has(state.sel[axis.id])) return;
+    const at = axis.values.findIndex((v) => v.id === state.sel[axis.id]);
+    for (let step = 1; step < axis.values.length; step++) {
+      const next = axis.values[(at + step) % axis.values.length];
+      if (!hidden.has(next.id)) {
+        state.sel[axis.id] = next.id;
+        return;
+      }
+    }
   }
 
   function onCycleChange(input) {
@@ -552,6 +651,7 @@
     state.cycle[input.dataset.cycle] = Number.isFinite(seconds) ? clamp(seconds, 0, MAX_CYCLE_S) : 0;
     if (String(state.cycle[input.dataset.cycle]) !== input.value) input.value = state.cycle[input.dataset.cycle];
     syncCycles();
+    syncCycleNotes();
     saveHash();
   }
 
@@ -595,23 +695,25 @@
 
   /* The size a cell shows its thumbnail at, from the images' size (a store thumb fits 256 px). */
   function thumbSize() {
-    let w = 0;
-    let h = 0;
-    for (const key in data.cells) {
-      const params = data.cells[key] && data.cells[key].params;
-      if (params && params.width > 0 && params.height > 0) {
-        w = params.width;
-        h = params.height;
-      }
-      break;
-    }
-    const base = data.base_params || {};
-    if (!(w > 0 && h > 0)) [w, h] = base.width > 0 && base.height > 0 ? [base.width, base.height] : [512, 512];
+    const [w, h] = imageSize();
     const fit = Math.min(1, THUMB_MAX / Math.max(w, h));
     const tw = Math.max(1, Math.round(w * fit));
     const th = Math.max(1, Math.round(h * fit));
     const up = Math.max(1, Math.ceil(MIN_CELL_PX / Math.max(tw, th)));
     return { w: tw * up, h: th * up, pixelated: up > 1, ratio: `${w} / ${h}` };
+  }
+
+  /* The grid's image size: the real size the store recorded, else the size params (older grids). */
+  function imageSize(cell) {
+    for (const key in data.cells) {
+      cell = cell || data.cells[key];
+      break;
+    }
+    if (cell && Array.isArray(cell.size) && cell.size[0] > 0 && cell.size[1] > 0) return cell.size;
+    const params = (cell && cell.params) || {};
+    if (params.width > 0 && params.height > 0) return [params.width, params.height];
+    const base = data.base_params || {};
+    return base.width > 0 && base.height > 0 ? [base.width, base.height] : [512, 512];
   }
 
   function buildView() {
@@ -620,6 +722,7 @@
     for (const role of ROLES) idx[role] = roles[role] ? axisIndex.get(roles[role]) : -1;
     const rows = lines(roles.ys, roles.y);
     const cols = lines(roles.xs, roles.x);
+    sortLines(rows, cols, idx);
     const size = thumbSize();
     const windowed = rows.length * cols.length > WINDOW_MIN_CELLS;
     let cellW = size.w;
@@ -655,6 +758,10 @@
       cellW,
       cellH,
       colPitch: cellW + SPACING,
+      // small cells: rotated column labels, and only every n-th label where one would not fit
+      narrow: windowed && cellW < NARROW_W,
+      colLabelEvery: windowed ? Math.ceil(LABEL_MIN_W / (cellW + SPACING)) : 1,
+      rowLabelEvery: windowed ? Math.ceil(LABEL_MIN_H / (cellH + SPACING)) : 1,
       pixelated: size.pixelated,
       ratio: size.ratio,
       win: null,
@@ -696,6 +803,72 @@
     return data.axes.map((axis, i) => `${titleOf(axis)}: ${values[i] ? titleOf(values[i]) : "?"}`).join(", ");
   }
 
+  /* ---------- scores: colour cells by an image metric or any numeric field (static/explorer.scores.js) ---------- */
+
+  const { scoreOf, scoreLabel, formatScore } = window.GridgenScores;
+
+  /* The range of a score over the grid, found when it is first asked for. */
+  function range(field) {
+    if (scoreRange.data !== data || scoreRange.field !== field) {
+      scoreRange = Object.assign({ data, field }, window.GridgenScores.rangeOf(data.cells, field));
+    }
+    return scoreRange;
+  }
+
+  function heatColour(score) {
+    return window.GridgenScores.heatColour(score, range(state.score));
+  }
+
+  function setScore(field) {
+    state.score = field || "";
+    if (!state.score) state.sort = "";
+    renderGrid();
+    saveHash();
+    emit("score", state.score);
+  }
+
+  /* ---------- sorting a column's rows (or a row's columns) by their score ---------- */
+
+  function lineKey(line) {
+    return `${line.outer ? line.outer.id : ""}/${line.inner ? line.inner.id : ""}`;
+  }
+
+  function sortButton(line) {
+    const active = state.sort === line;
+    return el(
+      "button",
+      { type: "button", class: active ? "sort active" : "sort", "data-sort": line, "aria-pressed": String(active), title: active ? "Unsort" : `Sort by ${scoreLabel(state.score)}, highest first` },
+      line.startsWith("col/") ? "\u2193" : "\u2192",
+    );
+  }
+
+  function toggleSort(line) {
+    state.sort = state.sort === line ? "" : line;
+    renderGrid();
+    saveHash();
+  }
+
+  /* Order the rows by their score in the sorted column (or the columns by the sorted row), highest first,
+     within each super-axis block. */
+  function sortLines(rows, cols, idx) {
+    if (!state.score || !state.sort) return;
+    const across = state.sort.startsWith("col/") ? cols : state.sort.startsWith("row/") ? rows : null;
+    const prefix = across === cols ? "col/" : "row/";
+    const fixed = across && across.find((line) => state.sort === prefix + lineKey(line));
+    if (!fixed) return;
+    const base = baseValues();
+    const sorted = across === cols ? rows : cols;
+    window.GridgenScores.orderWithinBlocks(sorted, (line) => {
+      const [row, col] = across === cols ? [line, fixed] : [fixed, line];
+      const values = base.slice();
+      if (idx.ys >= 0) values[idx.ys] = row.outer;
+      if (idx.y >= 0) values[idx.y] = row.inner;
+      if (idx.xs >= 0) values[idx.xs] = col.outer;
+      if (idx.x >= 0) values[idx.x] = col.inner;
+      return scoreOf(describeCell(values).cell, state.score);
+    });
+  }
+
   /* ---------- the grid: the table ---------- */
 
   function renderGrid() {
@@ -711,7 +884,8 @@
       return;
     }
     view.win = view.windowed ? guessWindow() : { r0: 0, r1: view.display.length, c0: 0, c1: cols.length };
-    const table = el("table", { class: "grid" + (view.windowed ? " windowed" : "") + (view.pixelated ? " pixelated" : "") });
+    const classes = ["grid", view.windowed && "windowed", view.pixelated && "pixelated", view.narrow && "narrow", view.rowLabelEvery > 1 && "short"];
+    const table = el("table", { class: classes.filter(Boolean).join(" ") });
     table.style.setProperty("--cell-ratio", view.ratio);
     table.style.setProperty("--cell-w", view.cellW + "px");
     table.style.setProperty("--cell-h", view.cellH + "px");
@@ -740,9 +914,11 @@
 
   /* The display rows and columns that cover the given body-relative box, plus the overscan. */
   function windowAround(top, bottom, left, right) {
-    const [r0, r1] = rowRange(top - OVERSCAN_PX, bottom + OVERSCAN_PX);
-    const c0 = clamp(Math.floor((left - OVERSCAN_PX) / view.colPitch), 0, view.cols.length);
-    const c1 = clamp(Math.ceil((right + OVERSCAN_PX) / view.colPitch), c0, view.cols.length);
+    const rowsOver = Math.min(OVERSCAN_PX, OVERSCAN_LINES * (view.cellH + SPACING));
+    const colsOver = Math.min(OVERSCAN_PX, OVERSCAN_LINES * view.colPitch);
+    const [r0, r1] = rowRange(top - rowsOver, bottom + rowsOver);
+    const c0 = clamp(Math.floor((left - colsOver) / view.colPitch), 0, view.cols.length);
+    const c1 = clamp(Math.ceil((right + colsOver) / view.colPitch), c0, view.cols.length);
     return { r0, r1, c0, c1 };
   }
 
@@ -808,13 +984,35 @@
     return el("colgroup", {}, ...cols);
   }
 
-  function labelCell(value, attrs) {
+  /* A column or row label; `role` names the axis it belongs to, `line` the column or row (for sorting). */
+  function labelCell(value, attrs, role, line, quiet) {
+    const axisId = view.roles[role];
+    const classes = (attrs.class || "") + nearDuplicateClass(axisId, value);
+    const title = value ? titleOf(value) : "";
     return el(
       "th",
-      attrs,
-      el("div", { class: "label-title" }, value ? titleOf(value) : ""),
+      Object.assign({}, attrs, { class: classes, title: nearDuplicateNote(axisId, value) || (quiet ? title : null) }),
+      el("div", { class: "label-title" }, quiet ? "" : title),
       value && value.description ? el("div", { class: "desc", html: value.description }) : null,
+      line && state.score ? sortButton(line) : null,
     );
+  }
+
+  /* ---------- near-duplicate values (from the published influence) ---------- */
+
+  function nearDuplicate(axisId, value) {
+    const map = value && axisId ? duplicateOf.get(axisId) : null;
+    const twin = map && map.get(value.id);
+    return twin ? valueById(axisId, twin) : null;
+  }
+
+  function nearDuplicateClass(axisId, value) {
+    return nearDuplicate(axisId, value) ? " near-dup" : "";
+  }
+
+  function nearDuplicateNote(axisId, value) {
+    const twin = nearDuplicate(axisId, value);
+    return twin ? `Nearly the same images as ${titleOf(twin)}` : null;
   }
 
   /* The corner names the axes: super-axes with double arrows, X and Y with single ones. */
@@ -822,7 +1020,7 @@
     const arrows = { xs: "\u21d2", x: "\u2192", ys: "\u21d3", y: "\u2193" };
     const names = Object.keys(arrows)
       .filter((role) => view.roles[role])
-      .map((role) => el("div", {}, `${titleOf(axisById.get(view.roles[role]))} ${arrows[role]}`));
+      .map((role) => el("div", {}, `${titleOf(axisById.get(view.roles[role]))}\u00a0${arrows[role]}`)); // the arrow keeps to its name
     return el("th", Object.assign({ class: "corner" }, attrs), ...names);
   }
 
@@ -835,14 +1033,17 @@
     const spacers = spacerWidths();
     const head = el("thead");
     const labels = [];
-    for (let c = c0; c < c1; c++) labels.push(labelCell(view.cols[c].inner, { class: "col-label", scope: "col" }));
+    for (let c = c0; c < c1; c++) {
+      const quiet = c % view.colLabelEvery !== 0; // too narrow for every label: every n-th, the rest on hover
+      labels.push(labelCell(view.cols[c].inner, { class: "col-label", scope: "col" }, "x", "col/" + lineKey(view.cols[c]), quiet));
+    }
     if (view.roles.xs) {
       const supers = [];
       for (let c = c0; c < c1; ) {
         const outer = view.cols[c].outer;
         let end = c;
         while (end < c1 && view.cols[end].outer === outer) end++;
-        supers.push(labelCell(outer, { class: "super-label", colspan: end - c, scope: "colgroup" }));
+        supers.push(labelCell(outer, { class: "super-label", colspan: end - c, scope: "colgroup" }, "xs"));
         c = end;
       }
       head.append(
@@ -875,7 +1076,9 @@
         fragment.append(superRow(item.value, span));
         continue;
       }
-      const tr = el("tr", { style: rowStyle }, labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }));
+      const quiet = item % view.rowLabelEvery !== 0;
+      const label = labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }, "y", "row/" + lineKey(view.rows[item]), quiet);
+      const tr = el("tr", { style: rowStyle }, label);
       if (spacers.left) tr.append(el("td", { class: "spacer" }));
       for (let c = c0; c < c1; c++) {
         const id = item + ":" + c;
@@ -909,7 +1112,7 @@
     return el(
       "tr",
       { class: "super-row", style: view.windowed ? `height:${SUPER_ROW_H}px` : null },
-      el("th", { class: "super-label", colspan: span, scope: "rowgroup" }, label),
+      el("th", { class: "super-label" + nearDuplicateClass(view.roles.ys, value), colspan: span, scope: "rowgroup", title: nearDuplicateNote(view.roles.ys, value) }, label),
     );
   }
 
@@ -917,13 +1120,27 @@
   function fillCell(entry) {
     const values = cellValues(view.rows[entry.r], view.cols[entry.c]);
     const info = describeCell(values);
-    const sig = cellSig(info) + (info.kind === "done" && favourites.has(info.key) ? "|*" : "");
+    const score = state.score ? scoreOf(info.cell, state.score) : null;
+    const shape = `${view.cellW}x${view.cellH}${view.narrow ? "n" : ""}`; // a reused cell may change size
+    const sig = cellSig(info) + (info.kind === "done" && favourites.has(info.key) ? "|*" : "") + `|${state.score}${score}|${shape}`;
     if (sig === entry.sig) return;
     entry.sig = sig;
     entry.td.dataset.key = info.key;
     entry.td.dataset.state = info.kind;
-    entry.td.replaceChildren(cellContent(info, values, false));
-    if (info.kind === "done") entry.td.append(starButton(info.key));
+    // the star and the score badge share the image's grid area: an overlay with no positioned element, which
+    // would cost every cell its own compositing layer next to the sticky row labels
+    entry.td.classList.toggle("heat", score !== null);
+    if (score === null) entry.td.style.removeProperty("--heat");
+    else entry.td.style.setProperty("--heat", heatColour(score));
+    if (view.narrow) {
+      // thousands of cells a few px wide (fit to the window): the image alone, no room for a star or a badge
+      entry.td.replaceChildren(cellContent(info, values, false));
+      return;
+    }
+    const box = el("div", { class: "cell-box" }, cellContent(info, values, false));
+    if (info.kind === "done") box.append(starButton(info.key));
+    if (score !== null) box.append(el("span", { class: "score", title: scoreLabel(state.score) }, formatScore(score)));
+    entry.td.replaceChildren(box);
   }
 
   function cellSig(info) {
@@ -937,15 +1154,58 @@
       return el("div", { class: "placeholder pending" }, running() ? "rendering\u2026" : "not rendered");
     }
     const label = cellLabel(values);
+    const src = urlOf(full ? info.cell.image : info.cell.thumb || info.cell.image);
+    const queued = !full && view.windowed;
     const img = el("img", {
-      src: urlOf(full ? info.cell.image : info.cell.thumb || info.cell.image),
-      alt: label,
-      loading: full ? null : "lazy",
+      src: queued ? null : src,
+      "data-src": queued ? src : null,
+      alt: queued ? "" : label, // an image without a source would lay its alt text out: given with the source
+      loading: full || queued ? null : "lazy", // a windowed table only has what is near the screen
       decoding: "async",
       width: full ? null : view.cellW,
       height: full ? null : view.cellH,
     });
-    return full ? img : el("a", { class: "cell-link", href: urlOf(info.cell.image), title: label }, img);
+    if (queued) queueImage(img);
+    if (full) return img;
+    if (view.narrow) img.title = label; // a narrow cell is its image alone: a click on it opens the popup
+    return view.narrow ? img : el("a", { class: "cell-link", href: urlOf(info.cell.image), title: label }, img);
+  }
+
+  /* A windowed table's thumbnails start loading a batch per frame, so a view that shows thousands of cells at
+     once (fit to the window) paints at once and fills in, instead of freezing while the browser loads every
+     image first. The batch grows while frames stay smooth and halves when one runs long, so scrolling stays
+     fluid on a slow machine and a big view fills fast on a quick one. Images scrolled out before their turn
+     are dropped. */
+  function queueImage(img) {
+    imageQueue.push(img);
+    if (!imageFrame) imageFrame = requestAnimationFrame(pumpImages);
+  }
+
+  function pumpImages(now) {
+    imageFrame = 0;
+    const gap = imageLastFrame ? now - imageLastFrame : 0;
+    const [least, most] = IMAGES_PER_FRAME;
+    const [smooth, long] = SMOOTH_FRAME_MS;
+    const grown = gap < smooth ? imageBatch * 1.25 + 1 : gap > long ? imageBatch / 2 : imageBatch;
+    imageBatch = clamp(Math.round(grown), least, most);
+    let started = 0;
+    while (imageHead < imageQueue.length && started < imageBatch) {
+      const img = imageQueue[imageHead++];
+      if (img.isConnected && !img.src) {
+        img.alt = img.title || img.parentNode.title;
+        img.src = img.dataset.src;
+        started++;
+      }
+    }
+    if (imageHead < imageQueue.length) {
+      imageLastFrame = now;
+      imageFrame = requestAnimationFrame(pumpImages);
+    } else {
+      imageQueue = [];
+      imageHead = 0;
+      imageLastFrame = 0;
+      imageBatch = least;
+    }
   }
 
   function refreshCells() {
@@ -956,13 +1216,18 @@
   }
 
   function onGridClick(event) {
+    const sort = event.target.closest("button.sort");
+    if (sort) {
+      toggleSort(sort.dataset.sort);
+      return;
+    }
     const star = event.target.closest("button.star");
     if (star) {
       event.preventDefault();
       toggleFavourite(star.dataset.key);
       return;
     }
-    const link = event.target.closest("a.cell-link");
+    const link = event.target.closest("a.cell-link, table.narrow td.cell > img");
     if (!link) return;
     event.preventDefault();
     const td = link.closest("td");
@@ -1080,6 +1345,7 @@
     $("popup").dataset.key = info.key;
     $("popup-title").textContent = values.map((v) => (v ? titleOf(v) : "?")).join(" \u00b7 ");
     $("popup-figure").replaceChildren(cellContent(info, values, true));
+    fitPopupImage(info.cell);
     syncPopupMask(info);
     $("popup-params").replaceChildren(...metaRows(values, info.cell));
     $("popup-parameters").textContent = (info.cell && info.cell.parameters) || "";
@@ -1093,6 +1359,18 @@
     syncPopupStar();
     emit("popup", current);
     if (!$("popup").contains(document.activeElement)) $("popup").focus();
+  }
+
+  /* The popup's image fills the room it has at the image's own aspect ratio; one enlarged 2x or more
+     keeps crisp pixels. */
+  function fitPopupImage(cell) {
+    const img = $("popup-figure").querySelector("img");
+    if (!img || !cell) return;
+    const [w, h] = imageSize(cell);
+    img.style.setProperty("--ratio", String(w / h));
+    const crisp = () => img.classList.toggle("pixelated", img.clientWidth >= 2 * (img.naturalWidth || w));
+    img.addEventListener("load", crisp);
+    requestAnimationFrame(crisp);
   }
 
   /* A SAM edit's cell has an overlay file (its input, the mask tinted, the prompt marked): a toggle shows it. */
@@ -1125,19 +1403,39 @@
     button.textContent = starred ? "\u2605 Starred" : "\u2606 Star";
   }
 
+  /* The popup's parameter rows: the axes' values, then the params the axes and the grid set (what differs
+     from the defaults), the seed and the render time; every other param is folded under "All parameters". */
   function metaRows(values, cell) {
     const rows = data.axes.map((axis, i) => [titleOf(axis), values[i] ? titleOf(values[i]) : "?", "axis"]);
+    const more = [];
     if (cell) {
-      rows.push(["seed", String(cell.seed), "meta"]);
-      rows.push(["render time", typeof cell.time === "number" ? cell.time.toFixed(2) + " s" : "?", "meta"]);
-      for (const [name, value] of Object.entries(cell.params || {})) {
-        if (!(name === "seed" && value === cell.seed)) rows.push([name, formatValue(value), "param"]);
+      const params = cell.params || {};
+      const set = new Set(Object.keys(data.base_params || {}));
+      for (const value of values) for (const name of Object.keys((value && value.params) || {})) set.add(name);
+      set.delete("seed");
+      for (const name of Object.keys(params)) {
+        if (name !== "seed") (set.has(name) ? rows : more).push([name, formatValue(params[name]), "param"]);
       }
-      if (cell.hash) rows.push(["image hash", cell.hash, "meta"]);
+      rows.push(["seed", String(cell.seed ?? params.seed), "meta"]);
+      if (Array.isArray(cell.size)) rows.push(["size", cell.size.join(" \u00d7 "), "meta"]);
+      rows.push(["render time", typeof cell.time === "number" ? cell.time.toFixed(2) + " s" : "?", "meta"]);
+      for (const [name, value] of Object.entries(cell.metrics || {})) more.push([name, String(value), "meta"]);
+      if (cell.hash) more.push(["image hash", cell.hash, "meta"]);
     }
-    return rows.map(([name, value, kind]) =>
-      el("tr", { class: kind, "data-name": name }, el("th", { scope: "row" }, name), el("td", {}, value)),
-    );
+    const table = el("table", { class: "params" }, el("tbody", {}, ...rows.map(metaRow)));
+    if (!more.length) return [table];
+    const toggle = el("button", { type: "button", id: "popup-more", "aria-expanded": "false" }, `All parameters (${more.length} more)`);
+    const folded = el("tbody", { class: "more", hidden: true }, ...more.map(metaRow));
+    toggle.addEventListener("click", () => {
+      folded.hidden = !folded.hidden;
+      toggle.setAttribute("aria-expanded", String(!folded.hidden));
+    });
+    table.append(el("tbody", { class: "fold" }, el("tr", {}, el("td", { colspan: 2 }, toggle))), folded);
+    return [table];
+  }
+
+  function metaRow([name, value, kind]) {
+    return el("tr", { class: kind, "data-name": name }, el("th", { scope: "row" }, name), el("td", {}, value));
   }
 
   function formatValue(value) {
@@ -1146,12 +1444,12 @@
 
   function onPopupKey(event) {
     if (!popupAt || !$("popup").open) return;
-    if ((event.key === "s" || event.key === "*") && !event.ctrlKey && !event.metaKey && !event.altKey) {
+    if ((event.key === "s" || event.key === "S" || event.key === "*") && !event.ctrlKey && !event.metaKey && !event.altKey) {
       const current = popupCell();
       if (current && current.info.kind === "done") toggleFavourite(current.info.key);
       return;
     }
-    if (event.key === "m" && !event.ctrlKey && !event.metaKey && !event.altKey) {
+    if ((event.key === "m" || event.key === "M") && !event.ctrlKey && !event.metaKey && !event.altKey) {
       if (!$("popup-mask").hidden) onPopupMask();
       return;
     }
@@ -1237,6 +1535,7 @@
     const reshaped = JSON.stringify(next.axes) !== JSON.stringify(data.axes);
     const hiddenBefore = [...identicalShown()].join("/");
     data = next;
+    indexInfluence();
     if (reshaped) setup();
     else if ([...identicalShown()].join("/") !== hiddenBefore) {
       // new cells changed which axes render identical images
@@ -1312,6 +1611,13 @@
     openPopup,
     closePopup,
     selectValue,
+    setRoles,
+    setScore,
+    setToggle,
+    scoreFields: () => window.GridgenScores.scoreFields(data.cells),
+    scoreLabel,
+    scoreRange: () => (state.score ? range(state.score) : null),
+    influence: (axisId) => influenceByAxis.get(axisId) || null,
     on,
     // gridgen serve (static/viewer.js): hand the page new data of window.GRIDGEN's shape when cells
     // land; it refreshes in place, as after re-loading data.js. Unused when opened from disk.

@@ -465,7 +465,7 @@
     const ext = type === "image/jpeg" ? "jpg" : "png";
     try {
       say("Drawing\u2026");
-      const canvases = await drawView({ scale: Number($("save-scale").value), source: $("save-source").value });
+      const canvases = await drawView({ scale: Number($("save-scale").value), source: $("save-source").value, caption: viewCaption() });
       const base = slug(X.data.title) + "-view";
       for (let i = 0; i < canvases.length; i++) {
         const blob = await canvasBlob(canvases[i], type, 0.92);
@@ -476,6 +476,18 @@
     } catch (err) {
       fail(err, say, "save-dialog");
     }
+  }
+
+  /* The saved view's caption: the grid's title and the value each tab axis is fixed at (as `gridgen export`). */
+  function viewCaption() {
+    const roles = new Set(Object.values(X.view.roles).filter(Boolean));
+    const fixed = axes()
+      .filter((axis) => !roles.has(axis.id))
+      .map((axis) => {
+        const value = X.valueById(axis.id, X.state.sel[axis.id]);
+        return value ? `${X.titleOf(axis)}: ${X.titleOf(value)}` : null;
+      });
+    return [X.data.title, ...fixed].filter(Boolean).join(" \u00b7 ");
   }
 
   function fail(err, say, dialogId) {
@@ -790,6 +802,7 @@
         el("label", { class: "wipe-control" }, "A \u2190 ", el("input", { type: "range", id: "compare-wipe", min: 0, max: 100, value: 50, "aria-label": "Wipe position" }), " \u2192 B"),
       );
       setWipe(50);
+      bindWipeDrag($("compare-wipe-box"));
     } else if (mode === "flicker") {
       compare.showingB = false;
       stage.replaceChildren(
@@ -843,6 +856,24 @@
     if (!top) return;
     top.style.clipPath = `inset(0 ${100 - percent}% 0 0)`;
     line.style.left = percent + "%";
+  }
+
+  /* The wipe follows a pointer dragged (or a finger slid) across the images, as well as its slider. */
+  function bindWipeDrag(box) {
+    const follow = (event) => {
+      const rect = box.getBoundingClientRect();
+      const percent = Math.round(Math.min(100, Math.max(0, ((event.clientX - rect.left) / rect.width) * 100)));
+      $("compare-wipe").value = String(percent);
+      setWipe(percent);
+    };
+    box.addEventListener("pointerdown", (event) => {
+      event.preventDefault();
+      box.setPointerCapture(event.pointerId);
+      follow(event);
+    });
+    box.addEventListener("pointermove", (event) => {
+      if (box.hasPointerCapture(event.pointerId)) follow(event);
+    });
   }
 
   function showFlicker() {
@@ -1171,6 +1202,6 @@
     document.addEventListener("close", () => setFlickerAuto(false), true);
   }
 
-  window.GridgenTools = { limits, drawView, grantFolder, folderFiles };
+  window.GridgenTools = { limits, drawView, grantFolder, folderFiles, viewCaption };
   bind();
 })();
