@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridgen import params as P
-from gridgen.backends import load_backend
+from gridgen.backends import available_backends, load_backend
 from gridgen.backends.base import BackendContext
 from gridgen.errors import GridError, Problem, SpecError
 from gridgen.plan import Plan, make_plan
 from gridgen.spec import load_spec
+from gridgen.spec.limits import DEFAULT_LIMITS, Limits
 from gridgen.store import Store, previous_random_seed
 
 EXECUTORS = ("local", "ray")
@@ -42,6 +43,7 @@ class RunOptions:
     ray_address: str | None = None  # "auto" or HOST:PORT of a running cluster; default: start a local one
     gpus_per_worker: float = 1.0  # GPUs each ray worker holds (0: CPU workers)
     workers: int | None = None  # ray workers to start (default: one per GPU, or one per 2 CPUs)
+    limits: Limits = DEFAULT_LIMITS  # caps on values per axis and cells per grid
 
 
 @dataclass
@@ -68,7 +70,12 @@ def peek_backend(spec_path: Path) -> str:
     root = read_yaml(spec_path)
     grid = root.get("grid") if root.kind == "map" else None
     node = grid.get("backend") if grid is not None and grid.kind == "map" else None
-    return str(node.value) if node is not None and node.kind == "scalar" and node.value else "diffusers"
+    if node is None or node.kind != "scalar" or not node.value:
+        return "diffusers"
+    if str(node.value) not in available_backends():
+        names = ", ".join(available_backends())
+        raise SpecError([Problem(f"unknown backend {node.value!r}; use one of: {names}", node.location)])
+    return str(node.value)
 
 
 def prepare(spec_path: Path, options: RunOptions) -> Prepared:
@@ -82,7 +89,7 @@ def prepare(spec_path: Path, options: RunOptions) -> Prepared:
     for extra in backend.extra_params():
         registry.add(extra)
     spec = load_spec(spec_path, overrides=options.overrides, registry=registry,
-                     supported=backend.supported_params(), strict=options.strict)
+                     supported=backend.supported_params(), strict=options.strict, limits=options.limits)
     context.models_dir = _models_dir(options, spec.folder, spec.meta.models_dir)
     out_dir = Path(options.out) if options.out else (
         spec.folder / spec.meta.outpath if spec.meta.outpath else Path("out") / spec_path.stem)

@@ -15,6 +15,7 @@ from typing import Any
 from gridgen import params as P
 from gridgen.errors import Location, Problem, SpecError
 from gridgen.resources import data_dir
+from gridgen.spec import limits as L
 from gridgen.spec.model import PAGE_DEFAULTS, Axis, AxisValue, GridMeta, GridSpec
 from gridgen.spec.values import expand_numbers, split_list
 from gridgen.spec.yamlnodes import Node, read_yaml
@@ -45,8 +46,10 @@ def _truthy(value: Any) -> bool:
 class _Loader:
     """One load: walks the node tree and fills `problems` and `warnings` as it goes."""
 
-    def __init__(self, path: Path, registry: P.Registry, supported: set[str] | None, strict: bool):
+    def __init__(self, path: Path, registry: P.Registry, supported: set[str] | None, strict: bool,
+                 limits: L.Limits = L.DEFAULT_LIMITS):
         self.path = path
+        self.limits = limits
         self.registry = registry
         self.supported = supported
         self.strict = strict
@@ -76,12 +79,11 @@ class _Loader:
             self.error("expected text here, found a " + ("mapping" if node.kind == "map" else "list"),
                        node.location)
             return default
-        return self.substitute(str(node.value) if not isinstance(node.value, bool) else str(node.value).lower())
+        return self.substitute(str(node.value) if not isinstance(node.value, bool) else str(node.value).lower(),
+                               node.location)
 
-    def substitute(self, text: str) -> str:
-        for key, value in self.variables.items():
-            text = text.replace(key, value)
-        return text
+    def substitute(self, text: str, where: Location | None) -> str:
+        return L.substitute_variables(text, self.variables, where)
 
     def raw_value(self, node: Node) -> Any:
         """A param value: scalars keep their YAML type (strings get variables); lists stay lists."""
@@ -89,7 +91,7 @@ class _Loader:
             return [self.raw_value(item) for item in node.items]
         if node.kind == "map":
             return node.plain()
-        return self.substitute(node.value) if isinstance(node.value, str) else node.value
+        return self.substitute(node.value, node.location) if isinstance(node.value, str) else node.value
 
     def mapping(self, node: Node | None, what: str) -> Node | None:
         if node is None:
@@ -167,8 +169,10 @@ class _Loader:
             elif name == "modelsdir":
                 meta.models_dir = self.text(value) or None
             elif name == "format":
-                chosen = P.coerce(self.registry.params["format"], self.text(value)) if self.text(value) else "png"
-                meta.format = chosen
+                try:
+                    meta.format = P.coerce(self.registry.params["format"], self.text(value) or "png")
+                except ValueError as err:
+                    self.error(str(err), value.location)
             elif name == "skipinvalid":
                 meta.skip_invalid = _truthy(self.text(value))
             elif name in {P.normalize_key(k): k for k in PAGE_DEFAULTS}:
@@ -221,6 +225,10 @@ class _Loader:
             self.error(f"axis '{key}' is empty; give it at least one value", where)
             return None
         self.check_duplicate_ids(axis)
+        too_many = L.axis_problem(axis, self.limits)
+        if too_many is not None:
+            self.problems.append(too_many)
+            return None
         return axis
 
     def default(self, axis: Axis, node: Node) -> str | None:
@@ -255,9 +263,13 @@ class _Loader:
             items = [str(self.raw_value(item)).strip() for item in node.items]
         else:
             items = split_list(self.text(node))
+        too_many = L.values_over_cap(len(items), self.limits, f"axis '{axis_key}'")
+        if too_many:
+            self.error(too_many, node.location)
+            return []
         if param.kind in ("int", "seed", "float"):
             try:
-                raw_items: list[Any] = expand_numbers(items, integer=param.kind != "float")
+                raw_items: list[Any] = expand_numbers(items, integer=param.kind != "float", limits=self.limits)
             except ValueError as err:
                 self.error(f"axis '{axis_key}': {err}", node.location)
                 return []
@@ -396,6 +408,9 @@ class _Loader:
             if axis is not None:
                 axes[axis.id] = axis  # a spec's own axis replaces an included one of the same id
         spec = GridSpec(self.path, meta, base, list(axes.values()), base_locations)
+        too_many = L.cells_problem(spec.axes, self.limits, axes_entry[0] if axes_entry else Location(self.path, 1, 1))
+        if too_many is not None:
+            self.problems.append(too_many)
         self.check_grid(spec, axes_entry[0] if axes_entry else Location(self.path, 1, 1))
         spec.warnings = self.warnings
         spec.resolved = resolved_form(spec, self.variables)
@@ -454,12 +469,12 @@ def resolved_form(spec: GridSpec, variables: dict[str, str]) -> dict[str, Any]:
 
 def load_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
               registry: P.Registry | None = None, supported: set[str] | None = None,
-              strict: bool = False) -> GridSpec:
+              strict: bool = False, limits: L.Limits = L.DEFAULT_LIMITS) -> GridSpec:
     """Load and validate a grid spec; raises SpecError listing every problem found.
 
     `overrides` are `--set` values that replace base params; `supported` names the params the
-    chosen backend acts on (others warn, or fail with `strict`).
+    chosen backend acts on (others warn, or fail with `strict`); `limits` caps the values per axis and the cells.
     """
     path = Path(path)
-    loader = _Loader(path, registry or P.Registry(), supported, strict)
+    loader = _Loader(path, registry or P.Registry(), supported, strict, limits)
     return loader.load(read_yaml(path), overrides or {})
