@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,9 @@ def execute(prepared: Prepared, options: RunOptions, show_progress: bool = True,
     if options.executor not in EXECUTORS:
         raise GridError(f"unknown executor {options.executor!r}; use one of {', '.join(EXECUTORS)}")
     store = Store(prepared.out_dir, prepared.plan.spec, prepared.plan.random_seed, overwrite=options.overwrite)
+    changed = store.forget_changed(prepared.plan.cells())
+    if changed:
+        print(f"note: {changed}", file=sys.stderr)
     try:
         if options.executor == "ray":
             from gridgen.executors.ray_executor import run_ray

@@ -23,7 +23,7 @@ MAX_TEXT_CHARS = 100_000  # one value after variables are substituted
 @dataclass(frozen=True)
 class Limits:
     max_axis_values: int = 10_000
-    max_cells: int = 100_000
+    max_cells: int = 1_000_000
 
 
 DEFAULT_LIMITS = Limits()
