@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 MAX_TEXT_CHARS = 100_000  # one value after variables are substituted
 
 
+class OverCap(Problem):
+    """A problem that is the spec asking for more than a cap allows (the viewer answers it with 413)."""
+
+
+class CapExceeded(ValueError):
+    """Raised while expanding values, before they are listed, when they would pass a cap."""
+
+
 @dataclass(frozen=True)
 class Limits:
     max_axis_values: int = 10_000
@@ -39,7 +47,7 @@ def values_over_cap(count: int, limits: Limits, what: str) -> str | None:
 
 def axis_problem(axis: Axis, limits: Limits) -> Problem | None:
     message = values_over_cap(len(axis.values), limits, f"axis '{axis.title}'")
-    return Problem(message, axis.location) if message else None
+    return OverCap(message, axis.location) if message else None
 
 
 def cells_problem(axes: list[Axis], limits: Limits, where: Location | None) -> Problem | None:
@@ -53,7 +61,7 @@ def cells_problem(axes: list[Axis], limits: Limits, where: Location | None) -> P
     shown = ", ".join(f"'{axis.title}' ({len(axis.values)} values, line {axis.location.line if axis.location else '?'})"
                       for axis in largest)
     size = f"{count:,}" if count < 10**15 else f"about 10^{len(str(count)) - 1}"
-    return Problem(f"the grid has {size} cells from {len(axes)} axes, more than the cap of {limits.max_cells:,} "
+    return OverCap(f"the grid has {size} cells from {len(axes)} axes, more than the cap of {limits.max_cells:,} "
                    f"cells; the largest axes are {shown}. Remove values or axes, or raise the cap with --max-cells",
                    where)
 
@@ -65,7 +73,7 @@ def substitute_variables(text: str, variables: dict[str, str], where: Location |
             continue
         grown = len(text) + text.count(key) * (len(value) - len(key))
         if grown > MAX_TEXT_CHARS:
-            raise SpecError([Problem(
+            raise SpecError([OverCap(
                 f"substituting the variable '{key[:40]}' makes this value {grown:,} characters long, more than "
                 f"the cap of {MAX_TEXT_CHARS:,}; variables that repeat other variables multiply, so shorten them",
                 where)])

@@ -265,13 +265,14 @@ class _Loader:
             items = split_list(self.text(node))
         too_many = L.values_over_cap(len(items), self.limits, f"axis '{axis_key}'")
         if too_many:
-            self.error(too_many, node.location)
+            self.problems.append(L.OverCap(too_many, node.location))
             return []
         if param.kind in ("int", "seed", "float"):
             try:
                 raw_items: list[Any] = expand_numbers(items, integer=param.kind != "float", limits=self.limits)
             except ValueError as err:
-                self.error(f"axis '{axis_key}': {err}", node.location)
+                found = L.OverCap if isinstance(err, L.CapExceeded) else Problem
+                self.problems.append(found(f"axis '{axis_key}': {err}", node.location))
                 return []
         else:
             raw_items = items

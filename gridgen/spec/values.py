@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 
-from gridgen.spec.limits import DEFAULT_LIMITS, Limits, values_over_cap
+from gridgen.spec.limits import DEFAULT_LIMITS, CapExceeded, Limits, values_over_cap
 
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _RANGE = re.compile(
@@ -50,7 +50,7 @@ def _tidy(value: float, integer: bool) -> int | float:
 def _within_cap(count: int | float, limits: Limits, what: str) -> None:
     message = values_over_cap(math.ceil(count), limits, what)
     if message:
-        raise ValueError(message)
+        raise CapExceeded(message)
 
 
 def _a1111_range(match: re.Match, integer: bool, limits: Limits) -> list[int | float]:

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from gridgen.errors import Location, Problem, SpecError
+from gridgen.spec.limits import OverCap
 
 MAX_SPEC_BYTES = 1 << 20
 MAX_DEPTH = 64
@@ -79,8 +80,8 @@ def _location(path: Path, mark: yaml.Mark | None) -> Location:
     return Location(path, mark.line + 1, mark.column + 1)
 
 
-def _fail(message: str, where: Location) -> SpecError:
-    return SpecError([Problem(message, where)])
+def _fail(message: str, where: Location, over_cap: bool = False) -> SpecError:
+    return SpecError([(OverCap if over_cap else Problem)(message, where)])
 
 
 def _position(text: str, index: int, path: Path) -> Location:
@@ -113,7 +114,7 @@ class _SpecLoader(yaml.SafeLoader):
         try:
             if self.depth > MAX_DEPTH:
                 raise _fail(f"the YAML nests more than {MAX_DEPTH} levels deep; a grid spec needs a few",
-                            _location(self.path, self.peek_event().start_mark))
+                            _location(self.path, self.peek_event().start_mark), over_cap=True)
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -132,7 +133,7 @@ class _Builder:
         self.made += 1
         if self.made > MAX_NODES:
             raise _fail(f"the aliases (*name) here expand to more than {MAX_NODES} values; "
-                        "write the values out or use fewer aliases", where)
+                        "write the values out or use fewer aliases", where, over_cap=True)
         if id(node) in self.open or len(self.open) >= MAX_DEPTH:
             raise _fail("an alias (*name) here refers to a node that contains it, or aliases nest more than "
                         f"{MAX_DEPTH} levels deep; an alias must point at a finished node", where)
@@ -265,7 +266,7 @@ def read_spec_bytes(path: Path, limit: int = MAX_SPEC_BYTES) -> bytes:
         os.close(handle)
     if size > limit:
         raise _fail(f"the file is larger than {limit // 1024} KiB, more than any grid spec needs; "
-                    "split it with `include:`", where)
+                    "split it with `include:`", where, over_cap=True)
     return b"".join(chunks)
 
 

@@ -24,9 +24,11 @@ from gridgen.errors import GridError, Location, Problem, SpecError
 from gridgen.resources import data_dir
 from gridgen.runner import Prepared, RunOptions, peek_backend, prepare
 from gridgen.spec import load_spec
+from gridgen.spec.limits import OverCap
 from gridgen.spec.model import GridSpec
 from gridgen.spec.yamlnodes import Node, read_yaml
 from gridgen.tiny import TINY_MODEL_NAME, tiny_folder
+from gridgen.viewer import boundary
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -36,11 +38,13 @@ MAX_INCLUDE_DEPTH = 10
 
 
 class SubmissionError(Exception):
-    """The spec cannot run; `problems` are lines to show the user."""
+    """The spec cannot run; `problems` are lines to show the user. `too_large`: it asks for more than a cap
+    allows (values, cells, aliases, bytes), which the API answers with 413."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], too_large: bool = False):
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.too_large = too_large
 
 
 @dataclass
@@ -177,8 +181,9 @@ def _models_dir(spec: GridSpec, options: RunOptions) -> Path | None:
 
 
 def _params_problems(spec: GridSpec, registry: P.Registry, options: RunOptions, allowed: list[Path]) -> list[Problem]:
-    """Every path-valued param the spec sets: the grid's params and each axis value. gridgen's own
-    defaults are not the sender's choice (the embedded models, ELLA's usual T5 id) and are not checked."""
+    """Every path-valued param the spec sets, and every path hidden in another param's value (see
+    `boundary`): the grid's params and each axis value. gridgen's own defaults are not the sender's
+    choice (the embedded models, ELLA's usual T5 id) and are not checked."""
     kinds = {param.name: param.kind for param in registry if param.kind in ("path", "model")}
     models_dir = _models_dir(spec, options)
     layers: list[tuple[dict[str, Any], dict[str, Location]]] = [(spec.base_params, spec.base_locations)]
@@ -187,12 +192,20 @@ def _params_problems(spec: GridSpec, registry: P.Registry, options: RunOptions, 
     for params, locations in layers:
         for name, values in params.items():
             for value in values if isinstance(values, list) else [values]:  # accumulating params hold lists
-                if name not in kinds or value is None or (name, str(value)) in seen:
+                if value is None:
                     continue
-                seen.add((name, str(value)))
-                reason = path_problem(name, kinds[name], str(value).strip(), spec.folder, models_dir, allowed)
-                if reason:
-                    problems.append(Problem(reason, locations.get(name)))
+                direct = [(name, kinds[name], str(value).strip())] if name in kinds else []
+                for param, kind, wanted in direct + list(boundary.hidden_paths(name, value)):
+                    if (param, wanted) in seen:
+                        continue
+                    seen.add((param, wanted))
+                    reason = path_problem(param, kind, wanted, spec.folder, models_dir, allowed)
+                    if reason:
+                        problems.append(Problem(reason, locations.get(name)))
+    folders = [spec.folder / "wildcards", *([models_dir / "wildcards"] if models_dir else [])]
+    problems += boundary.wildcard_problems(spec, folders, allowed, _under)
+    if options.models_dir is None:  # the viewer's models folder, when it has one, replaces the spec's
+        problems += [p for p in [boundary.models_dir_problem(spec, allowed, _under)] if p]
     return problems
 
 
@@ -206,36 +219,48 @@ def _shown(problem: Problem, temp: Path, filename: str) -> str:
     return str(Problem(problem.message.replace(str(temp), filename), location, problem.severity))
 
 
-def check(text: str, filename: str, name: str, root: Path, models_dir: Path | None) -> Checked:
-    """Validate a browser-submitted spec that renders to `root/name`; raises SubmissionError.
-
-    On success the caller owns `prepared` (execute it, or close its backend)."""
-    root = root.resolve()
-    allowed = [root] + ([models_dir.resolve()] if models_dir else [])
-    temp = root / f".gridgen-spec-{uuid.uuid4().hex}.yaml"
-    options = RunOptions(out=root / name, models_dir=str(models_dir) if models_dir else None)
+def write_temp(text: str, root: Path) -> Path:
+    """The spec written to a hidden file in `root`, where its relative paths resolve; raises SubmissionError."""
+    temp = root.resolve() / f".gridgen-spec-{uuid.uuid4().hex}.yaml"
     try:
         temp.write_text(text, encoding="utf-8")
     except OSError as err:
         raise SubmissionError([f"cannot write the spec under the root to check it: {err.strerror or err}"]) from None
+    return temp
 
-    def refuse(problems: list[Problem]) -> SubmissionError:
-        return SubmissionError([_shown(p, temp, filename) for p in problems])
 
+def check(text: str, filename: str, name: str, root: Path, models_dir: Path | None) -> Checked:
+    """Validate a browser-submitted spec that renders to `root/name`; raises SubmissionError.
+
+    On success the caller owns `prepared` (execute it, or close its backend)."""
+    temp = write_temp(text, root)
     try:
-        try:
-            problems = _include_problems(read_yaml(temp), root, allowed + [data_dir("axes").resolve()])
-            if problems:
-                raise refuse(problems)
-            spec, registry = _loaded(temp, options)
-            problems = _params_problems(spec, registry, options, allowed)
-            if problems:
-                raise refuse(problems)
-            prepared = prepare(temp, options)
-        except SpecError as err:
-            raise refuse(err.problems) from None
-        except GridError as err:
-            raise SubmissionError([str(err).replace(str(temp), filename)]) from None
-        return Checked(prepared, options, [_shown(p, temp, filename) for p in prepared.warnings])
+        return check_file(temp, filename, name, root, models_dir)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def check_file(temp: Path, filename: str, name: str, root: Path, models_dir: Path | None) -> Checked:
+    """`check` of a spec already written by `write_temp`; the caller removes the file."""
+    root = root.resolve()
+    allowed = [root] + ([models_dir.resolve()] if models_dir else [])
+    options = RunOptions(out=root / name, models_dir=str(models_dir) if models_dir else None)
+
+    def refuse(problems: list[Problem]) -> SubmissionError:
+        return SubmissionError([_shown(p, temp, filename) for p in problems],
+                               too_large=any(isinstance(p, OverCap) for p in problems))
+
+    try:
+        problems = _include_problems(read_yaml(temp), root, allowed + [data_dir("axes").resolve()])
+        if problems:
+            raise refuse(problems)
+        spec, registry = _loaded(temp, options)
+        problems = _params_problems(spec, registry, options, allowed)
+        if problems:
+            raise refuse(problems)
+        prepared = prepare(temp, options)
+    except SpecError as err:
+        raise refuse(err.problems) from None
+    except GridError as err:
+        raise SubmissionError([str(err).replace(str(temp), filename)]) from None
+    return Checked(prepared, options, [_shown(p, temp, filename) for p in prepared.warnings])
