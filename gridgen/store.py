@@ -30,7 +30,7 @@ from PIL import Image
 from gridgen import explorer
 from gridgen.backends.base import Result
 from gridgen.fsutil import append_line, atomic_write_bytes, atomic_write_text
-from gridgen.metadata import a1111_parameters, encode_image
+from gridgen.metadata import a1111_parameters, encode_image, portable_paths
 from gridgen.spec.model import GridSpec
 
 if TYPE_CHECKING:
@@ -144,7 +144,8 @@ class Store:
         fmt = params.get("format") or self.spec.meta.format
         image = result.image.convert("RGB")
         parameters = a1111_parameters(params, result.metadata)
-        record = {"key": cell.key, "coords": list(cell.coords), "params": params, "metadata": result.metadata}
+        record = {"key": cell.key, "coords": list(cell.coords), "params": params,
+                  "metadata": portable_paths(result.metadata, [self.spec.folder.resolve()])}
         atomic_write_bytes(self.out_dir / cell.image_path, encode_image(image, fmt, parameters, record))
         thumb = image.copy()
         thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
