@@ -143,9 +143,15 @@ def test_not_a_regular_file_is_refused_without_reading(tmp_path, capsys):
 
 
 def test_a_spec_over_the_size_limit_is_refused(tmp_path, capsys):
-    code, lines, path = _validate(tmp_path, capsys, BASE + "axes:\n  seed: 1\n" + "# padding\n" * 200_000)
-    assert code == 2 and lines == [f"{path}: the file is larger than 1024 KiB, more than any grid spec needs; "
+    code, lines, path = _validate(tmp_path, capsys, BASE + "axes:\n  seed: 1\n" + "# padding\n" * 60_000)
+    assert code == 2 and lines == [f"{path}: the file is larger than 512 KiB, more than any grid spec needs; "
                                    "split it with `include:`"]
+
+
+def test_a_spec_with_too_many_nodes_is_refused_while_parsing(tmp_path, capsys):
+    code, lines, path = _validate(tmp_path, capsys, BASE + "axes:\n  seed: [" + ", ".join(["1"] * 60_000) + "]\n")
+    assert code == 2 and "more than 50,000 values" in lines[0]
+    _located(lines, path, 4)
 
 
 def test_the_caps_can_be_raised_by_those_who_mean_it(tmp_path, capsys):

@@ -9,8 +9,8 @@ and memory linear in its size and every refusal is a located `SpecError`:
 - `read_yaml` opens regular files only (never a FIFO or a device) and reads at most
   `MAX_SPEC_BYTES`; the text must be UTF-8 (or carry a UTF-16 byte-order mark) without control
   characters;
-- nesting deeper than `MAX_DEPTH`, an alias that contains itself, and aliases that expand to more
-  than `MAX_NODES` nodes (an "alias bomb") are refused;
+- nesting deeper than `MAX_DEPTH`, more than `MAX_NODES` nodes, an alias that contains itself, and
+  aliases that expand to more than `MAX_NODES` nodes (an "alias bomb") are refused;
 - scalars follow the YAML 1.2 core schema (`1:30` is text, not 90; `yes` is text, not true; only
   decimal numbers are numbers), and an explicit tag is either one of the core types, whose text
   must then fit it, or refused.
@@ -31,9 +31,9 @@ import yaml
 from gridgen.errors import Location, Problem, SpecError
 from gridgen.spec.limits import OverCap
 
-MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_BYTES = 512 * 1024
 MAX_DEPTH = 64
-MAX_NODES = 200_000
+MAX_NODES = 50_000  # values, keys, lists and mappings of one file, aliases expanded: a big spec has a few thousand
 _LARGEST_NUMBER = 2**64
 
 _TAG = "tag:yaml.org,2002:"
@@ -96,6 +96,7 @@ class _SpecLoader(yaml.SafeLoader):
         super().__init__(text)
         self.path = path
         self.depth = 0
+        self.composed = 0
 
     def resolve(self, kind, value, implicit):
         if kind is yaml.ScalarNode and implicit[0]:
@@ -111,7 +112,12 @@ class _SpecLoader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):
         self.depth += 1
+        self.composed += 1
         try:
+            if self.composed > MAX_NODES:
+                raise _fail(f"the YAML holds more than {MAX_NODES:,} values, lists and mappings, more than any grid "
+                            "spec needs; write ranges like 1-100 instead of long lists",
+                            _location(self.path, self.peek_event().start_mark), over_cap=True)
             if self.depth > MAX_DEPTH:
                 raise _fail(f"the YAML nests more than {MAX_DEPTH} levels deep; a grid spec needs a few",
                             _location(self.path, self.peek_event().start_mark), over_cap=True)
@@ -132,7 +138,7 @@ class _Builder:
         where = _location(self.path, node.start_mark)
         self.made += 1
         if self.made > MAX_NODES:
-            raise _fail(f"the aliases (*name) here expand to more than {MAX_NODES} values; "
+            raise _fail(f"the aliases (*name) here expand to more than {MAX_NODES:,} values; "
                         "write the values out or use fewer aliases", where, over_cap=True)
         if id(node) in self.open or len(self.open) >= MAX_DEPTH:
             raise _fail("an alias (*name) here refers to a node that contains it, or aliases nest more than "
