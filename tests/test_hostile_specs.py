@@ -14,7 +14,6 @@ import pytest
 from gridgen.cli import main
 from gridgen.errors import SpecError
 from gridgen.spec import load_spec
-from gridgen.spec.limits import Limits
 from tests.spec_helpers import problems_of
 
 BASE = "grid:\n  params: {model: gridgen-tiny, steps: 2, width: 32, height: 32}\n"
@@ -165,6 +164,8 @@ def test_the_caps_can_be_raised_by_those_who_mean_it(tmp_path, capsys):
 
 
 def test_caps_count_ranges_before_listing_them(tmp_path):
+    from gridgen.spec.limits import Limits
+
     path = tmp_path / "spec.yaml"
     path.write_text(BASE + "axes:\n  seed: 1-1000000000000, 5\n  cfg_scale: 1, 2, ..., 1000000000000\n")
     messages = [p.message for p in problems_of(path, limits=Limits(max_axis_values=100))]
