@@ -26,6 +26,10 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
         if not sep or not name.strip():
             problems.append(Problem(f"--set expects key=value, got {pair!r}", Location(None)))
             continue
+        if not pair.isprintable() or any("\ud800" <= char <= "\udfff" for char in pair):
+            problems.append(Problem(f"--set {name.strip()!r}: the value holds control characters or bytes that are "
+                                    "not UTF-8 text", Location(None)))
+            continue
         overrides[name.strip()] = value.strip()
     if problems:
         raise SpecError(problems)

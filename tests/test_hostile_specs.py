@@ -196,3 +196,11 @@ def test_validation_error_reports_every_problem_not_a_traceback(tmp_path):
     with pytest.raises(SpecError) as raised:
         load_spec(path)
     assert raised.value.problems[0].location.line == 4
+
+
+def test_set_values_that_are_not_text_are_refused(tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(BASE + "axes:\n  seed: 1\n")
+    for value in ("prompt=\udcff", "prompt=a\x00b"):
+        assert main(["validate", str(path), "--set", value]) == 2
+        assert "not UTF-8 text" in capsys.readouterr().err
