@@ -20,7 +20,7 @@ from gridgen.backends.base import BackendContext
 from gridgen.errors import GridError, Problem, SpecError
 from gridgen.plan import Plan, make_plan
 from gridgen.spec import load_spec
-from gridgen.spec.limits import DEFAULT_LIMITS, Limits
+from gridgen.spec.limits import DEFAULT_LIMITS, Limits, OverCap
 from gridgen.store import Store, previous_random_seed
 
 EXECUTORS = ("local", "ray")
@@ -79,9 +79,21 @@ def peek_backend(spec_path: Path) -> str:
     return str(node.value)
 
 
+def refuse_over_caps(spec_path: Path, options: RunOptions) -> None:
+    """Raise the spec's cap problems (too many values, cells, aliases), found with gridgen's own params
+    before the backend, and the libraries it imports, load; other problems wait for the full check."""
+    try:
+        load_spec(spec_path, overrides=options.overrides, limits=options.limits)
+    except SpecError as err:
+        over = [problem for problem in err.problems if isinstance(problem, OverCap)]
+        if over:
+            raise SpecError(over) from None
+
+
 def prepare(spec_path: Path, options: RunOptions) -> Prepared:
     """Load, plan and validate; raises SpecError listing every problem found, before any model loads."""
     spec_path = Path(spec_path)
+    refuse_over_caps(spec_path, options)
     registry = P.Registry()
     context = BackendContext(spec_dir=spec_path.parent.resolve(), device=options.device, dtype=options.dtype,
                              max_batch=options.batch_size, compile=options.compile,
