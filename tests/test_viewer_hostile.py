@@ -115,6 +115,9 @@ def test_a_check_past_its_memory_or_time_limit_is_killed_and_leaves_no_temp_file
     state.check_timeout_s = 120
     assert _submit(client, spec_text(), "fine").status_code == 201  # the server still answers
     state.shutdown()
+    (root / ".gridgen-spec-0123.yaml").write_text("left by a server killed mid-check")
+    get_state(make_app(root, token=TOKEN, allow_runs=True)).shutdown()
+    assert not list(root.glob(".gridgen-spec-*"))
 
 
 @pytest.mark.parametrize("broken", [
