@@ -72,6 +72,12 @@ def test_models_dir_and_wildcard_files_outside_the_root_are_refused(root, runs_c
     nested = spec_text().replace("prompt: a red circle", "prompt: a __inner__ circle")
     _refused_for_leaving_the_root(_submit(runs_client, nested, "nested"), "nested wildcard")
     assert not any("the secret line" in p.read_text(errors="replace") for p in root.rglob("*.json"))
+    # an embedding named in a prompt, found in the root's embeddings/ but linking elsewhere
+    (root / "embeddings").mkdir()
+    (elsewhere / "secret-style.pt").write_bytes(b"x")
+    os.symlink(elsewhere / "secret-style.pt", root / "embeddings" / "secret-style.pt")
+    styled = spec_text().replace("prompt: a red circle", "prompt: a red circle in secret-style")
+    _refused_for_leaving_the_root(_submit(runs_client, styled, "styled"), "linked embedding")
     # a wildcard file that really is under the root is fine
     (root / "wildcards" / "secret.txt").unlink()
     (root / "wildcards" / "secret.txt").write_text("a public line\n")

@@ -8,8 +8,9 @@ in `specs`; this module finds the paths hidden elsewhere, so the same check cove
   `on`, which names the official file);
 - A1111 `<lora:name:weight>` tags in the prompts, which become `lora` values;
 - the spec's own `models_dir:`, which moves where bare names, wildcards and networks are found;
-- wildcard files (`__name__` in a prompt, and the wildcards their lines name), read from the
-  `wildcards/` folders, whose entries may be links to anywhere.
+- wildcard files (`__name__` in a prompt, and the wildcards their lines name) and embeddings a
+  prompt names, read from the `wildcards/` and `embeddings/` folders, whose entries may be links to
+  anywhere.
 """
 
 from __future__ import annotations
@@ -99,6 +100,22 @@ def wildcard_problems(spec: GridSpec, folders: list[Path], allowed: list[Path], 
                                                 "and the models folder", locations.get(field)))
                         continue
                     pending.extend(_read_lines(found))
+    return problems
+
+
+def embedding_problems(spec: GridSpec, offered: dict[str, Path], allowed: list[Path], under: Under) -> list[Problem]:
+    """Embeddings a prompt names are read from the embeddings folders, whose entries may link anywhere:
+    each one `offered` (by name) that a prompt of the spec names must resolve under `allowed`."""
+    outside = {name: path for name, path in offered.items() if not under(path, allowed)}
+    problems: list[Problem] = []
+    layers = [(spec.base_params, spec.base_locations)]
+    layers += [(value.params, value.param_locations) for axis in spec.axes for value in axis.values]
+    for params, locations in layers:
+        for field in _PROMPTS:
+            text = str(params.get(field) or "")
+            for name in [name for name in outside if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.I)]:
+                problems.append(Problem(f"embedding '{name}' is {outside.pop(name)}, which leads outside the root and "
+                                        "the models folder", locations.get(field)))
     return problems
 
 

@@ -204,6 +204,8 @@ def _params_problems(spec: GridSpec, registry: P.Registry, options: RunOptions, 
                         problems.append(Problem(reason, locations.get(name)))
     folders = [spec.folder / "wildcards", *([models_dir / "wildcards"] if models_dir else [])]
     problems += boundary.wildcard_problems(spec, folders, allowed, _under)
+    offered = embeddings.available(embeddings.folders(spec.folder, models_dir))
+    problems += boundary.embedding_problems(spec, offered, allowed, _under)
     if options.models_dir is None:  # the viewer's models folder, when it has one, replaces the spec's
         problems += [p for p in [boundary.models_dir_problem(spec, allowed, _under)] if p]
     return problems
