@@ -56,10 +56,11 @@ def portable_paths(value: Any, roots: list[Path]) -> Any:
         return [portable_paths(item, roots) for item in value]
     if not isinstance(value, str) or not os.path.isabs(value) or "\n" in value:
         return value
+    for path in (Path(value), Path(value).resolve()):
+        for root in roots:
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix() or "."
     path = Path(value)
-    for root in roots:
-        if path.is_relative_to(root):
-            return path.relative_to(root).as_posix() or "."
     hub = next((part for part in path.parts if part.startswith("models--")), None)
     if hub is not None:
         return hub.removeprefix("models--").replace("--", "/")

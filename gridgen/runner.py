@@ -52,6 +52,7 @@ class Prepared:
     plan: Plan
     warnings: list[Problem]
     out_dir: Path
+    models_dir: Path | None = None
 
 
 def _models_dir(options: RunOptions, spec_dir: Path, from_spec: str | None) -> Path | None:
@@ -115,7 +116,7 @@ def prepare(spec_path: Path, options: RunOptions) -> Prepared:
                     if p.severity == "warning" else p for p in problems]
     if any(p.severity == "error" for p in problems):
         raise SpecError(problems)
-    return Prepared(plan, problems, out_dir)
+    return Prepared(plan, problems, out_dir, context.models_dir)
 
 
 def execute(prepared: Prepared, options: RunOptions, show_progress: bool = True,
@@ -123,7 +124,8 @@ def execute(prepared: Prepared, options: RunOptions, show_progress: bool = True,
     """Render every cell not yet on disk; `stop` (or Ctrl-C) ends the run after the batch(es) in flight."""
     if options.executor not in EXECUTORS:
         raise GridError(f"unknown executor {options.executor!r}; use one of {', '.join(EXECUTORS)}")
-    store = Store(prepared.out_dir, prepared.plan.spec, prepared.plan.random_seed, overwrite=options.overwrite)
+    store = Store(prepared.out_dir, prepared.plan.spec, prepared.plan.random_seed, overwrite=options.overwrite,
+                  models_dir=prepared.models_dir)
     changed = store.forget_changed(prepared.plan.cells())
     if changed:
         print(f"note: {changed}", file=sys.stderr)

@@ -87,8 +87,11 @@ def previous_random_seed(out_dir: Path) -> int | None:
 class Store:
     """The output folder of one grid run. `write` may be called from several threads."""
 
-    def __init__(self, out_dir: Path, spec: GridSpec, random_seed: int, overwrite: bool = False):
+    def __init__(self, out_dir: Path, spec: GridSpec, random_seed: int, overwrite: bool = False,
+                 models_dir: Path | None = None):
         self.out_dir = Path(out_dir)
+        # Paths in image metadata are recorded relative to these (the machine's own paths stay private).
+        self.path_roots = [spec.folder.resolve(), *([Path(models_dir).resolve()] if models_dir else [])]
         self.spec = spec
         self.random_seed = random_seed
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +148,7 @@ class Store:
         image = result.image.convert("RGB")
         parameters = a1111_parameters(params, result.metadata)
         record = {"key": cell.key, "coords": list(cell.coords), "params": params,
-                  "metadata": portable_paths(result.metadata, [self.spec.folder.resolve()])}
+                  "metadata": portable_paths(result.metadata, self.path_roots)}
         atomic_write_bytes(self.out_dir / cell.image_path, encode_image(image, fmt, parameters, record))
         thumb = image.copy()
         thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
