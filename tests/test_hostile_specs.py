@@ -204,3 +204,20 @@ def test_set_values_that_are_not_text_are_refused(tmp_path, capsys):
     for value in ("prompt=\udcff", "prompt=a\x00b"):
         assert main(["validate", str(path), "--set", value]) == 2
         assert "not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "weights.pt", "broken.bin", "checkpoint.bin"])
+def test_a_file_that_is_not_lora_weights_fails_validation(tmp_path, capsys, name):
+    import torch
+
+    file = tmp_path / name
+    if name == "checkpoint.bin":
+        torch.save({"model.diffusion_model.conv.weight": torch.zeros(2)}, file)  # weights, but no LoRA keys
+    else:
+        file.write_bytes(b"not weights")
+    body = f"grid:\n  params: {{model: gridgen-tiny, steps: 1, width: 32, height: 32, lora: {name}}}\n" \
+           "axes:\n  seed: 1\n"
+    code, lines, path = _validate(tmp_path, capsys, body)
+    assert code == 2
+    _located(lines, path, 2)
+    assert any(name in text for text in lines), lines
