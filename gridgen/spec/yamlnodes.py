@@ -33,7 +33,7 @@ from gridgen.spec.limits import OverCap
 
 MAX_SPEC_BYTES = 512 * 1024
 MAX_DEPTH = 64
-MAX_NODES = 50_000  # values, keys, lists and mappings of one file, aliases expanded: a big spec has a few thousand
+MAX_NODES = 20_000  # values, keys, lists and mappings of one file, aliases expanded: a big spec has a few thousand
 _LARGEST_NUMBER = 2**64
 
 _TAG = "tag:yaml.org,2002:"
