@@ -11,16 +11,19 @@ TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch torchv
 
 .PHONY: install demo test lint clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile tests/plugin_backend/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test]" "einops>=0.7"
+	# A second backend from its own package, which the tests plug in through the entry point.
+	$(PY) -m pip install --quiet -e tests/plugin_backend
 	# Both declare torchvision, which would replace the CPU torch with a multi-GB CUDA build. Single-file
 	# checkpoints only read the CLIP BPE vocabulary open-clip-torch ships; spandrel's upscalers run
-	# without torchvision (gridgen imports spandrel with a stand-in for it when it is missing).
+	# without torchvision (gridgen imports spandrel with a stand-in for it when it is missing). Installed
+	# last and with --no-deps, so pip's resolver never reports the torchvision they declare; a later
+	# `pip install` in this venv prints "spandrel requires torchvision, which is not installed": expected.
 	$(PY) -m pip install --quiet --no-deps "open-clip-torch==3.3.0" "spandrel==0.4.2"
-	$(PY) -m pip install --quiet "einops>=0.7"
 	touch $@
 
 install: $(VENV)/.installed

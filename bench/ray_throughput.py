@@ -75,7 +75,7 @@ def timed(spec: Path, out: Path, options: RunOptions, warm_images: int, runner) 
     store = TimedStore(out, prepared.plan.spec, prepared.plan.random_seed, overwrite=True)
     started = time.perf_counter()
     try:
-        summary = runner(prepared.plan, store)
+        summary = runner(prepared, store)
     finally:
         prepared.plan.backend.close()
     wall = time.perf_counter() - started
@@ -91,14 +91,15 @@ def ray_rate(spec: Path, out: Path, batch: int, workers: int, gpus_per_worker: f
              dtype: str = "auto") -> Rate:
     options = RunOptions(out=out, batch_size=batch, device=device, dtype=dtype, executor="ray", workers=workers,
                          gpus_per_worker=gpus_per_worker, overwrite=True)
-    return timed(spec, out, options, batch * workers, lambda plan, store: run_ray(
-        plan, store, options, workers=workers, gpus_per_worker=gpus_per_worker, show_progress=False))
+    return timed(spec, out, options, batch * workers, lambda prepared, store: run_ray(
+        prepared.plan, store, prepared.context, workers=workers, gpus_per_worker=gpus_per_worker,
+        show_progress=False))
 
 
 def local_rate(spec: Path, out: Path, batch: int, device: str, dtype: str) -> Rate:
     options = RunOptions(out=out, batch_size=batch, device=device, dtype=dtype, overwrite=True)
-    return timed(spec, out, options, batch, lambda plan, store: run_local(plan, store, max_batch=batch,
-                                                                          show_progress=False))
+    return timed(spec, out, options, batch, lambda prepared, store: run_local(prepared.plan, store, max_batch=batch,
+                                                                              show_progress=False))
 
 
 def main() -> int:

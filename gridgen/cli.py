@@ -43,6 +43,7 @@ def _options(args) -> RunOptions:
                       overwrite=getattr(args, "overwrite", False), compile=getattr(args, "compile", False),
                       channels_last=getattr(args, "channels_last", False),
                       cpu_shards=getattr(args, "cpu_shards", 0),
+                      cache_bytes=int(getattr(args, "cache_mb", 1024) * 2**20),
                       executor=getattr(args, "executor", "local"), ray_address=getattr(args, "ray_address", None),
                       gpus_per_worker=getattr(args, "gpus_per_worker", 1.0), workers=getattr(args, "workers", None),
                       limits=Limits(max_axis_values=args.max_axis_values, max_cells=args.max_cells))
@@ -64,6 +65,8 @@ def _print_problems(problems: list[Problem]) -> None:
 
 
 def cmd_validate(args) -> int:
+    if args.json:
+        return _validate_json(args)
     prepared = prepare(Path(args.spec), _options(args))
     plan = prepared.plan
     _print_problems(prepared.warnings)
@@ -71,6 +74,29 @@ def cmd_validate(args) -> int:
     print(f"{args.spec}: ok, {plan.total} cells ({plan.total - skipped} to render, {skipped} skipped), "
           f"{len(plan.spec.axes)} axes")
     return EXIT_OK
+
+
+def _validate_json(args) -> int:
+    """Print the expanded grid and every problem as JSON (see gridgen/spec/report.py); exit 2 on errors."""
+    import json
+
+    from gridgen.spec import load_spec
+    from gridgen.spec.report import grid_report
+
+    try:
+        prepared = prepare(Path(args.spec), _options(args))
+        spec, problems = prepared.plan.spec, prepared.warnings
+    except SpecError as err:
+        problems, spec = err.problems, None
+        try:  # the backend's checks failed (a missing model): the grid itself may still be shown
+            spec = load_spec(args.spec, overrides=_parse_sets(args.set or []))
+        except GridError:
+            pass
+    except GridError as err:  # an unknown backend, say: still one JSON document
+        problems, spec = [Problem(str(err), None)], None
+    report = grid_report(str(args.spec), spec, problems)
+    print(json.dumps(report, ensure_ascii=False, indent=1))
+    return EXIT_OK if report["ok"] else EXIT_BAD_INPUT
 
 
 def cmd_run(args) -> int:
@@ -176,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE (worth it on CUDA)")
     run.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on recent GPUs)")
+    run.add_argument("--cache-mb", type=float, default=1024, metavar="MB",
+                     help="memory for stage outputs kept across cells (base images, depth maps, masks); past it, "
+                          "they spill to the output folder's .cache/ (default: 1024)")
     run.add_argument("--cpu-shards", type=int, default=0, metavar="N",
                      help="on the CPU, run each UNet batch as N slices on single-threaded workers "
                           "(default: one per core torch uses; 1: off)")
@@ -186,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs each ray worker holds (0: CPU workers)")
     run.add_argument("--workers", type=_positive, help="ray workers to start (default: one per GPU, or one per 2 CPUs)")
     run.set_defaults(func=cmd_run)
-    spec_command("validate", "check a grid spec without rendering").set_defaults(func=cmd_validate)
+    validate = spec_command("validate", "check a grid spec without rendering")
+    validate.add_argument("--json", action="store_true",
+                          help="print the expanded grid (axes, values, cell counts, problems) as JSON")
+    validate.set_defaults(func=cmd_validate)
     sub.add_parser("params", help="list every parameter").set_defaults(func=cmd_params)
     html = sub.add_parser("html", help="rebuild index.html and data.js of an output folder")
     html.add_argument("outdir")

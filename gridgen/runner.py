@@ -1,8 +1,9 @@
 """One grid run from a spec file to a finished output folder: the steps the CLI, the viewer's
 run queue and the executors share.
 
-`prepare` loads the spec, picks the backend, plans and validates without loading a model;
-`execute` renders what is not yet on disk through the chosen executor.
+`prepare` reads the spec's grid settings, resolves the run's folders once, builds the backend with that
+complete context, then loads, plans and validates the spec without loading a model; `execute` renders
+what is not yet on disk through the chosen executor.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 
 from gridgen import params as P
 from gridgen.backends import available_backends, load_backend
-from gridgen.backends.base import BackendContext
+from gridgen.backends.base import Backend, BackendContext
 from gridgen.errors import GridError, Problem, SpecError
 from gridgen.plan import Plan, make_plan
-from gridgen.spec import load_spec
+from gridgen.spec import GridMeta, GridSpec, load_spec, read_meta
 from gridgen.spec.limits import DEFAULT_LIMITS, Limits, OverCap
 from gridgen.store import Store, previous_random_seed
 
@@ -35,6 +36,7 @@ class RunOptions:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 8
+    cache_bytes: int = 1 << 30  # in-memory budget of the stage cache; the rest spills to the output folder
     strict: bool = False
     overwrite: bool = False
     compile: bool = False
@@ -49,35 +51,35 @@ class RunOptions:
 
 @dataclass
 class Prepared:
+    """A run ready to render: its plan (with the backend), the problems found, and the complete context
+    the backend was built with, which executors hand on (Ray workers build their own backends from it)."""
+
     plan: Plan
     warnings: list[Problem]
-    out_dir: Path
-    models_dir: Path | None = None
+    context: BackendContext
+
+    @property
+    def out_dir(self) -> Path:
+        return self.context.out_dir
 
 
-def _models_dir(options: RunOptions, spec_dir: Path, from_spec: str | None) -> Path | None:
-    if options.models_dir:
-        return Path(options.models_dir)
-    if os.environ.get("GRIDGEN_MODELS_DIR"):
-        return Path(os.environ["GRIDGEN_MODELS_DIR"])
-    if from_spec:
-        return Path(from_spec) if Path(from_spec).is_absolute() else spec_dir / from_spec
-    return None
+@dataclass
+class Opened:
+    """A spec loaded with its backend's params, the backend built with the run's complete context."""
+
+    spec: GridSpec
+    registry: P.Registry
+    backend: Backend
+    context: BackendContext
 
 
-def peek_backend(spec_path: Path) -> str:
-    """The `backend:` a spec asks for, read before validation (validation needs the backend)."""
-    from gridgen.spec.yamlnodes import read_yaml
-
-    root = read_yaml(spec_path)
-    grid = root.get("grid") if root.kind == "map" else None
-    node = grid.get("backend") if grid is not None and grid.kind == "map" else None
-    if node is None or node.kind != "scalar" or not node.value:
-        return "diffusers"
-    if str(node.value) not in available_backends():
-        names = ", ".join(available_backends())
-        raise SpecError([Problem(f"unknown backend {node.value!r}; use one of: {names}", node.location)])
-    return str(node.value)
+def models_dir(options: RunOptions, spec_dir: Path, meta: GridMeta) -> Path | None:
+    """The run's models folder: --models-dir, else $GRIDGEN_MODELS_DIR, else the spec's `models_dir:`
+    (relative to the spec's folder), else none."""
+    chosen = options.models_dir or os.environ.get("GRIDGEN_MODELS_DIR") or meta.models_dir
+    if not chosen:
+        return None
+    return Path(chosen) if Path(chosen).is_absolute() else spec_dir / chosen
 
 
 def refuse_over_caps(spec_path: Path, options: RunOptions) -> None:
@@ -90,33 +92,80 @@ def refuse_over_caps(spec_path: Path, options: RunOptions) -> None:
         if over:
             raise SpecError(over) from None
 
+def out_dir(options: RunOptions, spec_path: Path, meta: GridMeta) -> Path:
+    """The run's output folder: --out, else the spec's `outpath:` (relative to its folder), else out/<spec name>."""
+    if options.out:
+        return Path(options.out)
+    return spec_path.parent / meta.outpath if meta.outpath else Path("out") / spec_path.stem
+
+
+def backend_context(spec_path: Path, options: RunOptions, meta: GridMeta) -> BackendContext:
+    """Everything the backend is told about the run, resolved before it is built and never changed after."""
+    return BackendContext(spec_dir=spec_path.parent.resolve(), out_dir=out_dir(options, spec_path, meta),
+                          models_dir=models_dir(options, spec_path.parent, meta), device=options.device,
+                          dtype=options.dtype, max_batch=options.batch_size, cache_bytes=options.cache_bytes,
+                          compile=options.compile, channels_last=options.channels_last,
+                          cpu_shards=options.cpu_shards)
+
+
+def open_spec(spec_path: Path, options: RunOptions) -> Opened:
+    """Read the spec's grid settings, build its backend with the complete context, then load the spec with
+    the backend's params; raises SpecError listing every problem found, before any model loads."""
+    spec_path = Path(spec_path)
+    meta = read_meta(spec_path)
+    context = backend_context(spec_path, options, meta)
+    name = options.backend or meta.backend or "diffusers"
+    if not options.backend and name not in available_backends():
+        raise _unknown_backend(spec_path, name)
+    backend = load_backend(name, context)
+    try:
+        registry = P.Registry()
+        extras = backend.extra_params()
+        for extra in extras:
+            registry.add(extra)
+        supported = set(backend.supported_params()) | {extra.name for extra in extras}
+        spec = load_spec(spec_path, overrides=options.overrides, registry=registry, supported=supported,
+                         strict=options.strict, limits=options.limits)
+    except BaseException:
+        backend.close()
+        raise
+    return Opened(spec, registry, backend, context)
+
+
+def plan_spec(opened: Opened, options: RunOptions) -> Prepared:
+    """Plan and validate an opened spec; raises SpecError listing every problem found (closing the backend)."""
+    try:
+        seed = None if options.overwrite else previous_random_seed(opened.context.out_dir)
+        plan = make_plan(opened.spec, opened.backend, opened.registry,
+                         seed if seed is not None else random.randrange(2**32))
+        problems = list(opened.spec.warnings) + plan.validate()
+        if options.strict:
+            problems = [Problem(f"{p.message} (an error because of --strict)", p.location)
+                        if p.severity == "warning" else p for p in problems]
+        if any(p.severity == "error" for p in problems):
+            raise SpecError(problems)
+    except BaseException:
+        opened.backend.close()
+        raise
+    return Prepared(plan, problems, opened.context)
+
+
+def _unknown_backend(spec_path: Path, name: str) -> SpecError:
+    """The spec's `backend:` names no installed backend: a problem located at that line."""
+    from gridgen.spec.yamlnodes import read_yaml
+
+    root = read_yaml(spec_path)
+    grid = root.get("grid") if root.kind == "map" else None
+    node = grid.get("backend") if grid is not None and grid.kind == "map" else None
+    where = node.location if node is not None else None
+    return SpecError([Problem(f"unknown backend {name!r}; use one of: {', '.join(available_backends())}", where)])
+
 
 def prepare(spec_path: Path, options: RunOptions) -> Prepared:
     """Load, plan and validate; raises SpecError listing every problem found, before any model loads."""
     spec_path = Path(spec_path)
     refuse_over_caps(spec_path, options)
-    registry = P.Registry()
-    context = BackendContext(spec_dir=spec_path.parent.resolve(), device=options.device, dtype=options.dtype,
-                             max_batch=options.batch_size, compile=options.compile,
-                             channels_last=options.channels_last, cpu_shards=options.cpu_shards)
-    backend = load_backend(options.backend or peek_backend(spec_path), context)
-    for extra in backend.extra_params():
-        registry.add(extra)
-    spec = load_spec(spec_path, overrides=options.overrides, registry=registry,
-                     supported=backend.supported_params(), strict=options.strict, limits=options.limits)
-    context.models_dir = _models_dir(options, spec.folder, spec.meta.models_dir)
-    out_dir = Path(options.out) if options.out else (
-        spec.folder / spec.meta.outpath if spec.meta.outpath else Path("out") / spec_path.stem)
-    context.out_dir = out_dir
-    seed = None if options.overwrite else previous_random_seed(out_dir)
-    plan = make_plan(spec, backend, registry, seed if seed is not None else random.randrange(2**32))
-    problems = list(spec.warnings) + plan.validate()
-    if options.strict:
-        problems = [Problem(f"{p.message} (an error because of --strict)", p.location)
-                    if p.severity == "warning" else p for p in problems]
-    if any(p.severity == "error" for p in problems):
-        raise SpecError(problems)
-    return Prepared(plan, problems, out_dir, context.models_dir)
+    return plan_spec(open_spec(spec_path, options), options)
 
 
 def execute(prepared: Prepared, options: RunOptions, show_progress: bool = True,
@@ -125,7 +174,7 @@ def execute(prepared: Prepared, options: RunOptions, show_progress: bool = True,
     if options.executor not in EXECUTORS:
         raise GridError(f"unknown executor {options.executor!r}; use one of {', '.join(EXECUTORS)}")
     store = Store(prepared.out_dir, prepared.plan.spec, prepared.plan.random_seed, overwrite=options.overwrite,
-                  models_dir=prepared.models_dir)
+                  models_dir=prepared.context.models_dir)
     changed = store.forget_changed(prepared.plan.cells())
     if changed:
         print(f"note: {changed}", file=sys.stderr)
@@ -133,11 +182,12 @@ def execute(prepared: Prepared, options: RunOptions, show_progress: bool = True,
         if options.executor == "ray":
             from gridgen.executors.ray_executor import run_ray
 
-            return run_ray(prepared.plan, store, options, address=options.ray_address,
+            return run_ray(prepared.plan, store, prepared.context, address=options.ray_address,
                            gpus_per_worker=options.gpus_per_worker, workers=options.workers,
                            show_progress=show_progress, stop=stop)
         from gridgen.executors.local import run_local
 
-        return run_local(prepared.plan, store, max_batch=options.batch_size, show_progress=show_progress, stop=stop)
+        return run_local(prepared.plan, store, max_batch=prepared.context.max_batch, show_progress=show_progress,
+                         stop=stop)
     finally:
         prepared.plan.backend.close()

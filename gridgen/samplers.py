@@ -90,9 +90,18 @@ _BY_NAME = _index()
 
 
 def find_sampler(name: str) -> Sampler | None:
-    """The sampler a user means by `name` (case, spaces, underscores and a `k_` prefix ignored)."""
+    """The sampler a user means by `name` (case, spaces, underscores and a `k_` prefix ignored).
+
+    A part of a name (`2m karras`) names the one sampler whose spellings contain it, as Infinity
+    Grid reads it; a part that several samplers share names none.
+    """
     text = str(name).strip()
-    return _BY_NAME.get(_norm(text)) or _BY_NAME.get(re.sub(r"[\s_\-]+", "", text.lower()))
+    exact = _BY_NAME.get(_norm(text)) or _BY_NAME.get(re.sub(r"[\s_\-]+", "", text.lower()))
+    if exact is not None or not text:
+        return exact
+    part = re.sub(r"[\s_\-]+", "", text.lower())
+    containing = {sampler.name: sampler for key, sampler in _BY_NAME.items() if part in key}
+    return next(iter(containing.values())) if len(containing) == 1 else None
 
 
 def find_schedule(name: str) -> str | None:

@@ -126,6 +126,15 @@ def test_run_writes_the_output_folder(tmp_path, capsys):
     assert "rendered 8, skipped 4, already done 0" in capsys.readouterr().out
 
 
+def test_stage_cache_over_its_budget_spills_to_the_output_folder(tmp_path, capsys):
+    spec = write_spec(tmp_path, SMALL_GRID.replace("title: small", "title: small\n  outpath: rendered"))
+    assert main(["run", str(spec), "--quiet", "--cache-mb", "0"]) == 0
+    assert "rendered 8" in capsys.readouterr().out
+    # The backend was built knowing the output folder (the spec's outpath), so each base image, past the
+    # zero budget, went to its .cache/ folder.
+    assert len(list((tmp_path / "rendered" / ".cache").glob("*.safetensors"))) == 8
+
+
 def test_random_seed_is_recorded_and_kept_on_resume(tmp_path, capsys):
     spec = write_spec(tmp_path, SMALL_GRID.replace("s1: seed=1", "s1: seed=-1"))
     out = tmp_path / "out"

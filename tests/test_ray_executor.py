@@ -15,7 +15,9 @@ from PIL import Image
 
 from gridgen.errors import GridError
 from gridgen.executors.common import count_work
-from gridgen.executors.ray_executor import _Job, pick_job, run_ray, size_workers
+from gridgen.executors.ray_executor import run_ray
+from gridgen.executors.ray_pool import Job, pick_job
+from gridgen.executors.ray_worker import size_workers
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.store import Store
 from gridgen.tiny import TINY_MODEL_DIR
@@ -73,7 +75,7 @@ def _store_signalling(prepared) -> _SignalOnFirstWrite:
 # Pure scheduling decisions: no Ray needed.
 
 def test_pick_job_prefers_the_model_a_worker_has_loaded():
-    a1, a2, b1, c1 = (_Job([], key, ("batch", key)) for key in ("A", "A", "B", "C"))
+    a1, a2, b1, c1 = (Job([], key, ("batch", key)) for key in ("A", "A", "B", "C"))
     queue = [a1, a2, b1, c1]
     assert pick_job(0, "B", queue, {"A"}, {0, 1}) is b1  # its own model first, wherever it is queued
     assert pick_job(0, "Z", queue, {"A"}, {0, 1}) is b1  # else a model no other worker holds
@@ -152,7 +154,7 @@ def test_killed_worker_loses_nothing(ray_cluster, tmp_path):
     earlier = set(ray.util.list_named_actors())  # workers of earlier tests may not be gone yet
     killer = threading.Thread(target=_kill_one_worker, args=(store.landed, earlier, killed))
     killer.start()
-    summary = run_ray(prepared.plan, store, options, workers=2, show_progress=False)
+    summary = run_ray(prepared.plan, store, prepared.context, workers=2, show_progress=False)
     killer.join()
     assert killed, "no worker was killed"
     assert (summary.rendered, summary.failed, summary.interrupted) == (24, 0, False)
@@ -217,7 +219,7 @@ def test_resume_after_stopping_the_driver(ray_cluster, tmp_path):
     options = _ray_options(tmp_path / "out", batch_size=2)
     prepared = prepare(spec, options)
     store = _store_signalling(prepared)
-    first = run_ray(prepared.plan, store, options, workers=2, show_progress=False, stop=store.landed)
+    first = run_ray(prepared.plan, store, prepared.context, workers=2, show_progress=False, stop=store.landed)
     assert first.interrupted and 0 < first.rendered < 24 and first.failed == 0
     journal = _journal(tmp_path / "out")
     assert len(journal) == first.rendered
@@ -254,3 +256,32 @@ def test_ray_brings_back_a_sam_edits_mask_and_overlay(ray_cluster, tmp_path):
     ours, theirs = _files(tmp_path / "local" / "images"), _files(tmp_path / "ray" / "images")
     assert len(ours) == 6 and ours == theirs  # each cell's image, mask and overlay, byte for byte
     assert all(set(entry["files"]) == {"mask", "overlay"} for entry in _journal(tmp_path / "ray"))
+
+
+def test_a_backend_from_another_package_renders_on_ray_as_locally(ray_cluster, tmp_path, capsys):
+    from gridgen.cli import main  # `gridgen run`, on the session's Ray instance
+
+    spec = write_spec(tmp_path, """
+        grid:
+          backend: swatch
+          format: png
+          params: {swatch_memory: 1}
+        axes:
+          pattern: stripes, checks, solid
+          seed: 1, 2
+        """)
+    assert main(["run", str(spec), "--out", str(tmp_path / "local"), "--quiet", "--batch-size", "2"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", str(tmp_path / "ray"), "--quiet", "--batch-size", "2",
+                 "--executor", "ray", "--workers", "2"]) == 0
+    printed = capsys.readouterr()
+    assert "rendered 6, skipped 0, already done 0, failed 0" in printed.out
+    for folder in ("images", "thumbs"):
+        ours, theirs = _files(tmp_path / "local" / folder), _files(tmp_path / "ray" / folder)
+        assert len(ours) == 6 and ours == theirs
+    # Each worker built its own swatch backend by name and halved its batches of 2 (out of memory) to 1.
+    drawn = [line for line in printed.out.splitlines() if line.startswith("  swatch: drew batches of")]
+    assert drawn and all(set(line.split("of ", 1)[1].split(", ")) == {"1"} for line in drawn), printed.out
+    assert sum(len(line.split(", ")) for line in drawn) == 6
+    cells = json.loads((tmp_path / "ray" / "grid.json").read_text())["cells"]
+    assert len(cells) == 6 and all("Size: 64x48" in cell["parameters"] for cell in cells.values())

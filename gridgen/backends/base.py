@@ -1,7 +1,26 @@
-"""The interface every backend implements, and the data that crosses it.
+"""The interface every backend implements, the data that crosses it, and every contract a backend relies on.
 
-A backend is the only code that touches torch. The executor hands it batches of `Cell`s whose
-`batch_key`s are equal and receives one `Result` per cell, in any order.
+A backend is the only code that touches torch. It is a class registered in the `gridgen.backends`
+entry-point group under its `name`, built as `cls(context)` with the run's complete `BackendContext`.
+Before anything renders, the plan asks it about every cell's params (`validate`, `load_key`,
+`batch_key`); the executor then hands it batches of `Cell`s whose `batch_key`s are equal and receives
+one `Result` per cell, in any order. A backend needs nothing from gridgen beyond this module: the
+registry's `Param` (for `extra_params`) and the `GridError` family are re-exported here.
+
+What the executors rely on:
+- `render` is all or nothing: it raises before the executor writes any of the batch, and the batch is
+  retried or failed as a whole (an executor collects every result before writing one).
+- `BatchOutOfMemory` says the device ran out of memory: the executor retries the batch in halves and
+  keeps the smaller size for that batch key. A `GridError` fails that batch's cells (journaled, rendered
+  again by the next run; the ray executor tries 3 times first) and the run goes on; any other exception
+  stops the run (the ray executor instead replaces the worker, whose device may be unusable, and
+  re-queues the batch).
+- The ray executor builds one backend per worker, `load_backend(backend.name, context)`, from a pickled
+  copy of the context (device as the worker sees it, no `out_dir`): the backend must be installed on
+  every node and must not rely on state of the driver's instance. Cells travel pickled; images come back
+  as RGB (or L) pixel arrays; `metadata` and `timings` travel as they are, so they hold plain values.
+- Keys (`load_key`, `batch_key`) are compared between processes: build them from plain values (tuples,
+  strings, numbers), never from object identity.
 """
 
 from __future__ import annotations
@@ -12,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gridgen.errors import Location
+from gridgen.errors import GridError, Location, ModelError
+from gridgen.params import Param
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from gridgen.params import Param
+__all__ = ["Backend", "BackendContext", "BatchOutOfMemory", "Cell", "GridError", "Location", "ModelError", "Param",
+           "ParamProblem", "Result"]
 
 
 @dataclass
@@ -34,9 +55,11 @@ class Cell:
     param_locations: dict[str, Location] = field(default_factory=dict, repr=False)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BackendContext:
-    """What a backend needs to know about the run it serves."""
+    """What a backend needs to know about the run it serves: complete when the backend is built, never
+    changed after. It crosses process boundaries (Ray workers build their backends from a copy), so it
+    holds plain values only."""
 
     spec_dir: Path  # relative paths in the spec resolve against this folder
     out_dir: Path | None = None  # the grid's output folder (stage caches may spill here)
@@ -52,7 +75,8 @@ class BackendContext:
 
 
 class BatchOutOfMemory(Exception):
-    """The device ran out of memory on a batch; the executor retries it in halves."""
+    """The device ran out of memory on a batch; the executor retries it in halves. Raise it only after
+    freeing what the batch allocated: the backend renders the halves next."""
 
     def __init__(self, size: int):
         super().__init__(f"out of device memory on a batch of {size}")
@@ -66,7 +90,11 @@ class Result:
 
     cell: Cell
     pending: Image.Image | Future
-    metadata: dict[str, Any] = field(default_factory=dict)  # facts the backend wants recorded
+    # Facts the backend wants recorded, JSON-able: saved in the image's gridgen JSON and the journal. These keys
+    # also override the cell's params in the A1111 `parameters` text the page shows and each image embeds:
+    # width and height (the image's real size), prompt and negative_prompt (the text as rendered, after
+    # wildcards), image_cfg_scale (as the model read it).
+    metadata: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     files: dict[str, Image.Image] = field(default_factory=dict)  # extra images saved next to it, by name (mask)
 
@@ -77,7 +105,9 @@ class Result:
 
 @dataclass(frozen=True)
 class ParamProblem:
-    """A problem with one cell's params; `param` names the culprit so the CLI can locate it."""
+    """A problem with one cell's params. `param` names the culprit (its canonical name) so the problem is
+    reported at the file, line and column that set it for that cell; None for the cell as a whole. An
+    "error" stops the run before anything renders; a "warning" is printed (an error with --strict)."""
 
     param: str | None
     message: str
@@ -85,34 +115,46 @@ class ParamProblem:
 
 
 class Backend(Protocol):
-    name: str
+    name: str  # the name it is registered under in the `gridgen.backends` entry-point group
+
+    def __init__(self, context: BackendContext) -> None:
+        """Keep the context; load nothing yet (validation and `gridgen validate` build a backend too)."""
 
     def supported_params(self) -> set[str]:
-        """Canonical names of the registry params this backend acts on."""
+        """Canonical names of gridgen's params this backend acts on (a spec setting another is warned); its
+        `extra_params` count as supported."""
 
     def extra_params(self) -> list[Param]:
-        """Params this backend adds to the registry."""
+        """Params this backend adds to the registry; their `kind` is the type values are checked against."""
 
     def validate(self, params: dict[str, Any]) -> list[ParamProblem]:
-        """Problems with one cell's params, found without loading any model."""
+        """Problems with one cell's params (every param resolved, defaults included), found without loading
+        any model. Called for every cell before anything renders."""
 
     def load_key(self, params: dict[str, Any]) -> Hashable:
-        """Cells with different load keys need a different model in memory (the plan groups by it)."""
+        """Cells with different load keys need a different model in memory (the plan groups by it, and the
+        ray executor sends a batch to a worker that has its model loaded)."""
 
     def batch_key(self, params: dict[str, Any]) -> Hashable:
-        """Cells with equal keys can share one denoising batch."""
+        """Cells with equal keys can share one `render` call; only such cells are batched together."""
 
     def describe_load(self, params: dict[str, Any]) -> str:
         """One line naming what `load_key` loads, for the dry run."""
 
     def fit_batch(self, params: dict[str, Any], wanted: int) -> int:
-        """How many cells of this batch key fit the device at once (at most `wanted`)."""
+        """How many cells of this batch key fit the device at once (at most `wanted`); asked once per batch
+        key, by the process that owns the device, before its first batch."""
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
-        """Render cells that share a batch key."""
+        """Render cells that share a batch key, one Result each: all of them, or raise (see above)."""
+
+    def locate(self, param: str, value: str) -> Path | None:
+        """The file or folder that `value` of a path- or model-kind param makes `render` read, found where
+        `render` finds it, or None when the value reads no file (such as `auto`); raises GridError when it
+        names nothing usable. Loads nothing: the viewer asks before running a spec sent from a browser."""
 
     def stats(self) -> list[str]:
         """Lines for the run summary (cache hits and the like)."""
 
     def close(self) -> None:
-        """Free models and caches."""
+        """Free models and caches; the run calls it once rendering ends."""

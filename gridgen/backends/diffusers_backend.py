@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
+from gridgen.backends import diffusers_paths
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
 from gridgen.backends.sd import (
     depth2img,
@@ -122,6 +123,9 @@ class DiffusersBackend:
 
     def extra_params(self) -> list[Param]:
         return []
+
+    def locate(self, param: str, value: str) -> Path | None:
+        return diffusers_paths.locate(self.context, param, value)
 
     # Resolution: the same answers for validate, the keys and render.
 

@@ -1,6 +1,7 @@
 """Grid specs: YAML files in a superset of the Infinity Grid format, loaded into `GridSpec`."""
 
-from gridgen.spec.loader import load_spec, slugify
+from gridgen.spec.ids import slugify
+from gridgen.spec.loader import load_spec, read_meta
 from gridgen.spec.model import Axis, AxisValue, GridMeta, GridSpec
 
-__all__ = ["Axis", "AxisValue", "GridMeta", "GridSpec", "load_spec", "slugify"]
+__all__ = ["Axis", "AxisValue", "GridMeta", "GridSpec", "load_spec", "read_meta", "slugify"]

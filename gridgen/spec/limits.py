@@ -9,6 +9,7 @@ raised (`--max-axis-values`, `--max-cells`) by those who mean it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,7 +42,8 @@ def values_over_cap(count: int, limits: Limits, what: str) -> str | None:
     """The message for an axis whose `what` (a range, a fill, a list) would give `count` values, if too many."""
     if count <= limits.max_axis_values:
         return None
-    return (f"{what} gives {count:,} values, more than the cap of {limits.max_axis_values:,} values per axis; "
+    shown = f"{count:,}" if count < 10**15 else f"about 10^{len(str(count)) - 1}"
+    return (f"{what} gives {shown} values, more than the cap of {limits.max_axis_values:,} values per axis; "
             "use a coarser step, or raise the cap with --max-axis-values")
 
 
@@ -67,15 +69,18 @@ def cells_problem(axes: list[Axis], limits: Limits, where: Location | None) -> P
 
 
 def substitute_variables(text: str, variables: dict[str, str], where: Location | None) -> str:
-    """`text` with every variable replaced in turn; refused before any step would pass MAX_TEXT_CHARS."""
+    """`text` with every variable replaced in turn, its name matched whatever its case (Infinity Grid lower-cases
+    names); refused before any step would pass MAX_TEXT_CHARS."""
     for key, value in variables.items():
         if not key:
             continue
-        grown = len(text) + text.count(key) * (len(value) - len(key))
+        pattern = re.compile(re.escape(key), re.IGNORECASE)
+        found = [match.end() - match.start() for match in pattern.finditer(text)]
+        grown = len(text) + len(found) * len(value) - sum(found)
         if grown > MAX_TEXT_CHARS:
             raise SpecError([OverCap(
                 f"substituting the variable '{key[:40]}' makes this value {grown:,} characters long, more than "
                 f"the cap of {MAX_TEXT_CHARS:,}; variables that repeat other variables multiply, so shorten them",
                 where)])
-        text = text.replace(key, value)
+        text = pattern.sub(lambda _, value=value: value, text)
     return text

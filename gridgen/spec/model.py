@@ -23,7 +23,7 @@ PAGE_DEFAULTS: dict[str, Any] = {
 
 @dataclass
 class AxisValue:
-    id: str  # slug of the value key: used in image paths and URLs
+    id: str  # slug of the value key, unique in its axis: used in image paths and URLs (see spec/ids.py)
     key: str  # the key as written
     title: str
     description: str = ""

@@ -29,6 +29,7 @@ _LORA_TAG = re.compile(r"<lora:([^>]+)>", re.IGNORECASE)
 _WILDCARD = re.compile(r"__([\w\-./ ]+?)__")
 _PROMPTS = ("prompt", "negative_prompt")
 ELLA_OFFICIAL_FILE = "ella-sd1.5-tsc-t5xl.safetensors"
+_WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
 
 # (param, kind, value): a path the run reads, checked as `specs.path_problem` checks a param of that kind.
 Request = tuple[str, str, str]
@@ -61,6 +62,18 @@ def hidden_paths(name: str, value: Any) -> Iterator[Request]:
     elif name in _PROMPTS:
         for tag in _LORA_TAG.findall(text):
             yield "lora", "path", tag
+
+
+def candidates(value: str, spec_dir: Path, models_dir: Path | None) -> list[Path]:
+    """Where a hidden path is looked for, in order: as written (absolute, or relative to the spec's folder),
+    then in the models folder, bare or with a weights suffix."""
+    raw = Path(value).expanduser()
+    if raw.is_absolute():
+        return [raw]
+    found = [Path(spec_dir) / raw]
+    if models_dir is not None:
+        found += [Path(models_dir) / raw, *(Path(models_dir) / f"{raw}{suffix}" for suffix in _WEIGHT_SUFFIXES)]
+    return found
 
 
 def models_dir_problem(spec: GridSpec, allowed: list[Path], under: Under) -> Problem | None:

@@ -9,31 +9,23 @@ them, `FILE:LINE:COL: message`, with the file shown under the name the user gave
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridgen import params as P
-from gridgen.backends import load_backend
-from gridgen.backends.base import BackendContext
-from gridgen.backends.sd import embeddings, lora
+from gridgen.backends.base import Backend
+from gridgen.backends.sd import embeddings
 from gridgen.errors import GridError, Location, Problem, SpecError
 from gridgen.resources import data_dir
-from gridgen.runner import Prepared, RunOptions, peek_backend, prepare
-from gridgen.spec import load_spec
+from gridgen.runner import Opened, Prepared, RunOptions, open_spec, plan_spec, refuse_over_caps
 from gridgen.spec.limits import OverCap
-from gridgen.spec.model import GridSpec
 from gridgen.spec.yamlnodes import Node, read_yaml
 from gridgen.tiny import TINY_MODEL_NAME, tiny_folder
 from gridgen.viewer import boundary
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-# Where the diffusers backend looks inside a models folder, per param (A1111's layout).
-MODEL_SUBFOLDERS = {"model": "Stable-diffusion", "vae": "VAE"}
 MAX_INCLUDE_DEPTH = 10
 
 
@@ -115,77 +107,51 @@ def _include_problems(node: Node, base: Path, allowed: list[Path], depth: int = 
 # ---- model and image paths ----------------------------------------------------------------------
 
 
-def _candidates(name: str, value: str, spec_dir: Path, models_dir: Path | None) -> list[Path]:
-    """Where the backend looks for `value`, in its order (gridgen/backends/sd/locate.py)."""
-    raw = Path(value).expanduser()
-    if raw.is_absolute():
-        return [raw]
-    candidates = [spec_dir / raw]
-    if models_dir is not None:
-        roots = [models_dir] + ([models_dir / MODEL_SUBFOLDERS[name]] if name in MODEL_SUBFOLDERS else [])
-        for root in roots:
-            candidates += [root / raw, *(root / f"{raw}{suffix}" for suffix in SINGLE_FILE_SUFFIXES)]
-    return candidates
-
-
-def _network_file(name: str, value: str, spec_dir: Path, models_dir: Path | None) -> Path | None:
-    """The file the backend finds for a `lora` or `embedding` value (they have folders of their own)."""
-    try:
-        if name == "lora":
-            return lora.resolve(lora.parse(value).name, spec_dir, models_dir)
-        return embeddings.resolve(value, spec_dir, embeddings.folders(spec_dir, models_dir))
-    except GridError:
+def path_problem(backend: Backend, name: str, kind: str, value: str, allowed: list[Path]) -> str | None:
+    """Why `value` of a path-valued param may not be used by a browser-submitted spec, or None. The backend
+    says where `render` would read it (its own search, loading nothing); the embedded models are always allowed."""
+    if kind == "model" and tiny_folder(value) is not None:
         return None
+    not_found = (f"{name} {value!r} is not found under the root or the models folder; a spec sent from the browser "
+                 f"may only use models and images there (or the embedded {TINY_MODEL_NAME}), not Hugging Face ids")
+    try:
+        found = backend.locate(name, value)
+    except GridError:
+        return not_found
+    if found is None:  # the value reads no file (such as `vae: auto`)
+        return None
+    if not Path(found).exists():
+        return not_found
+    if _under(Path(found), allowed):
+        return None
+    return (f"{name} {value!r} is {Path(found).resolve()}, outside the root and the models folder; a spec sent "
+            "from the browser may only use models and images there")
 
 
-def path_problem(name: str, kind: str, value: str, spec_dir: Path, models_dir: Path | None,
-                 allowed: list[Path]) -> str | None:
-    """Why `value` of a path-valued param may not be used by a browser-submitted spec, or None."""
+def _hidden_problem(opened: Opened, name: str, kind: str, value: str, allowed: list[Path]) -> str | None:
+    """`path_problem` for a path hidden in another param's value (see `boundary`). A `<lora:...>` tag is found
+    by the backend's own `locate`; the others (upscaler and inpainter files, ELLA checkpoints) are params the
+    backend does not locate, so their files are looked for where the upscaler and inpainter loaders look."""
+    if name == "lora":
+        return path_problem(opened.backend, name, kind, value, allowed)
     if kind == "model" and (tiny_folder(value) is not None or value.lower() == "auto"):
         return None
-    if name in ("lora", "embedding"):
-        found = _network_file(name, value, spec_dir, models_dir)
-        candidates = [found] if found else []
-    else:
-        candidates = _candidates(name, value, spec_dir, models_dir)
-    for candidate in candidates:
+    for candidate in boundary.candidates(value, opened.context.spec_dir, opened.context.models_dir):
         if candidate.exists():
             if _under(candidate, allowed):
                 return None
             return (f"{name} {value!r} is {candidate.resolve()}, outside the root and the models folder; a spec "
                     "sent from the browser may only use models and images there")
     return (f"{name} {value!r} is not found under the root or the models folder; a spec sent from the browser may "
-            f"only use models and images there (or the embedded {TINY_MODEL_NAME}); Hugging Face ids are not looked up")
+            f"only use models and images there (or the embedded {TINY_MODEL_NAME}), not Hugging Face ids")
 
 
-def _loaded(temp: Path, options: RunOptions):
-    """The spec parsed as `runner.prepare` parses it (same backend, same registry), before the backend
-    validates anything: validation reads model configs, which must not happen for a path outside."""
-    backend = load_backend(options.backend or peek_backend(temp), BackendContext(spec_dir=temp.parent))
-    try:
-        registry = P.Registry()
-        for extra in backend.extra_params():
-            registry.add(extra)
-        spec = load_spec(temp, registry=registry, supported=backend.supported_params())
-    finally:
-        backend.close()
-    return spec, registry
-
-
-def _models_dir(spec: GridSpec, options: RunOptions) -> Path | None:
-    """The models folder `runner.prepare` will use for this spec."""
-    chosen = options.models_dir or os.environ.get("GRIDGEN_MODELS_DIR") or spec.meta.models_dir
-    if not chosen:
-        return None
-    return Path(chosen) if Path(chosen).is_absolute() else spec.folder / chosen
-
-
-def _params_problems(spec: GridSpec, registry: P.Registry, options: RunOptions, allowed: list[Path]) -> list[Problem]:
+def _params_problems(opened: Opened, options: RunOptions, allowed: list[Path]) -> list[Problem]:
     """Every path-valued param the spec sets, and every path hidden in another param's value (see
     `boundary`): the grid's params and each axis value. gridgen's own defaults are not the sender's
     choice (the embedded models, ELLA's usual T5 id) and are not checked."""
-    kinds = {param.name: param.kind for param in registry if param.kind in ("path", "model")}
-    models_dir = _models_dir(spec, options)
+    spec, models_dir = opened.spec, opened.context.models_dir
+    kinds = {param.name: param.kind for param in opened.registry if param.kind in ("path", "model")}
     layers: list[tuple[dict[str, Any], dict[str, Location]]] = [(spec.base_params, spec.base_locations)]
     layers += [(value.params, value.param_locations) for axis in spec.axes for value in axis.values]
     problems, seen = [], set()
@@ -195,11 +161,15 @@ def _params_problems(spec: GridSpec, registry: P.Registry, options: RunOptions, 
                 if value is None:
                     continue
                 direct = [(name, kinds[name], str(value).strip())] if name in kinds else []
-                for param, kind, wanted in direct + list(boundary.hidden_paths(name, value)):
+                hidden = list(boundary.hidden_paths(name, value))
+                for param, kind, wanted in direct + hidden:
                     if (param, wanted) in seen:
                         continue
                     seen.add((param, wanted))
-                    reason = path_problem(param, kind, wanted, spec.folder, models_dir, allowed)
+                    if (param, kind, wanted) in direct:
+                        reason = path_problem(opened.backend, param, kind, wanted, allowed)
+                    else:
+                        reason = _hidden_problem(opened, param, kind, wanted, allowed)
                     if reason:
                         problems.append(Problem(reason, locations.get(name)))
     folders = [spec.folder / "wildcards", *([models_dir / "wildcards"] if models_dir else [])]
@@ -256,11 +226,14 @@ def check_file(temp: Path, filename: str, name: str, root: Path, models_dir: Pat
         problems = _include_problems(read_yaml(temp), root, allowed + [data_dir("axes").resolve()])
         if problems:
             raise refuse(problems)
-        spec, registry = _loaded(temp, options)
-        problems = _params_problems(spec, registry, options, allowed)
+        refuse_over_caps(temp, options)  # before the backend and its libraries load
+        # Validation reads model configs, which must not happen for a path outside: paths are checked first.
+        opened = open_spec(temp, options)
+        problems = _params_problems(opened, options, allowed)
         if problems:
+            opened.backend.close()
             raise refuse(problems)
-        prepared = prepare(temp, options)
+        prepared = plan_spec(opened, options)
     except SpecError as err:
         raise refuse(err.problems) from None
     except GridError as err:
