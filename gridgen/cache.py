@@ -4,7 +4,8 @@ A stage (base generation, an upscaler, a SAM mask) is a pure function of some pa
 input. Two cells that differ only in a later stage share the earlier stage's output through this
 cache, so a grid over `upscaler x noise_level` renders each base image once. Entries live in
 memory up to a byte budget (least recently used go first) and, when a spill folder is set, the
-evicted ones are saved there with torch.save and read back on the next hit.
+evicted ones are saved there as safetensors files (`spill_format`, never a pickle: the output folder
+may be shared) and read back on the next hit.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gridgen import spill_format
 from gridgen.fsutil import atomic_write_bytes
 
 
@@ -68,12 +70,14 @@ class StageCache:
                 return self._entries[key][0]
         spilled = self._spill_path(key)
         if spilled is not None and spilled.exists():
-            import torch
-
-            value = torch.load(spilled, weights_only=False)
-            self.stats.hits += 1
-            self.put(key, value)
-            return value
+            try:
+                value = spill_format.decode(spilled)
+            except ValueError:  # damaged or foreign: recompute the entry
+                spilled.unlink(missing_ok=True)
+            else:
+                self.stats.hits += 1
+                self.put(key, value)
+                return value
         self.stats.misses += 1
         return None
 
@@ -95,19 +99,16 @@ class StageCache:
             self._spill(old_key, old_value)
 
     def _spill_path(self, key: str) -> Path | None:
-        return self.spill_dir / f"{key}.pt" if self.spill_dir else None
+        return self.spill_dir / f"{key}.safetensors" if self.spill_dir else None
 
     def _spill(self, key: str, value: Any) -> None:
         path = self._spill_path(key)
         if path is None or path.exists():
             return
-        import io
-
-        import torch
-
-        buffer = io.BytesIO()
-        torch.save(value, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        data = spill_format.encode(value)
+        if data is None:
+            return  # a value the format cannot hold is dropped, and recomputed if needed again
+        atomic_write_bytes(path, data)
         self.stats.spilled += 1
 
     def clear(self) -> None:

@@ -14,6 +14,7 @@ from gridgen import params as P
 from gridgen.errors import GridError, Location, Problem, SpecError
 from gridgen.plan import Plan
 from gridgen.runner import RunOptions, execute, prepare
+from gridgen.spec.limits import DEFAULT_LIMITS, Limits
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -24,6 +25,10 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             problems.append(Problem(f"--set expects key=value, got {pair!r}", Location(None)))
+            continue
+        if not pair.isprintable() or any("\ud800" <= char <= "\udfff" for char in pair):
+            problems.append(Problem(f"--set {name.strip()!r}: the value holds control characters or bytes that are "
+                                    "not UTF-8 text", Location(None)))
             continue
         overrides[name.strip()] = value.strip()
     if problems:
@@ -40,7 +45,18 @@ def _options(args) -> RunOptions:
                       cpu_shards=getattr(args, "cpu_shards", 0),
                       cache_bytes=int(getattr(args, "cache_mb", 1024) * 2**20),
                       executor=getattr(args, "executor", "local"), ray_address=getattr(args, "ray_address", None),
-                      gpus_per_worker=getattr(args, "gpus_per_worker", 1.0), workers=getattr(args, "workers", None))
+                      gpus_per_worker=getattr(args, "gpus_per_worker", 1.0), workers=getattr(args, "workers", None),
+                      limits=Limits(max_axis_values=args.max_axis_values, max_cells=args.max_cells))
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {number}")
+    return number
 
 
 def _print_problems(problems: list[Problem]) -> None:
@@ -179,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--models-dir", help="folder where bare model names are looked up (env GRIDGEN_MODELS_DIR)")
         cmd.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
         cmd.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-        cmd.add_argument("--batch-size", type=int, default=8, help="most cells denoised together")
+        cmd.add_argument("--batch-size", type=_positive, default=8, help="most cells denoised together")
+        cmd.add_argument("--max-axis-values", type=_positive, default=DEFAULT_LIMITS.max_axis_values, metavar="N",
+                         help=f"most values one axis may have (default {DEFAULT_LIMITS.max_axis_values:,})")
+        cmd.add_argument("--max-cells", type=_positive, default=DEFAULT_LIMITS.max_cells, metavar="N",
+                         help=f"most cells a grid may have (default {DEFAULT_LIMITS.max_cells:,})")
         return cmd
 
     run = spec_command("run", "render a grid")
@@ -200,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", metavar="auto|HOST:PORT",
                      help="the Ray cluster to use (default: start a local one sized to this machine)")
     run.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs each ray worker holds (0: CPU workers)")
-    run.add_argument("--workers", type=int, help="ray workers to start (default: one per GPU, or one per 2 CPUs)")
+    run.add_argument("--workers", type=_positive, help="ray workers to start (default: one per GPU, or one per 2 CPUs)")
     run.set_defaults(func=cmd_run)
     validate = spec_command("validate", "check a grid spec without rendering")
     validate.add_argument("--json", action="store_true",

@@ -2,12 +2,16 @@
 
 PNG files get two text chunks (`parameters`, `gridgen`); JPEG and WebP files get the same two in
 EXIF (UserComment, as A1111 writes it, and ImageDescription), so any single file is self-describing.
+An image is shared beyond the machine that made it, so the paths a backend reports are recorded
+relative to the spec's folder, as a Hugging Face id, or by name, never as absolute paths.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, PngImagePlugin
@@ -41,6 +45,26 @@ def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = N
         lines.append(f"Negative prompt: {negative}")
     lines.append(", ".join(f"{name}: {_format(value)}" for name, value in fields if value is not None))
     return "\n".join(lines)
+
+
+def portable_paths(value: Any, roots: list[Path]) -> Any:
+    """`value` (a backend's metadata) with every absolute path made relative to the first of `roots` that
+    holds it, else the Hugging Face id of a hub cache folder, else the file or folder name."""
+    if isinstance(value, dict):
+        return {key: portable_paths(item, roots) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable_paths(item, roots) for item in value]
+    if not isinstance(value, str) or not os.path.isabs(value) or "\n" in value:
+        return value
+    for path in (Path(value), Path(value).resolve()):
+        for root in roots:
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix() or "."
+    path = Path(value)
+    hub = next((part for part in path.parts if part.startswith("models--")), None)
+    if hub is not None:
+        return hub.removeprefix("models--").replace("--", "/")
+    return path.name
 
 
 def _format(value: Any) -> str:

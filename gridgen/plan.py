@@ -135,7 +135,9 @@ class Plan:
             if cell.skip:
                 continue
             for found in self.backend.validate(cell.params):
-                where = cell.param_locations.get(found.param) if found.param else None
+                # A param the problem blames but the spec never set (x4's init_image) points at the model.
+                where = (cell.param_locations.get(found.param) if found.param else None) or \
+                    cell.param_locations.get("model") or Location(self.spec.path, 1, 1)
                 problems.setdefault((found.message, where), Problem(found.message, where, found.severity))
         return list(problems.values()) + self.warnings
 

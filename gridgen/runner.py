@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridgen import params as P
-from gridgen.backends import load_backend
+from gridgen.backends import available_backends, load_backend
 from gridgen.backends.base import Backend, BackendContext
 from gridgen.errors import GridError, Problem, SpecError
 from gridgen.plan import Plan, make_plan
 from gridgen.spec import GridMeta, GridSpec, load_spec, read_meta
+from gridgen.spec.limits import DEFAULT_LIMITS, Limits, OverCap
 from gridgen.store import Store, previous_random_seed
 
 EXECUTORS = ("local", "ray")
@@ -44,6 +46,7 @@ class RunOptions:
     ray_address: str | None = None  # "auto" or HOST:PORT of a running cluster; default: start a local one
     gpus_per_worker: float = 1.0  # GPUs each ray worker holds (0: CPU workers)
     workers: int | None = None  # ray workers to start (default: one per GPU, or one per 2 CPUs)
+    limits: Limits = DEFAULT_LIMITS  # caps on values per axis and cells per grid
 
 
 @dataclass
@@ -79,6 +82,16 @@ def models_dir(options: RunOptions, spec_dir: Path, meta: GridMeta) -> Path | No
     return Path(chosen) if Path(chosen).is_absolute() else spec_dir / chosen
 
 
+def refuse_over_caps(spec_path: Path, options: RunOptions) -> None:
+    """Raise the spec's cap problems (too many values, cells, aliases), found with gridgen's own params
+    before the backend, and the libraries it imports, load; other problems wait for the full check."""
+    try:
+        load_spec(spec_path, overrides=options.overrides, limits=options.limits)
+    except SpecError as err:
+        over = [problem for problem in err.problems if isinstance(problem, OverCap)]
+        if over:
+            raise SpecError(over) from None
+
 def out_dir(options: RunOptions, spec_path: Path, meta: GridMeta) -> Path:
     """The run's output folder: --out, else the spec's `outpath:` (relative to its folder), else out/<spec name>."""
     if options.out:
@@ -101,7 +114,10 @@ def open_spec(spec_path: Path, options: RunOptions) -> Opened:
     spec_path = Path(spec_path)
     meta = read_meta(spec_path)
     context = backend_context(spec_path, options, meta)
-    backend = load_backend(options.backend or meta.backend or "diffusers", context)
+    name = options.backend or meta.backend or "diffusers"
+    if not options.backend and name not in available_backends():
+        raise _unknown_backend(spec_path, name)
+    backend = load_backend(name, context)
     try:
         registry = P.Registry()
         extras = backend.extra_params()
@@ -109,7 +125,7 @@ def open_spec(spec_path: Path, options: RunOptions) -> Opened:
             registry.add(extra)
         supported = set(backend.supported_params()) | {extra.name for extra in extras}
         spec = load_spec(spec_path, overrides=options.overrides, registry=registry, supported=supported,
-                         strict=options.strict)
+                         strict=options.strict, limits=options.limits)
     except BaseException:
         backend.close()
         raise
@@ -134,8 +150,21 @@ def plan_spec(opened: Opened, options: RunOptions) -> Prepared:
     return Prepared(plan, problems, opened.context)
 
 
+def _unknown_backend(spec_path: Path, name: str) -> SpecError:
+    """The spec's `backend:` names no installed backend: a problem located at that line."""
+    from gridgen.spec.yamlnodes import read_yaml
+
+    root = read_yaml(spec_path)
+    grid = root.get("grid") if root.kind == "map" else None
+    node = grid.get("backend") if grid is not None and grid.kind == "map" else None
+    where = node.location if node is not None else None
+    return SpecError([Problem(f"unknown backend {name!r}; use one of: {', '.join(available_backends())}", where)])
+
+
 def prepare(spec_path: Path, options: RunOptions) -> Prepared:
     """Load, plan and validate; raises SpecError listing every problem found, before any model loads."""
+    spec_path = Path(spec_path)
+    refuse_over_caps(spec_path, options)
     return plan_spec(open_spec(spec_path, options), options)
 
 
@@ -144,7 +173,11 @@ def execute(prepared: Prepared, options: RunOptions, show_progress: bool = True,
     """Render every cell not yet on disk; `stop` (or Ctrl-C) ends the run after the batch(es) in flight."""
     if options.executor not in EXECUTORS:
         raise GridError(f"unknown executor {options.executor!r}; use one of {', '.join(EXECUTORS)}")
-    store = Store(prepared.out_dir, prepared.plan.spec, prepared.plan.random_seed, overwrite=options.overwrite)
+    store = Store(prepared.out_dir, prepared.plan.spec, prepared.plan.random_seed, overwrite=options.overwrite,
+                  models_dir=prepared.context.models_dir)
+    changed = store.forget_changed(prepared.plan.cells())
+    if changed:
+        print(f"note: {changed}", file=sys.stderr)
     try:
         if options.executor == "ray":
             from gridgen.executors.ray_executor import run_ray

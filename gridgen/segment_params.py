@@ -78,6 +78,8 @@ def _from_mapping(raw: dict) -> SamPrompt:
     if unknown:
         raise ValueError(f"sam_prompt: unknown key(s) {', '.join(sorted(map(str, unknown)))}; use points, labels, box")
     points_raw = raw.get("points") or ([raw["point"]] if raw.get("point") is not None else [])
+    if not isinstance(points_raw, list):
+        raise ValueError(f"sam_prompt: points must be a list of [x, y] pairs, got {points_raw!r}")
     points = [_numbers("a point", p, 2) for p in points_raw]
     labels_raw = raw.get("labels", [1] * len(points))
     labels_raw = labels_raw if isinstance(labels_raw, list) else [labels_raw]

@@ -4,7 +4,9 @@ Layout (see DESIGN.md): `index.html data.js grid.json spec.yaml journal.jsonl im
 Every file is written to a temporary name and renamed. A cell counts as done only when its image
 exists and its journal line is on disk; the journal line is written last, so a run killed at any
 moment resumes with nothing half-written taken for done. A cell that failed gets a journal line
-marked `failed` (no image), which never counts as done, so a rerun tries it again.
+marked `failed` (no image), which never counts as done, so a rerun tries it again. Each journal line
+holds a hash of the cell's effective params: a resumed run whose spec or `--set` changed a cell's
+params renders that cell again instead of keeping an image that no longer matches.
 
 The JSON embedded in each image holds what the cell is (key, coords, params, the backend's
 metadata), never how long it took: timings go to the journal line only, so the same cell rendered
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import threading
 import time
 from datetime import datetime, timezone
@@ -28,31 +31,42 @@ from PIL import Image
 from gridgen import explorer
 from gridgen.backends.base import Result
 from gridgen.fsutil import append_line, atomic_write_bytes, atomic_write_text
-from gridgen.metadata import a1111_parameters, encode_image
+from gridgen.metadata import a1111_parameters, encode_image, portable_paths
 from gridgen.metrics import Influence, numeric_fields
 from gridgen.spec.model import GridSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from gridgen.backends.base import Cell
 
 THUMB_SIZE = 256
 _DATA_INTERVAL_S = 1.0
+_log = logging.getLogger(__name__)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def params_hash(params: dict[str, Any]) -> str:
+    """A digest of a cell's effective params, equal for the params and their JSON round trip."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
 def read_journal(path: Path) -> dict[str, dict[str, Any]]:
-    """Entries of finished cells by cell key; a torn last line (a kill mid-write) and the lines of
-    failed cells are ignored."""
+    """Entries of finished cells by cell key; the lines of failed cells are ignored, and a line that does
+    not parse (cut short by a kill, power loss or a full disk) is skipped with a warning."""
     entries: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return entries
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
+            if line.strip():
+                _log.warning("%s:%d: not a whole journal line (a write cut short); skipped, so its cell is "
+                             "rendered again", path, number)
             continue
         if isinstance(entry, dict) and "key" in entry and not entry.get("failed") and entry.get("file"):
             entries[entry["key"]] = entry
@@ -75,8 +89,11 @@ def previous_random_seed(out_dir: Path) -> int | None:
 class Store:
     """The output folder of one grid run. `write` may be called from several threads."""
 
-    def __init__(self, out_dir: Path, spec: GridSpec, random_seed: int, overwrite: bool = False):
+    def __init__(self, out_dir: Path, spec: GridSpec, random_seed: int, overwrite: bool = False,
+                 models_dir: Path | None = None):
         self.out_dir = Path(out_dir)
+        # Paths in image metadata are recorded relative to these (the machine's own paths stay private).
+        self.path_roots = [spec.folder.resolve(), *([Path(models_dir).resolve()] if models_dir else [])]
         self.spec = spec
         self.random_seed = random_seed
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +118,31 @@ class Store:
     def is_done(self, key: str) -> bool:
         return key in self.entries
 
+    def forget_changed(self, cells: Iterable[Cell]) -> str | None:
+        """Stop counting as done the cells whose journalled params differ from `cells`' (the spec or `--set`
+        changed since they were rendered), so they are rendered again; returns what changed, or None."""
+        changed, names, example = 0, set(), ""
+        for cell in cells:
+            entry = self.entries.get(cell.key)
+            if entry is None or entry.get("params_hash", params_hash(entry.get("params", {}))) == \
+                    params_hash(cell.params):
+                continue
+            before = json.loads(json.dumps(entry.get("params", {}), default=str))
+            after = json.loads(json.dumps(cell.params, default=str))
+            differing = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+            names.update(differing)
+            if not example and differing:
+                example = f" (cell {cell.key}: {differing[0]} {before.get(differing[0])!r} -> " \
+                          f"{after.get(differing[0])!r})"
+            del self.entries[cell.key]
+            changed += 1
+        if not changed:
+            return None
+        with self._lock:
+            self.progress["done"] = len(self.entries)
+        return (f"{changed} cell(s) on disk were rendered with other params ({', '.join(sorted(names))}){example}; "
+                "they are rendered again")
+
     def write(self, result: Result) -> None:
         """Encode and save one finished cell, then journal it. Safe to call from worker threads."""
         cell = result.cell
@@ -108,7 +150,8 @@ class Store:
         fmt = params.get("format") or self.spec.meta.format
         image = result.image.convert("RGB")
         parameters = a1111_parameters(params, result.metadata)
-        record = {"key": cell.key, "coords": list(cell.coords), "params": params, "metadata": result.metadata}
+        record = {"key": cell.key, "coords": list(cell.coords), "params": params,
+                  "metadata": portable_paths(result.metadata, self.path_roots)}
         atomic_write_bytes(self.out_dir / cell.image_path, encode_image(image, fmt, parameters, record))
         thumb = image.copy()
         thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
@@ -122,7 +165,7 @@ class Store:
         entry = {
             **record, "timings": result.timings, "index": cell.index, "seed": params.get("seed"),
             "file": cell.image_path, "thumb": cell.thumb_path, "hash": hashlib.sha1(image.tobytes()).hexdigest(),
-            "size": list(image.size),
+            "size": list(image.size), "params_hash": params_hash(params),
             "time": round(sum(result.timings.values()), 4), "parameters": parameters, "finished": _now(),
         }
         if files:

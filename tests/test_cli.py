@@ -132,7 +132,7 @@ def test_stage_cache_over_its_budget_spills_to_the_output_folder(tmp_path, capsy
     assert "rendered 8" in capsys.readouterr().out
     # The backend was built knowing the output folder (the spec's outpath), so each base image, past the
     # zero budget, went to its .cache/ folder.
-    assert len(list((tmp_path / "rendered" / ".cache").glob("*.pt"))) == 8
+    assert len(list((tmp_path / "rendered" / ".cache").glob("*.safetensors"))) == 8
 
 
 def test_random_seed_is_recorded_and_kept_on_resume(tmp_path, capsys):

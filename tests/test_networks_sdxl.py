@@ -230,7 +230,7 @@ def test_gridgen_run_with_a_lora_weight_axis_on_sdxl(root, model, files, monkeyp
     entries = {e["key"]: e for e in map(json.loads, (out / "journal.jsonl").read_text().splitlines())}
     assert len(entries) == 6
     assert len({entries[f"xl_kohya_{w}/1"]["hash"] for w in ("0", "0_5", "1")}) == 3
-    assert entries["xl_kohya_0_5/2"]["metadata"]["loras"] == [[str(files["kohya"]), 0.5]]
+    assert entries["xl_kohya_0_5/2"]["metadata"]["loras"] == [["loras/xl_kohya.safetensors", 0.5]]
 
 
 def test_cells_with_a_lora_and_an_embedding_render_alone_as_in_a_batch(backend, model):

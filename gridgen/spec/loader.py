@@ -8,13 +8,13 @@ in one pass; `load_spec` raises `SpecError` holding all of them at the end.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from gridgen import params as P
 from gridgen.errors import Location, Problem, SpecError
 from gridgen.resources import data_dir
+from gridgen.spec import limits as L
 from gridgen.spec.ids import slugify, unique_ids
 from gridgen.spec.model import PAGE_DEFAULTS, Axis, AxisValue, GridMeta, GridSpec
 from gridgen.spec.peer_names import Resolved, resolve
@@ -38,8 +38,10 @@ def _truthy(value: Any) -> bool:
 class _Loader:
     """One load: walks the node tree and fills `problems` and `warnings` as it goes."""
 
-    def __init__(self, path: Path, registry: P.Registry, supported: set[str] | None, strict: bool):
+    def __init__(self, path: Path, registry: P.Registry, supported: set[str] | None, strict: bool,
+                 limits: L.Limits = L.DEFAULT_LIMITS):
         self.path = path
+        self.limits = limits
         self.registry = registry
         self.supported = supported
         self.strict = strict
@@ -72,14 +74,11 @@ class _Loader:
                        node.location)
             return default
         text = str(node.value) if not isinstance(node.value, bool) else str(node.value).lower()
-        return self.substitute(text) if variables else text
+        return self.substitute(text, node.location) if variables else text
 
-    def substitute(self, text: str) -> str:
-        # Variable names match whatever their case (Infinity Grid lower-cases them).
-        for key, value in self.variables.items():
-            if key:
-                text = re.sub(re.escape(key), lambda _, value=value: value, text, flags=re.IGNORECASE)
-        return text
+    def substitute(self, text: str, where: Location | None) -> str:
+        # Variable names match whatever their case (Infinity Grid lower-cases them); the result is capped.
+        return L.substitute_variables(text, self.variables, where)
 
     def raw_value(self, node: Node) -> Any:
         """A param value: scalars keep their YAML type (strings get variables); lists stay lists."""
@@ -87,7 +86,7 @@ class _Loader:
             return [self.raw_value(item) for item in node.items]
         if node.kind == "map":
             return node.plain()
-        return self.substitute(node.value) if isinstance(node.value, str) else node.value
+        return self.substitute(node.value, node.location) if isinstance(node.value, str) else node.value
 
     def mapping(self, node: Node | None, what: str) -> Node | None:
         if node is None:
@@ -248,6 +247,10 @@ class _Loader:
             return None
         for value, value_id in zip(axis.values, unique_ids([slugify(v.key) for v in axis.values]), strict=True):
             value.id = value_id
+        too_many = L.axis_problem(axis, self.limits)
+        if too_many is not None:
+            self.problems.append(too_many)
+            return None
         if default_node is not None:
             axis.default = self.default(axis, default_node, listed)
         return axis
@@ -287,17 +290,24 @@ class _Loader:
             items = [str(self.raw_value(item)).strip() for item in node.items]
         else:
             written = self.text(node, variables=False)
-            items = [self.substitute(item) for item in split_list(written)]
+            items = split_list(written)
+            if len(items) <= self.limits.max_axis_values:  # over the cap it is refused below, unsubstituted
+                items = [self.substitute(item, node.location) for item in items]
             if '"' in written and "||" not in written and len(items) != len(written.split(",")):
                 self.warn(f"axis '{axis_key}': quotes keep commas inside a value, as in A1111; Infinity Grid "
                           f"splits on every comma", node.location)
+        too_many = L.values_over_cap(len(items), self.limits, f"axis '{axis_key}'")
+        if too_many:
+            self.problems.append(L.OverCap(too_many, node.location))
+            return []
         raw_items: list[Any] = items
         if param.kind in ("int", "seed", "float"):
             notes: list[str] = []
             try:
-                raw_items = expand_numbers(items, integer=param.kind != "float", notes=notes)
+                raw_items = expand_numbers(items, integer=param.kind != "float", notes=notes, limits=self.limits)
             except ValueError as err:
-                self.error(f"axis '{axis_key}': {err}", node.location)
+                found = L.OverCap if isinstance(err, L.CapExceeded) else Problem
+                self.problems.append(found(f"axis '{axis_key}': {err}", node.location))
                 return []
             for message in notes:
                 self.warn(f"axis '{axis_key}': {message}", node.location)
@@ -460,6 +470,9 @@ class _Loader:
         for axis, axis_id in zip(axes, unique_ids([axis.id for axis in axes]), strict=True):
             axis.id = axis_id
         spec = GridSpec(self.path, meta, base, axes, base_locations)
+        too_many = L.cells_problem(spec.axes, self.limits, axes_entry[0] if axes_entry else Location(self.path, 1, 1))
+        if too_many is not None:
+            self.problems.append(too_many)
         self.check_grid(spec, axes_entry[0] if axes_entry else Location(self.path, 1, 1))
         spec.warnings = self.warnings
         spec.resolved = resolved_form(spec)
@@ -494,14 +507,14 @@ def _title_of(raw: Any) -> str:
 
 def load_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
               registry: P.Registry | None = None, supported: set[str] | None = None,
-              strict: bool = False) -> GridSpec:
+              strict: bool = False, limits: L.Limits = L.DEFAULT_LIMITS) -> GridSpec:
     """Load and validate a grid spec; raises SpecError listing every problem found.
 
     `overrides` are `--set` values that replace base params; `supported` names the params the
-    chosen backend acts on (others warn, or fail with `strict`).
+    chosen backend acts on (others warn, or fail with `strict`); `limits` caps the values per axis and the cells.
     """
     path = Path(path)
-    loader = _Loader(path, registry or P.Registry(), supported, strict)
+    loader = _Loader(path, registry or P.Registry(), supported, strict, limits)
     return loader.load(read_yaml(path), overrides or {})
 
 

@@ -10,6 +10,7 @@
 Numbers are read the way Python's int()/float() read them (`1_000`, `1e3`) and computed exactly;
 they come back as int or float. Where Infinity Grid or A1111 would expand a list differently (float
 drift, A1111's ranges that stop before their end), a note says so; the loader turns it into a warning.
+A range or fill that would pass the per-axis cap is refused from its count, before it is listed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import csv
 import math
 import re
 from decimal import Decimal, InvalidOperation
+
+from gridgen.spec.limits import DEFAULT_LIMITS, CapExceeded, Limits, values_over_cap
 
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _RANGE = re.compile(
@@ -47,6 +50,8 @@ def _number(text: str, integer: bool) -> Decimal:
         raise ValueError(f"{text!r} is not a {kind}, a range like 1-5, 1-9 (+2) or 0-1 [5], or an ellipsis") from None
     if not value.is_finite():
         raise ValueError(f"{text!r} is not a finite number")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{str(text)[:20]!r}... is too large a number")
     if integer and value != value.to_integral_value():
         raise ValueError(f"{text!r} is not a whole number")
     return value
@@ -56,16 +61,24 @@ def _out(value: Decimal, integer: bool) -> int | float:
     return int(value) if integer else float(value)
 
 
+def _within_cap(count: int | float | Decimal, limits: Limits, what: str) -> None:
+    # A step like 1e-9999 is exact in Decimal: clamp before the count becomes an int of that many digits.
+    message = values_over_cap(math.ceil(min(count, 10**300)), limits, what)
+    if message:
+        raise CapExceeded(message)
+
+
 def _shown(values: list[int | float]) -> str:
     return ", ".join(f"{value:g}" for value in values) or "no values"
 
 
-def _a1111_range(match: re.Match, integer: bool, notes: list[str]) -> list[int | float]:
+def _a1111_range(match: re.Match, integer: bool, notes: list[str], limits: Limits) -> list[int | float]:
     start = _number(match["start"], integer)
     end = _number(match["end"], integer)
     text = match.group(0).strip()
     if match["count"] is not None:
         count = int(match["count"])
+        _within_cap(count, limits, f"range {text!r}")
         if count < 1:
             raise ValueError(f"range {text!r} asks for {count} values; ask for at least 1")
         if count == 1:
@@ -77,6 +90,7 @@ def _a1111_range(match: re.Match, integer: bool, notes: list[str]) -> list[int |
     if step == 0 or (end - start) * step < 0:
         raise ValueError(f"range {text!r} never reaches its end: a step of {step:+g} from {start:g} "
                          f"moves away from {end:g}")
+    _within_cap((end - start) / step + 1, limits, f"range {text!r}")
     values = [_out(start + index * step, integer) for index in range(int((end - start) / step) + 1)]
     peer = _a1111_stepped(start, end, step, integer, match["step"] is not None)
     if peer is not None and len(peer) != len(values):
@@ -95,13 +109,14 @@ def _a1111_stepped(start: Decimal, end: Decimal, step: Decimal, integer: bool, s
     return [first + i * stride for i in range(count)]
 
 
-def _fill(before: list[Decimal], after: Decimal, integer: bool, notes: list[str]) -> list[Decimal]:
+def _fill(before: list[Decimal], after: Decimal, integer: bool, notes: list[str], limits: Limits) -> list[Decimal]:
     first, last = before[-2], before[-1]
     step = last - first
     if step == 0 or (after - last) * step < 0:
         raise ValueError(f"the fill {first:g}, {last:g}, ..., {after:g} never reaches its end: "
                          f"steps of {step:+g} move away from {after:g}")
     count = int((after - last) / step)
+    _within_cap(len(before) + count, limits, f"the fill {first:g}, {last:g}, ..., {after:g}")
     filled = [last + i * step for i in range(1, count)]
     if not integer:
         # Infinity Grid computes the same count in floats, where 0.1 steps drift (0.7 - 0.2) / 0.1 = 4.99...
@@ -113,10 +128,12 @@ def _fill(before: list[Decimal], after: Decimal, integer: bool, notes: list[str]
     return filled
 
 
-def expand_numbers(items: list[str], integer: bool, notes: list[str] | None = None) -> list[int | float]:
+def expand_numbers(items: list[str], integer: bool, notes: list[str] | None = None,
+                   limits: Limits = DEFAULT_LIMITS) -> list[int | float]:
     """Turn a split list into numbers, expanding fills and A1111 ranges; raises ValueError.
 
-    `notes` collects how the peers (Infinity Grid, A1111) would expand the list differently.
+    `notes` collects how the peers (Infinity Grid, A1111) would expand the list differently. A range or
+    fill that would pass the per-axis cap of `limits` raises CapExceeded (a ValueError) before it is listed.
     """
     notes = notes if notes is not None else []
     items = items[:-1] if len(items) > 1 and items[-1] == "" else items  # `1, 2,`: a trailing comma
@@ -126,15 +143,17 @@ def expand_numbers(items: list[str], integer: bool, notes: list[str] | None = No
         if item in _ELLIPSIS:
             if len(exact) < 2 or position + 1 >= len(items) or items[position + 1] in _ELLIPSIS:
                 raise ValueError("an ellipsis needs two values before it and one after it, e.g. 1, 2, ..., 10")
-            filled = _fill(exact, _number(items[position + 1], integer), integer, notes)
+            filled = _fill(exact, _number(items[position + 1], integer), integer, notes, limits)
             exact.extend(filled)
             values.extend(_out(value, integer) for value in filled)
+            _within_cap(len(values), limits, "the list")
             continue
         match = _RANGE.match(item)
         if match is not None and not re.fullmatch(_NUMBER, item.strip()):
-            expanded = _a1111_range(match, integer, notes)
+            expanded = _a1111_range(match, integer, notes, limits)
             exact.extend(Decimal(str(value)) for value in expanded)
             values.extend(expanded)
+            _within_cap(len(values), limits, "the list")
             continue
         number = _number(item, integer)
         exact.append(number)

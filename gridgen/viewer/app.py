@@ -59,6 +59,8 @@ def create_app(root: Path, *, token: str | None = None, allow_runs: bool = False
         return {"allow_runs": state.allow_runs, "root_name": root.name or str(root)}
 
     state.db.recover()
+    for leftover in root.glob(".gridgen-spec-*.yaml"):  # a check cut short when the server was killed
+        leftover.unlink(missing_ok=True)
     if allow_runs and start_worker:
         from gridgen.viewer.worker import RunWorker
 

@@ -140,7 +140,7 @@ class GridCache:
                 return hit[1]
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if not isinstance(data, dict):
             return None
@@ -183,9 +183,17 @@ def summary(root: Path, gid: str, cache: GridCache) -> dict[str, Any] | None:
     modified = _mtime(folder)
     base = {"id": gid, "url": grid_url_path(gid), "modified": modified,
             "modified_iso": datetime.fromtimestamp(modified, timezone.utc).isoformat(timespec="seconds")}
+    broken = {**base, "title": gid or root.name, "thumbs": [], "axes": [], **progress_of({})}
     if data is None:
-        return {**base, "title": gid or root.name, "error": "grid.json cannot be read", "thumbs": [],
-                "axes": [], **progress_of({})}
+        return {**broken, "error": "grid.json cannot be read"}
+    try:
+        return {**base, **_described(root, gid, data)}
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as err:  # JSON, but not gridgen's
+        return {**broken, "error": f"grid.json is malformed ({type(err).__name__}); run `gridgen html` on the folder "
+                                   "or render it again"}
+
+
+def _described(root: Path, gid: str, data: dict[str, Any]) -> dict[str, Any]:
     cells = data.get("cells") if isinstance(data.get("cells"), dict) else {}
     keys = list(cells)
     picked = [keys[i * len(keys) // STRIP_THUMBS] for i in range(min(STRIP_THUMBS, len(keys)))]
@@ -196,8 +204,8 @@ def summary(root: Path, gid: str, cache: GridCache) -> dict[str, Any] | None:
         if isinstance(file, str) and file:
             thumbs.append({"key": key, "url": grid_url_path(gid, file)})
     axes = [str(a.get("title") or a.get("id")) for a in data.get("axes") or [] if isinstance(a, dict)]
-    return {**base, "title": str(data.get("title") or gid or root.name), "error": None, "thumbs": thumbs,
-            "axes": axes, **progress_of(data)}
+    return {"title": str(data.get("title") or gid or root.name), "error": None, "thumbs": thumbs, "axes": axes,
+            **progress_of(data)}
 
 
 def cell_of(root: Path, gid: str, key: str, cache: GridCache) -> dict[str, Any] | None:

@@ -4,15 +4,17 @@
 `GET /api/runs` lists the queue, `GET /api/runs/ID` shows one run with its spec,
 `POST /api/runs` validates and queues a spec (JSON `{"spec", "name"?, "filename"?}` or a form with
 `spec` text or a `file` upload, and `name`), `POST /api/runs/ID/cancel` cancels a queued or running
-run. A spec larger than the configured limit gets 413; one that does not validate gets 422 with every
-problem as `FILE:LINE:COL: message`; a name already queued or already a folder under the root, 409.
+run. A spec larger than the configured limit gets 413, and so does one that asks for more than a cap
+allows (values per axis, cells, aliases) or whose check, run in a child process, passes its time or
+memory limit; one that does not validate gets 422 with every problem as `FILE:LINE:COL: message`; a
+name already queued or already a folder under the root, 409.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, render_template, request
 
-from gridgen.viewer import catalog, db, specs
+from gridgen.viewer import catalog, db, sandbox, specs
 from gridgen.viewer.grids import asset_url, grid_href
 from gridgen.viewer.security import deny
 from gridgen.viewer.state import get_state
@@ -105,14 +107,16 @@ def api_submit():
     if (state.root / name).exists() or (state.root / name).is_symlink():
         return deny(409, f"{name!r} already exists under the root; pick another name")
     try:
-        checked = specs.check(text, filename, name, state.root, state.models_dir)
+        verdict = sandbox.check(text, filename, name, state.root, state.models_dir, timeout_s=state.check_timeout_s,
+                                memory_mb=state.check_memory_mb)
     except specs.SubmissionError as err:
         return jsonify(problems=err.problems), 422
-    checked.prepared.plan.backend.close()
+    if verdict.status != 201:
+        return jsonify(problems=verdict.problems), verdict.status
     run = state.db.add_run(name, filename, text)
     if state.worker is not None:
         state.worker.wake()
-    return jsonify(run=_public(run), warnings=checked.warnings, cells=checked.prepared.plan.total), 201
+    return jsonify(run=_public(run), warnings=verdict.warnings, cells=verdict.cells), 201
 
 
 @blueprint.post("/api/runs/<int:run_id>/cancel")

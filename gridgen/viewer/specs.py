@@ -16,22 +16,27 @@ from pathlib import Path
 from typing import Any
 
 from gridgen.backends.base import Backend
+from gridgen.backends.sd import embeddings
 from gridgen.errors import GridError, Location, Problem, SpecError
 from gridgen.resources import data_dir
-from gridgen.runner import Opened, Prepared, RunOptions, open_spec, plan_spec
+from gridgen.runner import Opened, Prepared, RunOptions, open_spec, plan_spec, refuse_over_caps
+from gridgen.spec.limits import OverCap
 from gridgen.spec.yamlnodes import Node, read_yaml
 from gridgen.tiny import TINY_MODEL_NAME, tiny_folder
+from gridgen.viewer import boundary
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 MAX_INCLUDE_DEPTH = 10
 
 
 class SubmissionError(Exception):
-    """The spec cannot run; `problems` are lines to show the user."""
+    """The spec cannot run; `problems` are lines to show the user. `too_large`: it asks for more than a cap
+    allows (values, cells, aliases, bytes), which the API answers with 413."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], too_large: bool = False):
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.too_large = too_large
 
 
 @dataclass
@@ -123,10 +128,29 @@ def path_problem(backend: Backend, name: str, kind: str, value: str, allowed: li
             "from the browser may only use models and images there")
 
 
-def _params_problems(opened: Opened, allowed: list[Path]) -> list[Problem]:
-    """Every path-valued param the spec sets: the grid's params and each axis value. gridgen's own
-    defaults are not the sender's choice (the embedded models, ELLA's usual T5 id) and are not checked."""
-    spec = opened.spec
+def _hidden_problem(opened: Opened, name: str, kind: str, value: str, allowed: list[Path]) -> str | None:
+    """`path_problem` for a path hidden in another param's value (see `boundary`). A `<lora:...>` tag is found
+    by the backend's own `locate`; the others (upscaler and inpainter files, ELLA checkpoints) are params the
+    backend does not locate, so their files are looked for where the upscaler and inpainter loaders look."""
+    if name == "lora":
+        return path_problem(opened.backend, name, kind, value, allowed)
+    if kind == "model" and (tiny_folder(value) is not None or value.lower() == "auto"):
+        return None
+    for candidate in boundary.candidates(value, opened.context.spec_dir, opened.context.models_dir):
+        if candidate.exists():
+            if _under(candidate, allowed):
+                return None
+            return (f"{name} {value!r} is {candidate.resolve()}, outside the root and the models folder; a spec "
+                    "sent from the browser may only use models and images there")
+    return (f"{name} {value!r} is not found under the root or the models folder; a spec sent from the browser may "
+            f"only use models and images there (or the embedded {TINY_MODEL_NAME}), not Hugging Face ids")
+
+
+def _params_problems(opened: Opened, options: RunOptions, allowed: list[Path]) -> list[Problem]:
+    """Every path-valued param the spec sets, and every path hidden in another param's value (see
+    `boundary`): the grid's params and each axis value. gridgen's own defaults are not the sender's
+    choice (the embedded models, ELLA's usual T5 id) and are not checked."""
+    spec, models_dir = opened.spec, opened.context.models_dir
     kinds = {param.name: param.kind for param in opened.registry if param.kind in ("path", "model")}
     layers: list[tuple[dict[str, Any], dict[str, Location]]] = [(spec.base_params, spec.base_locations)]
     layers += [(value.params, value.param_locations) for axis in spec.axes for value in axis.values]
@@ -134,12 +158,26 @@ def _params_problems(opened: Opened, allowed: list[Path]) -> list[Problem]:
     for params, locations in layers:
         for name, values in params.items():
             for value in values if isinstance(values, list) else [values]:  # accumulating params hold lists
-                if name not in kinds or value is None or (name, str(value)) in seen:
+                if value is None:
                     continue
-                seen.add((name, str(value)))
-                reason = path_problem(opened.backend, name, kinds[name], str(value).strip(), allowed)
-                if reason:
-                    problems.append(Problem(reason, locations.get(name)))
+                direct = [(name, kinds[name], str(value).strip())] if name in kinds else []
+                hidden = list(boundary.hidden_paths(name, value))
+                for param, kind, wanted in direct + hidden:
+                    if (param, wanted) in seen:
+                        continue
+                    seen.add((param, wanted))
+                    if (param, kind, wanted) in direct:
+                        reason = path_problem(opened.backend, param, kind, wanted, allowed)
+                    else:
+                        reason = _hidden_problem(opened, param, kind, wanted, allowed)
+                    if reason:
+                        problems.append(Problem(reason, locations.get(name)))
+    folders = [spec.folder / "wildcards", *([models_dir / "wildcards"] if models_dir else [])]
+    problems += boundary.wildcard_problems(spec, folders, allowed, _under)
+    offered = embeddings.available(embeddings.folders(spec.folder, models_dir))
+    problems += boundary.embedding_problems(spec, offered, allowed, _under)
+    if options.models_dir is None:  # the viewer's models folder, when it has one, replaces the spec's
+        problems += [p for p in [boundary.models_dir_problem(spec, allowed, _under)] if p]
     return problems
 
 
@@ -153,38 +191,51 @@ def _shown(problem: Problem, temp: Path, filename: str) -> str:
     return str(Problem(problem.message.replace(str(temp), filename), location, problem.severity))
 
 
-def check(text: str, filename: str, name: str, root: Path, models_dir: Path | None) -> Checked:
-    """Validate a browser-submitted spec that renders to `root/name`; raises SubmissionError.
-
-    On success the caller owns `prepared` (execute it, or close its backend)."""
-    root = root.resolve()
-    allowed = [root] + ([models_dir.resolve()] if models_dir else [])
-    temp = root / f".gridgen-spec-{uuid.uuid4().hex}.yaml"
-    options = RunOptions(out=root / name, models_dir=str(models_dir) if models_dir else None)
+def write_temp(text: str, root: Path) -> Path:
+    """The spec written to a hidden file in `root`, where its relative paths resolve; raises SubmissionError."""
+    temp = root.resolve() / f".gridgen-spec-{uuid.uuid4().hex}.yaml"
     try:
         temp.write_text(text, encoding="utf-8")
     except OSError as err:
         raise SubmissionError([f"cannot write the spec under the root to check it: {err.strerror or err}"]) from None
+    return temp
 
-    def refuse(problems: list[Problem]) -> SubmissionError:
-        return SubmissionError([_shown(p, temp, filename) for p in problems])
 
+def check(text: str, filename: str, name: str, root: Path, models_dir: Path | None) -> Checked:
+    """Validate a browser-submitted spec that renders to `root/name`; raises SubmissionError.
+
+    On success the caller owns `prepared` (execute it, or close its backend)."""
+    temp = write_temp(text, root)
     try:
-        try:
-            problems = _include_problems(read_yaml(temp), root, allowed + [data_dir("axes").resolve()])
-            if problems:
-                raise refuse(problems)
-            # Validation reads model configs, which must not happen for a path outside: paths are checked first.
-            opened = open_spec(temp, options)
-            problems = _params_problems(opened, allowed)
-            if problems:
-                opened.backend.close()
-                raise refuse(problems)
-            prepared = plan_spec(opened, options)
-        except SpecError as err:
-            raise refuse(err.problems) from None
-        except GridError as err:
-            raise SubmissionError([str(err).replace(str(temp), filename)]) from None
-        return Checked(prepared, options, [_shown(p, temp, filename) for p in prepared.warnings])
+        return check_file(temp, filename, name, root, models_dir)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def check_file(temp: Path, filename: str, name: str, root: Path, models_dir: Path | None) -> Checked:
+    """`check` of a spec already written by `write_temp`; the caller removes the file."""
+    root = root.resolve()
+    allowed = [root] + ([models_dir.resolve()] if models_dir else [])
+    options = RunOptions(out=root / name, models_dir=str(models_dir) if models_dir else None)
+
+    def refuse(problems: list[Problem]) -> SubmissionError:
+        return SubmissionError([_shown(p, temp, filename) for p in problems],
+                               too_large=any(isinstance(p, OverCap) for p in problems))
+
+    try:
+        problems = _include_problems(read_yaml(temp), root, allowed + [data_dir("axes").resolve()])
+        if problems:
+            raise refuse(problems)
+        refuse_over_caps(temp, options)  # before the backend and its libraries load
+        # Validation reads model configs, which must not happen for a path outside: paths are checked first.
+        opened = open_spec(temp, options)
+        problems = _params_problems(opened, options, allowed)
+        if problems:
+            opened.backend.close()
+            raise refuse(problems)
+        prepared = plan_spec(opened, options)
+    except SpecError as err:
+        raise refuse(err.problems) from None
+    except GridError as err:
+        raise SubmissionError([str(err).replace(str(temp), filename)]) from None
+    return Checked(prepared, options, [_shown(p, temp, filename) for p in prepared.warnings])

@@ -36,6 +36,8 @@ class ViewerState:
     worker: RunWorker | None = None
     sse_poll_s: float = 0.2
     sse_heartbeat_s: float = 15.0
+    check_timeout_s: float = 60.0  # a submitted spec's check runs in a child killed past these
+    check_memory_mb: float = 2048.0
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop the worker (after the batch in flight; its run resumes at the next start) and end

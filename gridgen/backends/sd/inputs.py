@@ -31,6 +31,8 @@ class ImageInputError(ValueError):
 @lru_cache(maxsize=64)
 def _read(path: Path, mtime_ns: int) -> tuple[Image.Image, str]:
     with Image.open(path) as opened:
+        if max(opened.size) > MAX_SIDE:  # refused before decoding: a forged header must not allocate gigabytes
+            raise ValueError(f"it is {opened.width}x{opened.height}; images must be at most {MAX_SIDE} pixels a side")
         opened.load()
         image = opened.copy()
     return image, hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -51,7 +53,7 @@ class ImageInputs:
         except FileNotFoundError:
             raise ImageInputError(param, f"{param} {value!r}: no such file ({path}); image paths are relative "
                                          f"to the spec file") from None
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageInputError(param, f"{param} {value!r}: cannot decode {path} as an image ({exc}); "
                                          f"use a PNG, JPEG or WebP file") from None
 

@@ -78,10 +78,24 @@ def _keys(path: Path, modified: float) -> tuple[str, ...] | str:
         return f"cannot read LoRA file {path}: {exc}; re-download it"
 
 
+@lru_cache(maxsize=256)
+def _pickled_keys(path: Path, modified: float) -> tuple[str, ...] | str:
+    """The tensor names in a .bin file, read with torch's weights-only loader (it runs no code from the file)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="meta", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors for a file that is not weights
+        return f"cannot read LoRA file {path} as weights ({type(exc).__name__}); re-download it"
+    return tuple(str(key) for key in state) if isinstance(state, dict) else f"{path} holds no named weights"
+
+
 def _header(path: Path) -> tuple[str, ...] | str | None:
-    if path.suffix.lower() != ".safetensors":
-        return None  # pickled weights are only read at load time, where errors name the file too
-    return _keys(path, path.stat().st_mtime)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        return f"lora file {path} is not a {' or '.join(SUFFIXES)} file; lora takes LoRA weights in those formats"
+    reader = _keys if suffix == ".safetensors" else _pickled_keys
+    return reader(path, path.stat().st_mtime)
 
 
 def problem(path: Path) -> str | None:
