@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gridgen import samplers, segment_params, upscalers
+from gridgen.backends.sd.denoise import samplers
+from gridgen.backends.sd.kinds.channels import CHANNELS
+from gridgen.backends.sd.stages import segment_params, upscalers
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class Param:
     # ValueError with a message of its own, such as a did-you-mean).
     choose: Callable[[str], str | None] | None = None
     choices_help: str = ""
-    stage: str = "base"  # the pipeline stage that consumes it: text, base, post, output
+    # Who reads it: `plan` (applied while planning), `text` or `base` (the base image), `post` (a stage after it)
+    # or `output` (the saved file). A backend derives from this which params a base image depends on.
+    stage: str = "base"
     # Values from the base params and from every axis add up instead of replacing each other.
     accumulate: bool = False
     # Parses values that may be mappings or lists (sam_prompt) into their canonical text; raises ValueError.
@@ -51,8 +55,7 @@ def _choose_format(text: str) -> str | None:
 
 
 # `pipeline` values: auto (the kind the model's UNet says) or one kind; spellings users know map onto them.
-PIPELINE_KINDS = ("auto", "txt2img", "img2img", "depth2img", "x4-upscaler", "instruct-pix2pix", "inpaint",
-                  "unclip")
+PIPELINE_KINDS = ("auto", *CHANNELS)
 _PIPELINE_ALIASES = {"ip2p": "instruct-pix2pix", "pix2pix": "instruct-pix2pix", "inpainting": "inpaint",
                      "depth": "depth2img", "upscale": "x4-upscaler", "upscaler": "x4-upscaler", "x4": "x4-upscaler",
                      "variation": "unclip", "image-variation": "unclip"}
@@ -101,7 +104,7 @@ CORE_PARAMS: tuple[Param, ...] = (
           aliases=("negative", "neg_prompt"), stage="text"),
     Param("prompt_replace", "str", None,
           "`find = replace`: replaces text in the prompt and negative prompt. Several may apply to one cell.",
-          aliases=("replace",), stage="text", accumulate=True),
+          aliases=("replace",), stage="plan", accumulate=True),
     Param("seed", "seed", 1, "Noise seed; -1 picks one random seed for the whole grid (recorded in the output).",
           min=-1, max=2**32 - 1),
     Param("steps", "int", 20, "Number of denoising steps.", min=1, max=1000),
@@ -294,6 +297,11 @@ KNOWN_UNSUPPORTED: dict[str, str] = {
         "eta_noise_seed_delta", "token_merging_ratio",
     )
 }
+
+
+def params_of_stage(*stages: str, params: Iterable[Param] = CORE_PARAMS) -> frozenset[str]:
+    """The names of the params that the given stages read."""
+    return frozenset(param.name for param in params if param.stage in stages)
 
 
 class Registry:

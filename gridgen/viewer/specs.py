@@ -19,7 +19,7 @@ from typing import Any
 from gridgen import params as P
 from gridgen.backends import load_backend
 from gridgen.backends.base import BackendContext
-from gridgen.backends.sd import embeddings, lora
+from gridgen.backends.sd.adapters import embeddings, lora
 from gridgen.errors import GridError, Location, Problem, SpecError
 from gridgen.resources import data_dir
 from gridgen.runner import Prepared, RunOptions, peek_backend, prepare
@@ -112,7 +112,7 @@ def _include_problems(node: Node, base: Path, allowed: list[Path], depth: int = 
 
 
 def _candidates(name: str, value: str, spec_dir: Path, models_dir: Path | None) -> list[Path]:
-    """Where the backend looks for `value`, in its order (gridgen/backends/sd/locate.py)."""
+    """Where the backend looks for `value`, in its order (gridgen/backends/sd/models/locate.py)."""
     raw = Path(value).expanduser()
     if raw.is_absolute():
         return [raw]
