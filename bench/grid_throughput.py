@@ -9,7 +9,10 @@ each image to disk as PNG: (a) gridgen's runner and local executor, (b) one pipe
 (`StableDiffusionPipeline`, or `StableDiffusionXLPipeline` for the SDXL preset), as the A1111 X/Y/Z
 plot and the Infinity Grid script do. With `--rounds N` the two sides take turns N times and the
 ratio of each round is printed, so a machine busy with other work shows up as spread rather than
-as one lucky or unlucky figure. Figures depend on the machine: run it, don't quote it.
+as one lucky or unlucky figure. Each round also runs both sides as fresh processes (`gridgen run`, and
+a script that loads the pipeline and loops) and times them from start to exit: the whole-process
+ratio, start-up included, is what a small grid waits for. Figures depend on the machine: run it,
+don't quote it.
 """
 
 from __future__ import annotations
@@ -92,8 +95,8 @@ def sdxl_random(folder: Path) -> Path:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from gridgen.backends.sd.families import config_root
-    from gridgen.backends.sd.single_file import load_tokenizer
+    from gridgen.backends.sd.models.families import config_root
+    from gridgen.backends.sd.models.single_file import load_tokenizer
 
     configs = config_root() / "sdxl"
     torch.manual_seed(0)
@@ -170,6 +173,24 @@ def run_plain_loop(pipe, out: Path, preset: Preset) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
+def whole_process_seconds(command: list[str]) -> float:
+    """Wall time of `command` as a fresh process, from its start to its exit."""
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def gridgen_process(spec: Path, out: Path, preset: Preset, device: str) -> list[str]:
+    arguments = ["run", str(spec), "--out", str(out), "--quiet", "--overwrite", "--device", device,
+                 "--dtype", preset.dtype, "--batch-size", str(preset.batch_size)]
+    return [sys.executable, "-c", f"import sys; from gridgen.cli import main; sys.exit(main({arguments!r}))"]
+
+
+def loop_process(model: Path, out: Path, preset_name: str, device: str) -> list[str]:
+    return [sys.executable, __file__, "--preset", preset_name, "--device", device, "--loop-process", str(model),
+            str(out)]
+
+
 def grid_peak_rss_mb(cells: int, folder: Path) -> float:
     """Peak RSS of a fresh `gridgen run` process over a `cells`-cell grid of the embedded model (1 step, 32 px)."""
     spec = folder / f"memory-{cells}.yaml"
@@ -196,8 +217,13 @@ def main() -> int:
                         help="gridgen's --cpu-shards (default: one per thread; 1 shows the gain of sharding)")
     parser.add_argument("--memory", action="store_true",
                         help="also measure the peak RSS of 250- and 1,000-cell grids of the embedded model")
+    parser.add_argument("--loop-process", nargs=2, metavar=("MODEL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     preset = PRESETS[args.preset]
+    if args.loop_process:  # the per-image loop as a process of its own, timed whole by the parent
+        model, out = (Path(value) for value in args.loop_process)
+        run_plain_loop(load_plain_pipeline(model, preset, args.device), out, preset)
+        return 0
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if preset.model != "tiny" and device != "cuda":
         print(f"preset {args.preset} needs a CUDA device; this machine has none", file=sys.stderr)
@@ -214,7 +240,7 @@ def main() -> int:
         # Warm both paths once so neither pays first-call costs (allocator, kernels) in its timing.
         run_plain_loop(pipe, folder / "warm", Preset(preset.size, 2, preset.sampler, [1], [7.0], preset.dtype, 1,
                                                      preset.model))
-        ratios, loop_rates, grid_rates = [], [], []
+        ratios, loop_rates, grid_rates, process_ratios = [], [], [], []
         for round_ in range(args.rounds):
             loop_count, loop_s = run_plain_loop(pipe, folder / f"loop{round_}", preset)
             grid_count, grid_s = run_gridgen(spec, folder / f"grid{round_}", preset, device, args.cpu_shards)
@@ -224,10 +250,19 @@ def main() -> int:
             print(f"round {round_ + 1}: plain per-image loop {loop_count} images in {loop_s:.1f} s = "
                   f"{loop_rates[-1]:.2f} img/s; gridgen {grid_count} images in {grid_s:.1f} s = "
                   f"{grid_rates[-1]:.2f} img/s; ratio {ratios[-1]:.2f}x")
+            loop_whole = whole_process_seconds(loop_process(model, folder / f"loop-process{round_}", args.preset,
+                                                            device))
+            grid_whole = whole_process_seconds(gridgen_process(spec, folder / f"grid-process{round_}", preset,
+                                                               device))
+            process_ratios.append(loop_whole / grid_whole)
+            print(f"round {round_ + 1}, whole processes (start-up included): plain per-image loop "
+                  f"{loop_whole:.1f} s, gridgen run {grid_whole:.1f} s; ratio {process_ratios[-1]:.2f}x")
     print(f"plain per-image loop: {statistics.median(loop_rates):.2f} img/s (median of {args.rounds})")
     print(f"gridgen:              {statistics.median(grid_rates):.2f} img/s (median of {args.rounds})")
     each = ", ".join(f"{r:.2f}" for r in ratios)
     print(f"ratio gridgen / loop: {statistics.median(ratios):.2f}x (median; rounds {each})")
+    each = ", ".join(f"{r:.2f}" for r in process_ratios)
+    print(f"whole-process ratio:  {statistics.median(process_ratios):.2f}x (median; rounds {each})")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if device == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")

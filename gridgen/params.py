@@ -12,32 +12,13 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
-from gridgen import samplers, segment_params, upscalers
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str  # canonical snake_case name
-    kind: str  # int, float, str, bool, seed, choice, path, model
-    default: Any = None
-    help: str = ""
-    aliases: tuple[str, ...] = ()
-    min: float | None = None
-    max: float | None = None
-    multiple_of: int | None = None
-    # For kind "choice": maps user text to the canonical choice, or None when it matches nothing (or raises
-    # ValueError with a message of its own, such as a did-you-mean).
-    choose: Callable[[str], str | None] | None = None
-    choices_help: str = ""
-    stage: str = "base"  # the pipeline stage that consumes it: text, base, post, output
-    # Values from the base params and from every axis add up instead of replacing each other.
-    accumulate: bool = False
-    # Parses values that may be mappings or lists (sam_prompt) into their canonical text; raises ValueError.
-    parse: Callable[[Any], str] | None = None
+from gridgen.backends.sd.denoise import samplers
+from gridgen.backends.sd.kinds.channels import CHANNELS
+from gridgen.backends.sd.stages import segment_params, upscalers
+from gridgen.param_decl import Param
 
 
 def normalize_key(name: Any) -> str:
@@ -51,8 +32,7 @@ def _choose_format(text: str) -> str | None:
 
 
 # `pipeline` values: auto (the kind the model's UNet says) or one kind; spellings users know map onto them.
-PIPELINE_KINDS = ("auto", "txt2img", "img2img", "depth2img", "x4-upscaler", "instruct-pix2pix", "inpaint",
-                  "unclip")
+PIPELINE_KINDS = ("auto", *CHANNELS)
 _PIPELINE_ALIASES = {"ip2p": "instruct-pix2pix", "pix2pix": "instruct-pix2pix", "inpainting": "inpaint",
                      "depth": "depth2img", "upscale": "x4-upscaler", "upscaler": "x4-upscaler", "x4": "x4-upscaler",
                      "variation": "unclip", "image-variation": "unclip"}
@@ -101,7 +81,7 @@ CORE_PARAMS: tuple[Param, ...] = (
           aliases=("negative", "neg_prompt"), stage="text"),
     Param("prompt_replace", "str", None,
           "`find = replace`: replaces text in the prompt and negative prompt. Several may apply to one cell.",
-          aliases=("replace",), stage="text", accumulate=True),
+          aliases=("replace",), stage="plan", accumulate=True),
     Param("seed", "seed", 1, "Noise seed; -1 picks one random seed for the whole grid (recorded in the output).",
           min=-1, max=2**32 - 1),
     Param("steps", "int", 20, "Number of denoising steps.", min=1, max=1000),
@@ -294,6 +274,11 @@ KNOWN_UNSUPPORTED: dict[str, str] = {
         "eta_noise_seed_delta", "token_merging_ratio",
     )
 }
+
+
+def params_of_stage(*stages: str, params: Iterable[Param] = CORE_PARAMS) -> frozenset[str]:
+    """The names of the params that the given stages read."""
+    return frozenset(param.name for param in params if param.stage in stages)
 
 
 class Registry:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gridgen.samplers import SAMPLERS
+from gridgen.backends.sd.denoise.samplers import SAMPLERS
 
 ORACLE = Path(__file__).resolve().parents[1].parent / "shared" / "oracles" / "infinity-grid"
 

@@ -15,9 +15,9 @@ import torch
 from gridgen.backends import BackendContext, load_backend
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import locate
+from gridgen.backends.sd.denoise.samplers import SAMPLERS, SCHEDULES, unsupported_schedule
+from gridgen.backends.sd.models import locate
 from gridgen.errors import GridError, ModelError
-from gridgen.samplers import SAMPLERS, SCHEDULES, unsupported_schedule
 from gridgen.tiny import TINY_MODEL_DIR
 
 STEPS = 4

@@ -14,7 +14,8 @@ from PIL import Image
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import depth, families, locate
+from gridgen.backends.sd.kinds import depth
+from gridgen.backends.sd.models import families, locate
 from gridgen.cli import main
 from gridgen.tiny import TINY_MODEL_DIR
 from tests import tiny_models
@@ -256,9 +257,9 @@ def test_a_depth_model_id_is_found_in_the_hugging_face_cache_only(backend, folde
 
 
 def test_a_depth_grid_with_bad_params_stops_before_any_model_loads(folder, tmp_path, monkeypatch):
-    from gridgen.backends import diffusers_backend
+    from gridgen.backends.sd import render
 
-    monkeypatch.setattr(diffusers_backend, "load_components", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(render, "load_components", lambda *a: pytest.fail("a model was loaded"))
     spec = write_spec(folder, """
         grid:
           params: {model: tiny-depth, steps: 2, init_image: init.png}

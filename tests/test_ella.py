@@ -20,9 +20,10 @@ from PIL import Image
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import ella_setup, locate
-from gridgen.backends.sd.ella import EllaModel, check_checkpoint, load_ella, save_single_file
-from gridgen.backends.sd.ella_context import EllaContext
+from gridgen.backends.sd.models import locate
+from gridgen.backends.sd.text import ella_setup
+from gridgen.backends.sd.text.ella import EllaModel, check_checkpoint, load_ella, save_single_file
+from gridgen.backends.sd.text.ella_context import EllaContext
 from gridgen.errors import ModelError, SpecError
 from gridgen.params import Registry, coerce
 from gridgen.runner import RunOptions, execute, prepare

@@ -13,7 +13,7 @@ import torch
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import embeddings
+from gridgen.backends.sd.adapters import embeddings
 from gridgen.cli import main
 from tests.network_fixtures import write_a1111_pt, write_a1111_safetensors, write_diffusers_embedding
 from tests.spec_helpers import write_spec

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import decoding
-from gridgen.backends.sd.cpu_shards import BatchShards
+from gridgen.backends.sd.denoise.cpu_shards import BatchShards
+from gridgen.backends.sd.images import images as image_ops
 from gridgen.runner import RunOptions, execute, prepare
 from tests.spec_helpers import write_spec
 
@@ -128,13 +128,13 @@ def test_batch_shards_slice_every_batched_input_and_join_the_outputs():
 
 def test_the_vae_decode_runs_off_the_render_thread(tmp_path, monkeypatch):
     threads: list[str] = []
-    original = decoding.images.decode
+    original = image_ops.decode
 
     def recording(vae, latents):
         threads.append(threading.current_thread().name)
         return original(vae, latents)
 
-    monkeypatch.setattr(decoding.images, "decode", recording)
+    monkeypatch.setattr(image_ops, "decode", recording)
     images, summary = _run(write_spec(tmp_path, MIXED_GRID), tmp_path / "out", batch_size=8)
     assert len(images) == 16 and summary.failed == 0
     assert threads and all(name.startswith("gridgen-decode") for name in threads)
@@ -143,14 +143,14 @@ def test_the_vae_decode_runs_off_the_render_thread(tmp_path, monkeypatch):
 def test_out_of_memory_in_the_decode_decodes_one_image_at_a_time(tmp_path, monkeypatch):
     spec = write_spec(tmp_path, MIXED_GRID)
     reference, _ = _run(spec, tmp_path / "reference", batch_size=8)
-    original = decoding.images.decode
+    original = image_ops.decode
 
     def limited(vae, latents):
         if latents.shape[0] > 1:
             raise torch.OutOfMemoryError("fake allocator limit")
         return original(vae, latents)
 
-    monkeypatch.setattr(decoding.images, "decode", limited)
+    monkeypatch.setattr(image_ops, "decode", limited)
     images, summary = _run(spec, tmp_path / "limited", batch_size=8)
     assert summary.failed == 0 and images.keys() == reference.keys()
     assert all(np.abs(images[key] - reference[key]).mean() <= 1.0 for key in images)
@@ -164,7 +164,7 @@ def test_a_failed_decode_fails_its_cells_and_a_rerun_renders_them(tmp_path, monk
 
     options = RunOptions(out=tmp_path / "out", batch_size=8)
     with monkeypatch.context() as patched:
-        patched.setattr(decoding.images, "decode", no_memory)
+        patched.setattr(image_ops, "decode", no_memory)
         summary = execute(prepare(spec, options), options, show_progress=False)
     assert summary.failed == 16 and summary.rendered == 0
     assert any("out of device memory decoding" in error for error in summary.errors)

@@ -13,7 +13,7 @@ from PIL import Image
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import masks as mask_ops
+from gridgen.backends.sd.images import masks as mask_ops
 from gridgen.errors import SpecError
 from gridgen.params import Registry
 from gridgen.runner import RunOptions, execute, prepare
@@ -93,9 +93,9 @@ def test_bad_image_inputs_are_problems_naming_the_file(backend, params, param, w
 
 
 def test_image_problems_stop_the_run_before_any_model_loads(folder, tmp_path, monkeypatch):
-    from gridgen.backends import diffusers_backend
+    from gridgen.backends.sd import render
 
-    monkeypatch.setattr(diffusers_backend, "load_components", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(render, "load_components", lambda *a: pytest.fail("a model was loaded"))
     spec = write_spec(folder, """
         grid:
           params: {model: gridgen-tiny, steps: 2, init_image: init.png}
@@ -169,7 +169,7 @@ def test_inpaint_model_matches_diffusers_inpaint_pipeline_and_keeps_the_rest(bac
 def test_txt2img_model_inpaints_as_diffusers_inpaint_pipeline_does(backend, folder, sampler):
     from diffusers import StableDiffusionInpaintPipeline
 
-    from gridgen.samplers import make_scheduler, scheduler_choice
+    from gridgen.backends.sd.denoise.samplers import make_scheduler, scheduler_choice
 
     source = pixels(picture(64, 64))
     inside = np.asarray(Image.open(folder / "mask.png")) > 0
@@ -200,7 +200,7 @@ def test_mask_blur_softens_only_the_edge(backend, folder):
 
 
 def test_inpaint_full_res_redraws_the_crop_at_the_model_size_and_pastes_it_back(backend, folder, monkeypatch):
-    from gridgen.backends.sd import edit
+    from gridgen.backends.sd.kinds import edit
 
     seen = []
     original = edit.denoise

@@ -13,12 +13,13 @@ from PIL import Image
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import families, locate, sampling
+from gridgen.backends.sd.denoise import guidance
+from gridgen.backends.sd.denoise.samplers import make_scheduler, scheduler_choice
+from gridgen.backends.sd.models import families, locate
 from gridgen.errors import SpecError
 from gridgen.metadata import read_metadata
 from gridgen.params import Registry, coerce
 from gridgen.runner import RunOptions, execute, prepare
-from gridgen.samplers import make_scheduler, scheduler_choice
 from tests import tiny_models
 from tests.spec_helpers import write_spec
 from tests.test_image_modes import picture, pixels
@@ -138,7 +139,7 @@ def test_image_guidance_runs_only_the_predictions_that_weigh_and_keeps_the_formu
     x, image = torch.randn(6, 4, 8, 8), torch.randn(6, 4, 8, 8)
     cond, uncond = torch.randn(6, 3, 16), torch.randn(6, 3, 16)
     zeros = torch.zeros_like(image)
-    denoise = sampling.guided_denoiser(Unet(), cond, uncond, scales, image=image, image_scales=image_scales,
+    denoise = guidance.guided_denoiser(Unet(), cond, uncond, scales, image=image, image_scales=image_scales,
                                        image_uncond=zeros)
     eps = denoise(x, torch.tensor(10))
     # Image-only rows where the two scales differ (0, 1, 4, 5); unconditional ones where image scale != 1 (0, 2, 4, 5).
@@ -154,7 +155,7 @@ def test_image_guidance_runs_only_the_predictions_that_weigh_and_keeps_the_formu
     assert torch.allclose(eps, expected, atol=1e-5)
 
     seen.clear()
-    plain = sampling.guided_denoiser(Unet(), cond, uncond, scales, image=image)(x, torch.tensor(10))
+    plain = guidance.guided_denoiser(Unet(), cond, uncond, scales, image=image)(x, torch.tensor(10))
     assert seen == [6 + 3]  # without image scales: plain CFG, unconditional rows only where cfg != 1
     assert torch.allclose(plain, image_only + g * (text - image_only), atol=1e-5)
 

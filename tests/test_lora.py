@@ -14,7 +14,7 @@ import torch
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import lora
+from gridgen.backends.sd.adapters import lora
 from gridgen.cli import main
 from gridgen.errors import ModelError
 from gridgen.tiny import TINY_MODEL_DIR
@@ -109,7 +109,7 @@ axes:
 
 
 def test_weights_as_an_axis_load_the_model_once_and_record_the_lora(files, monkeypatch, capsys):
-    import gridgen.backends.diffusers_backend as module
+    import gridgen.backends.sd.render as module
 
     loads = []
     original = module.load_components

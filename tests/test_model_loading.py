@@ -19,8 +19,9 @@ from safetensors.torch import save_file
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import checkpoint, families, kinds, locate, vocab
-from gridgen.backends.sd.load import load_components
+from gridgen.backends.sd.kinds import registry as kinds
+from gridgen.backends.sd.models import checkpoint, families, locate, vocab
+from gridgen.backends.sd.models.load import load_components
 from gridgen.cli import main
 from gridgen.errors import ModelError
 from gridgen.params import Registry, coerce
@@ -424,11 +425,11 @@ def test_sdxl_single_file_and_batches_render_as_the_folder_alone(tiny, tmp_path)
 
 
 def test_alternating_models_are_loaded_once_each(tiny, tmp_path, monkeypatch):
-    from gridgen.backends import diffusers_backend
+    from gridgen.backends.sd import render
 
     calls = []
-    real = diffusers_backend.load_components
-    monkeypatch.setattr(diffusers_backend, "load_components", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = render.load_components
+    monkeypatch.setattr(render, "load_components", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     single = tiny[0]["sd1"].write(tmp_path / "one.safetensors")
     models = [str(single), str(tiny[0]["sdxl"].folder)]
     backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu", cache_bytes=0))

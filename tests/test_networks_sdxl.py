@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import embeddings
+from gridgen.backends.sd.adapters import embeddings
 from gridgen.cli import main
 from tests import tiny_models
 from tests.network_fixtures import (
@@ -218,7 +218,7 @@ axes:
 
 
 def test_gridgen_run_with_a_lora_weight_axis_on_sdxl(root, model, files, monkeypatch):
-    import gridgen.backends.diffusers_backend as module
+    import gridgen.backends.sd.render as module
 
     loads = []
     original = module.load_components

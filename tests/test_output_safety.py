@@ -121,7 +121,7 @@ def test_spilled_stage_outputs_are_safetensors_and_never_unpickled(tmp_path):
     import torch
     from PIL import Image
 
-    from gridgen.cache import StageCache
+    from gridgen.backends.sd.stages.cache import StageCache
 
     cache = StageCache(budget_bytes=0, spill_dir=tmp_path)
     image = Image.new("RGB", (5, 3), (10, 20, 30))

@@ -24,8 +24,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gridgen.backends.sd.denoise.samplers import SAMPLERS
 from gridgen.errors import SpecError
-from gridgen.samplers import SAMPLERS
 from gridgen.spec import load_spec, slugify
 from tests.peer_oracle import cell_counts, gridgen_form, infinity_grid, parse_with_infinity_grid, peer_form
 from tests.spec_helpers import SHARED_FIXTURES

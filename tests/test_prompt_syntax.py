@@ -11,8 +11,8 @@ import torch
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd.prompt_syntax import Fragment, parse
-from gridgen.backends.sd.text import COMMA_BACKTRACK, chunk_tokens
+from gridgen.backends.sd.text.clip import COMMA_BACKTRACK, chunk_tokens
+from gridgen.backends.sd.text.prompt_syntax import Fragment, parse
 
 # Parser
 

@@ -12,11 +12,11 @@ from PIL import Image
 
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import masks as mask_ops
-from gridgen.backends.sd import segment
+from gridgen.backends.sd.images import masks as mask_ops
+from gridgen.backends.sd.stages import segment
+from gridgen.backends.sd.stages.segment_params import parse_sam_prompt
 from gridgen.errors import SpecError
 from gridgen.runner import RunOptions, execute, prepare
-from gridgen.segment_params import parse_sam_prompt
 from gridgen.tiny import TINY_VARIANT_DIRS
 from tests.spec_helpers import write_spec
 from tests.test_image_modes import build_inpaint_folder, picture, pixels
@@ -65,7 +65,7 @@ def test_a_prompt_outside_the_image_is_named():
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A spec folder: an input image, a random tiny SAM, a random 9-channel inpainter, LaMa and bad model files."""
-    from gridgen.backends.sd import upscale_models
+    from gridgen.backends.sd.stages import upscale_models
     from gridgen.tiny.sam import build_processor, build_sam
 
     root = tmp_path_factory.mktemp("sam")
@@ -273,7 +273,7 @@ def test_a_prompt_to_image_to_edit_grid_shares_base_images_and_masks(folder, tmp
                         original_denoise(self, batch))
     original_segment = segment.segment
     monkeypatch.setattr(segment, "segment", lambda *a: segmented.append(1) or original_segment(*a))
-    from gridgen.backends.sd import inpainters
+    from gridgen.backends.sd.images import inpainters
 
     original_telea = inpainters.telea
     monkeypatch.setattr(inpainters, "telea", lambda *a: filled.append(1) or original_telea(*a))
@@ -305,7 +305,7 @@ def test_an_edit_grid_over_telea_caches_across_prompts(folder, tmp_path, monkeyp
           inpainter: opencv-telea, tiny-inpaint
           prompt: a red square, a blue circle
         """, name="telea-grid.yaml")
-    from gridgen.backends.sd import inpainters
+    from gridgen.backends.sd.images import inpainters
 
     filled = []
     original_telea = inpainters.telea

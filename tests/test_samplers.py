@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from gridgen.samplers import (
+from gridgen.backends.sd.denoise.samplers import (
     SAMPLERS,
     SCHEDULES,
     find_sampler,
     find_schedule,
     make_scheduler,
     scheduler_choice,
+    unaccepted_keys,
     unsupported_schedule,
 )
 from gridgen.tiny import TINY_MODEL_DIR
@@ -94,3 +95,9 @@ def test_unsupported_combo_is_reported():
     assert reason is not None
     assert "DDIM" in reason and "karras" in reason
     assert unsupported_schedule("Euler", "karras") is None
+
+
+def test_every_samplers_automatic_schedule_is_one_its_scheduler_takes():
+    # unsupported_schedule answers "automatic" without loading diffusers; this is what lets it.
+    for sampler in SAMPLERS:
+        assert unaccepted_keys(scheduler_choice(sampler.name, "automatic")) == [], sampler.name

@@ -14,7 +14,7 @@ from PIL import Image
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd.text import PromptEncoder
+from gridgen.backends.sd.text.clip import PromptEncoder
 from gridgen.runner import RunOptions, execute, prepare
 from tests import tiny_models
 from tests.spec_helpers import write_spec
@@ -124,7 +124,7 @@ def test_sdxl_inpaint_cells_render_alike_alone_and_in_one_batch(backend):
 @pytest.fixture()
 def tiny_configs(folder, monkeypatch):
     """Single files are configured from the tiny models' config root; memoised lookups are forgotten around it."""
-    from gridgen.backends.sd import families, locate
+    from gridgen.backends.sd.models import families, locate
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
     monkeypatch.setattr(families, "CONFIG_ROOT", folder / "configs")
@@ -136,7 +136,7 @@ def tiny_configs(folder, monkeypatch):
 
 
 def test_an_sdxl_inpainting_single_file_renders_as_its_folder(backend, folder, tiny_configs):
-    from gridgen.backends.sd import locate
+    from gridgen.backends.sd.models import locate
 
     info = locate.read_model_info(folder / "xl-inpaint.safetensors")
     assert (info.config.name, info.in_channels, info.sdxl) == ("sdxl-inpaint", 9, True)
@@ -148,7 +148,7 @@ def test_an_sdxl_inpainting_single_file_renders_as_its_folder(backend, folder, t
 @pytest.mark.parametrize("inpainter", ["xl-inpaint", "xl-inpaint.safetensors"])
 def test_an_sdxl_inpainter_redraws_a_sam_mask_as_an_sdxl_inpaint_cell_does(backend, folder, monkeypatch, tiny_configs,
                                                                            inpainter):
-    from gridgen.backends.sd import segment
+    from gridgen.backends.sd.stages import segment
 
     square = np.asarray(Image.open(folder / "mask.png")) > 0
     monkeypatch.setattr(segment, "segment", lambda sam, image, prompt: (square[None], np.array([0.9], np.float32)))

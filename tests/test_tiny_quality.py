@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from gridgen.samplers import SAMPLERS
+from gridgen.backends.sd.denoise.samplers import SAMPLERS
 from gridgen.tiny import TINY_MODEL_DIR
 from gridgen.tiny import data as shapes
 from gridgen.tiny import evaluate as ev

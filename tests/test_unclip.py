@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from gridgen.backends.base import Cell
-from gridgen.backends.sd import locate
+from gridgen.backends.sd.models import locate
 from gridgen.errors import ModelError, SpecError
 from gridgen.params import Registry, coerce
 from gridgen.runner import RunOptions, execute, prepare
@@ -87,7 +87,7 @@ def cell(key: str = "0", **params) -> Cell:
 
 def count_encoded_images(monkeypatch) -> list[int]:
     """Rows the CLIP image encoder is run on, one entry per call, for models loaded from now on."""
-    from gridgen.backends.sd import unclip
+    from gridgen.backends.sd.kinds import unclip
 
     calls: list[int] = []
     original = unclip.load_image_parts
@@ -128,7 +128,7 @@ def test_an_unclip_folder_is_its_own_kind_though_its_unet_has_4_channels(folder,
 def test_a_single_file_unclip_checkpoint_is_named_and_refused(tmp_path):
     from safetensors.torch import save_file
 
-    from gridgen.backends.sd import families
+    from gridgen.backends.sd.models import families
 
     shapes = {families.UNET_INPUT: (8, 4, 3, 3), families.UNCLIP_LABEL: (8, 16),
               "cond_stage_model.model.positional_embedding": (77, 8)}
@@ -145,7 +145,7 @@ def test_a_single_file_unclip_checkpoint_is_named_and_refused(tmp_path):
 def test_unclip_matches_diffusers_stable_unclip_img2img_pipeline(backend, folder, noise_level, sampler):
     from diffusers import StableUnCLIPImg2ImgPipeline
 
-    from gridgen.samplers import make_scheduler, scheduler_choice
+    from gridgen.backends.sd.denoise.samplers import make_scheduler, scheduler_choice
 
     (ours,) = backend.render([cell(noise_level=noise_level, sampler=sampler, negative_prompt="blurry")])
     pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(folder / "tiny-unclip")
@@ -279,9 +279,9 @@ def test_on_other_models_noise_level_is_still_the_x4_upscalers(backend):
     ("noise_level: 0, 1000", ["no-image.yaml:4", "noise_level must be >= 0, <= 999, got 1000"]),
 ])
 def test_a_bad_variation_grid_stops_before_any_model_loads(folder, tmp_path, monkeypatch, axis, words):
-    from gridgen.backends import diffusers_backend
+    from gridgen.backends.sd import render
 
-    monkeypatch.setattr(diffusers_backend, "load_components", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(render, "load_components", lambda *a: pytest.fail("a model was loaded"))
     spec = write_spec(folder, f"""
         grid:
           params: {{model: tiny-unclip, steps: 2}}

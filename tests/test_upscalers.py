@@ -14,13 +14,13 @@ from safetensors.torch import save_file
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import upscale_models
-from gridgen.backends.sd.tiling import tile_starts
-from gridgen.backends.sd.upscale import run_model, target_size
+from gridgen.backends.sd.images.resample import run_model, target_size
+from gridgen.backends.sd.stages import upscale_models
+from gridgen.backends.sd.stages.tiling import tile_starts
+from gridgen.backends.sd.stages.upscalers import X4_DEFAULT_MODEL, parse_upscaler
 from gridgen.errors import SpecError
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.tiny import TINY_MODEL_DIR
-from gridgen.upscalers import X4_DEFAULT_MODEL, parse_upscaler
 from tests.spec_helpers import write_spec
 from tests.tiny_models import build_x4
 
@@ -149,7 +149,7 @@ def test_spandrel_leaves_no_torchvision_stand_in_behind(model_files):
 
 
 def test_fp16_only_on_cuda_and_only_where_the_architecture_allows_it(model_files):
-    from gridgen.backends.sd.upscale import model_dtype
+    from gridgen.backends.sd.images.resample import model_dtype
 
     model = upscale_models.load_upscale_model(model_files["esrgan"])
     assert model.supports_half
@@ -246,7 +246,7 @@ def test_upscaler_by_noise_level_grid_renders_each_base_and_each_upscale_once(mo
     original_denoise = DiffusersBackend._denoise
     monkeypatch.setattr(DiffusersBackend, "_denoise",
                         lambda self, batch: denoised.append(len(batch)) or original_denoise(self, batch))
-    from gridgen.backends.sd import upscale_stage
+    from gridgen.backends.sd.stages import upscale_stage
 
     original_upscale = upscale_stage.model_upscale
     monkeypatch.setattr(upscale_stage, "model_upscale",
@@ -287,7 +287,7 @@ def test_axis_libraries_teach_every_value_and_validate(tmp_path, library, param)
 def test_x4_matches_diffusers_own_pipeline(x4_folder):
     from diffusers import StableDiffusionUpscalePipeline
 
-    from gridgen.backends.sd import x4
+    from gridgen.backends.sd.stages import x4
 
     image = _test_image(24, 16)
     params = {"prompt": "a red square", "negative_prompt": "blurry", "seed": 5, "sampler": "DDIM",
@@ -325,7 +325,7 @@ def test_upscaler_by_noise_level_grid_with_x4_renders_each_base_once(model_files
     original_denoise = DiffusersBackend._denoise
     monkeypatch.setattr(DiffusersBackend, "_denoise",
                         lambda self, batch: denoised.append(len(batch)) or original_denoise(self, batch))
-    from gridgen.backends.sd import upscale_stage
+    from gridgen.backends.sd.stages import upscale_stage
 
     x4_runs: list[int] = []
     original_x4 = upscale_stage.x4.x4_upscale
@@ -349,7 +349,7 @@ def test_upscaler_by_noise_level_grid_with_x4_renders_each_base_once(model_files
 def test_pixel_hires_fix_matches_diffusers_img2img(backend):
     from diffusers import EulerDiscreteScheduler, StableDiffusionImg2ImgPipeline
 
-    from gridgen.backends.sd import second_pass
+    from gridgen.backends.sd.stages import second_pass
 
     base = _test_image(32, 32)
     params = {**backend_defaults(), "prompt": "a red square", "negative_prompt": "blurry", "seed": 3,
@@ -397,7 +397,7 @@ def test_latent_modes_and_denoise_change_the_image(backend):
 
 
 def test_sd_upscale_redraws_each_tile(backend, monkeypatch):
-    from gridgen.backends.sd import second_pass
+    from gridgen.backends.sd.stages import second_pass
 
     encoded: list[tuple[int, ...]] = []
     original = second_pass.encode

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gridgen.backends.sd import wildcards
+from gridgen.backends.sd.text import wildcards
 from gridgen.cli import main
 from gridgen.metadata import read_metadata
 from tests.spec_helpers import write_spec

@@ -14,7 +14,8 @@ from PIL import Image
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
-from gridgen.backends.sd import families, locate, x4
+from gridgen.backends.sd.models import families, locate
+from gridgen.backends.sd.stages import x4
 from gridgen.errors import SpecError
 from gridgen.params import Registry
 from gridgen.runner import RunOptions, execute, prepare
@@ -63,7 +64,7 @@ def test_a_7_channel_upscale_folder_is_the_x4_kind_and_renders(backend):
 def test_x4_kind_matches_diffusers_upscale_pipeline(backend, folder, noise_level, sampler):
     from diffusers import StableDiffusionUpscalePipeline
 
-    from gridgen.samplers import make_scheduler, scheduler_choice
+    from gridgen.backends.sd.denoise.samplers import make_scheduler, scheduler_choice
 
     (ours,) = backend.render([cell(noise_level=noise_level, sampler=sampler, negative_prompt="blurry")])
     pipe = StableDiffusionUpscalePipeline.from_pretrained(folder / "tiny-x4", local_files_only=True)
@@ -208,9 +209,9 @@ def test_bad_x4_cells_are_problems_naming_the_param(backend, params, param, word
 
 
 def test_a_bad_x4_grid_stops_before_any_model_loads(folder, tmp_path, monkeypatch):
-    from gridgen.backends import diffusers_backend
+    from gridgen.backends.sd import render
 
-    monkeypatch.setattr(diffusers_backend, "load_components", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(render, "load_components", lambda *a: pytest.fail("a model was loaded"))
     spec = write_spec(folder, """
         grid:
           params: {model: tiny-x4, init_image: low.png, steps: 2}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from gridgen.backends.sd import families
-from gridgen.backends.sd.single_file import load_tokenizer
+from gridgen.backends.sd.models import families
+from gridgen.backends.sd.models.single_file import load_tokenizer
 from tests import ldm_layout
 
 # The noise levels a tiny sd2-x4-upscaler UNet embeds: 0 to the shipped family's max_noise_level.

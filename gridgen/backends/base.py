@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gridgen.errors import GridError, Location, ModelError
-from gridgen.params import Param
+from gridgen.param_decl import Param
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -7,16 +7,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from gridgen.backends.base import BackendContext
-from gridgen.backends.sd import embeddings, lora
-from gridgen.backends.sd.depth import resolve_depth_model
-from gridgen.backends.sd.ella_setup import resolve_text_encoder
-from gridgen.backends.sd.inputs import ImageInputs
-from gridgen.backends.sd.locate import resolve_model, resolve_vae
-from gridgen.backends.sd.segment import resolve_sam
+from gridgen.backends.sd.adapters import embeddings, lora
+from gridgen.backends.sd.images.inputs import ImageInputs
+from gridgen.backends.sd.kinds.depth import resolve_depth_model
+from gridgen.backends.sd.models.locate import resolve_model, resolve_vae
+from gridgen.backends.sd.text.ella_setup import resolve_text_encoder
 from gridgen.errors import GridError
 
 _IMAGES = ("init_image", "mask", "depth_map")
-_MODELS = {"model": resolve_model, "vae": resolve_vae, "sam_model": resolve_sam,
+
+
+def _resolve_sam(value: str, spec_dir: Path, models_dir: Path | None) -> Path:
+    from gridgen.backends.sd.stages.segment import resolve_sam  # segment imports torch, which validation must not
+
+    return resolve_sam(value, spec_dir, models_dir)
+
+
+_MODELS = {"model": resolve_model, "vae": resolve_vae, "sam_model": _resolve_sam,
            "ella_text_encoder": resolve_text_encoder}
 
 

@@ -231,7 +231,7 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from gridgen.samplers import SAMPLERS
+    from gridgen.backends.sd.denoise.samplers import SAMPLERS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=TINY_MODEL_DIR)

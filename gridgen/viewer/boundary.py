@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gridgen.backends.sd.stages.segment_params import parse_inpainter
+from gridgen.backends.sd.stages.upscalers import parse_upscaler
 from gridgen.errors import Location, Problem
-from gridgen.segment_params import parse_inpainter
 from gridgen.spec.model import GridSpec
-from gridgen.upscalers import parse_upscaler
 
 _LORA_TAG = re.compile(r"<lora:([^>]+)>", re.IGNORECASE)
 _WILDCARD = re.compile(r"__([\w\-./ ]+?)__")

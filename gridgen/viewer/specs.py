@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gridgen.backends.base import Backend
-from gridgen.backends.sd import embeddings
+from gridgen.backends.sd.adapters import embeddings
 from gridgen.errors import GridError, Location, Problem, SpecError
 from gridgen.resources import data_dir
 from gridgen.runner import Opened, Prepared, RunOptions, open_spec, plan_spec, refuse_over_caps

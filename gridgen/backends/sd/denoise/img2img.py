@@ -1,0 +1,35 @@
+"""img2img on latents: noise a start image part-way up the schedule and denoise it back down.
+
+`strength` (A1111's denoising strength) is the part of a `steps`-step schedule that is rerun:
+0 keeps the start image, 1 starts from pure noise and keeps only what the conditioning says. This
+is what hires fix, SD upscale and an `init_image` img2img all are; each cell's randomness comes
+from its own generator, so a cell renders the same alone or in a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from gridgen.backends.sd.denoise.guidance import Denoiser
+from gridgen.backends.sd.denoise.recipe import Recipe
+
+
+def encode(vae, pixels: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Latents of (N, 3, H, W) `pixels` in [-1, 1]: a draw from the VAE's posterior per row, with its generator."""
+    rows = []
+    for row, generator in zip(pixels, generators, strict=True):
+        posterior = vae.encode(row[None].to(device=vae.device, dtype=vae.dtype)).latent_dist
+        sample = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32)
+        rows.append(posterior.mean.float() + posterior.std.float() * sample.to(posterior.mean.device))
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (torch.cat(rows) - shift) * vae.config.scaling_factor
+
+
+def img2img(recipe: Recipe, denoise: Denoiser, start: torch.Tensor, steps: int, strength: float) -> torch.Tensor:
+    """Denoised latents from the (N, C, h, w) `start` latents; the recipe's generators supply the added and step
+    noise."""
+    if len(recipe.partial_schedule(steps, strength)) == 0:
+        return start
+    return recipe.run(denoise, recipe.noised(start, recipe.draw(start.shape[1:])))

@@ -1,0 +1,110 @@
+"""The one denoising recipe: a run of a diffusers scheduler over a batch, which every kind and stage uses.
+
+A `Recipe` owns, each in one place:
+- the per-sample random generators, one per cell seeded by its own seed: every draw of the run (noise,
+  VAE posterior samples, image-embedding noise, step noise) comes from them in the order diffusers'
+  pipelines draw, so a cell renders the same alone or inside any batch (`generators`, `draw`);
+- the scheduler's set-up: `scheduler_for` builds it from the cell's sampler and schedule, `full_schedule`
+  sets all its steps and `partial_schedule` the tail a strength covers (img2img);
+- the start latents: pure noise (`start_from_noise`) or given latents noised to the first step (`noised`);
+- the step-noise arguments that make ancestral and SDE samplers draw per sample (`_step_kwargs`);
+- the loop (`run`) and its per-step hooks: each `hook(step) -> latents` sees the latents after a scheduler
+  step and may rewrite them (inpainting keeps the known part).
+
+So a sampler option (eta, a noise-seed delta, variation seeds) is one edit here, and a per-step latent control
+is one hook; a hook holds its own per-sample values (one row per cell), so cells of a batch keep their own.
+The guidance that turns the UNet into the denoiser the loop calls is `guidance`, kept apart as k-diffusion
+keeps its model wrappers apart from its samplers.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gridgen.backends.sd.denoise.guidance import Denoiser
+from gridgen.backends.sd.denoise.samplers import make_scheduler, scheduler_choice
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a per-step hook sees: the step's index in the run, its timestep and the latents after it."""
+
+    index: int
+    timestep: torch.Tensor
+    latents: torch.Tensor
+
+
+StepHook = Callable[[Step], torch.Tensor]
+
+
+def scheduler_for(params: dict[str, Any], config: dict[str, Any]):
+    """A fresh scheduler of the cell's sampler and schedule on the model's scheduler `config`."""
+    return make_scheduler(scheduler_choice(str(params["sampler"]), str(params["schedule"])), config)
+
+
+class Recipe:
+    """One run of `scheduler` over a batch whose rows have `seeds`, on `device`."""
+
+    def __init__(self, scheduler, seeds: Sequence[int], device: torch.device, hooks: Iterable[StepHook] = ()):
+        self.scheduler = scheduler
+        self.seeds = [int(seed) for seed in seeds]
+        self.device = device
+        self.generators = [torch.Generator("cpu").manual_seed(seed) for seed in self.seeds]
+        self.hooks = list(hooks)
+        self.timesteps: torch.Tensor | None = None
+
+    def draw(self, shape: Sequence[int]) -> torch.Tensor:
+        """One fp32 sample of `shape` per row, each from its row's generator, drawn on the CPU so every device
+        starts from the same numbers."""
+        rows = [torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in self.generators]
+        return torch.cat(rows).to(self.device)
+
+    def full_schedule(self, steps: int) -> torch.Tensor:
+        """Set the scheduler to `steps` steps, all of which the run covers."""
+        self.scheduler.set_timesteps(steps, device=self.device)
+        self.timesteps = self.scheduler.timesteps
+        return self.timesteps
+
+    def partial_schedule(self, steps: int, strength: float) -> torch.Tensor:
+        """Set the scheduler to `steps` steps, of which the run covers the last `strength`, as diffusers' img2img
+        pipelines do (0 covers none, 1 all)."""
+        scheduler = self.scheduler
+        scheduler.set_timesteps(steps, device=self.device)
+        start = steps - min(int(steps * strength), steps)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start * scheduler.order)
+        self.timesteps = scheduler.timesteps[start * scheduler.order:]
+        return self.timesteps
+
+    def start_from_noise(self, shape: Sequence[int]) -> torch.Tensor:
+        """Start latents of pure noise (one draw per row) at the schedule's first noise level."""
+        return self.draw(shape) * self.scheduler.init_noise_sigma
+
+    def noised(self, latents: torch.Tensor, noise: torch.Tensor, index: int = 0) -> torch.Tensor:
+        """`latents` with `noise` added to the level of the run's step `index`."""
+        return self.scheduler.add_noise(latents, noise, self.timesteps[index:index + 1].repeat(latents.shape[0]))
+
+    def _step_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments the scheduler's `step` needs to draw its step noise per row."""
+        if hasattr(self.scheduler, "noise_sampler_seed"):
+            # DPMSolverSDEScheduler grows one Brownian tree per sample when handed a list of seeds.
+            self.scheduler.noise_sampler_seed = list(self.seeds)
+        accepts = inspect.signature(self.scheduler.step).parameters
+        # diffusers draws a batch's step noise row by row when given one generator per row.
+        return {"generator": self.generators} if "generator" in accepts else {}
+
+    def run(self, denoise: Denoiser, latents: torch.Tensor, hooks: Iterable[StepHook] = ()) -> torch.Tensor:
+        """Denoise `latents` over the schedule set last, calling the recipe's hooks and then `hooks` after
+        every step."""
+        scheduler, step_kwargs, every = self.scheduler, self._step_kwargs(), [*self.hooks, *hooks]
+        for index, t in enumerate(self.timesteps):
+            eps = denoise(scheduler.scale_model_input(latents, t), t)
+            latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+            for hook in every:
+                latents = hook(Step(index, t, latents))
+        return latents

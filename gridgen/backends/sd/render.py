@@ -1,0 +1,200 @@
+"""Rendering for the diffusers backend: loading a cell's model, its batch's text conditioning, one batched
+denoising pass of its kind, measuring the batch that fits the device, and the speed options on a loaded model.
+
+Kept apart from `diffusers_backend`, which validates and keys cells from configs alone: torch and diffusers load
+with this module, at the first render, not when a grid is only validated.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from gridgen.backends.sd.adapters import networks
+from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
+from gridgen.backends.sd.denoise.guidance import Context, guide_for
+from gridgen.backends.sd.denoise.recipe import Recipe, scheduler_for
+from gridgen.backends.sd.kinds.base import Batch
+from gridgen.backends.sd.models.load import Components, load_components, pick_device, pick_dtype
+from gridgen.backends.sd.models.model_cache import modified
+from gridgen.backends.sd.text import ella_setup
+from gridgen.backends.sd.text.clip_xl import SdxlPromptEncoder, added_conditioning, make_prompt_encoder
+
+if TYPE_CHECKING:
+    from gridgen.backends.diffusers_backend import DiffusersBackend
+
+
+def scheduler_config(config: dict[str, Any], prediction: str) -> dict[str, Any]:
+    """The model's scheduler config, with the `prediction` param's choice when it is not auto."""
+    return config if prediction == "auto" else {**config, "prediction_type": prediction}
+
+
+def ensure_loaded(backend: DiffusersBackend, params: dict[str, Any]) -> Components:
+    """The cell's model on the device, from the model cache or loaded, with its prompt encoder and adapters."""
+    key = backend.load_key(params)
+    device = pick_device(backend.context.device)
+    dtype = pick_dtype(backend.context.dtype, device)
+    model, vae, config = backend._model_path(params), backend._vae_path(params), backend._info(params).config
+    # Paths with their modification times (a model replaced on disk loads afresh) and the configs used.
+    # LoRAs are adapters on the loaded model (see networks.py), so they are not part of it.
+    loaded = (key[:2], str(config), modified(model), modified(vae), str(device), dtype)
+    if backend._components is None or loaded != backend._loaded:
+        backend.decoder.drain()  # the model cache may move the VAE a decode is using
+        # The cache parks the current model first: if this load fails, nothing may pass for loaded.
+        backend._components = backend.prompts = backend.networks = backend._loaded = None
+
+        def load():
+            parts = load_components(model, vae, device, dtype, config)
+            apply_speed_options(backend, parts)
+            prompts = make_prompt_encoder(parts)
+            return parts, (prompts, networks.Networks(parts, prompts))
+
+        backend._components, (backend.prompts, backend.networks) = backend.models.get(loaded, load)
+        backend._loaded = loaded
+    backend._load_key = key
+    return backend._components
+
+
+@torch.inference_mode()
+def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
+                  ) -> list[tuple[Future, dict[str, Any], dict[str, float]]]:
+    """One batched denoising pass of the batch's kind: cells share sampler, steps and size, each keeps its own
+    conditioning. Each image is a future: the VAE decode runs on the decoder's thread."""
+    first = batch[0]
+    parts = backend._ensure_loaded(first)
+    kind, info = backend._kind(first)
+    width, height = backend._size(first)
+    clock = Clock(parts.device)
+    cond, uncond, text = conditioning(backend, batch, parts, width, height)
+    text_time = clock.lap()
+    recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
+                    [int(p["seed"]) for p in batch], parts.device)
+    guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], **text)
+    latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs, backend))
+    denoise_time = clock.lap()
+
+    metadata = {"model_path": backend._load_key[0], "vae": backend._load_key[1], "options": backend.speed_options(),
+                "scheduler": type(recipe.scheduler).__name__, "device": str(parts.device),
+                "dtype": str(parts.dtype).removeprefix("torch."), "width": width, "height": height}
+    if backend.networks is not None and backend.networks.active:
+        metadata["loras"] = [list(pair) for pair in backend.networks.active]
+    share = 1 / len(batch)
+    timings = [{"text": text_time * share, "denoise": denoise_time * share} for _ in batch]
+    decoded = backend.decoder.submit(parts.vae, latents, finish, timings)
+    return [(image, {**metadata, **ella_setup.metadata(p, backend._resolve), **kind.metadata(p)}, cell_timings)
+            for p, image, cell_timings in zip(batch, decoded, timings, strict=True)]
+
+
+def conditioning(backend: DiffusersBackend, batch: list[dict[str, Any]], parts: Components, width: int,
+                 height: int) -> tuple[Context, Context, dict[str, Any]]:
+    """The batch's text conditioning (CLIP, ELLA or both) after its LoRAs and embeddings are in place:
+    (cond, uncond, the rest of what `guidance.guided_denoiser` takes about the text)."""
+    first = batch[0]
+    if backend.networks is not None:
+        backend.networks.use_loras(backend._lora_set(first))
+        spec_dir, models_dir = Path(backend.context.spec_dir), backend._models_dir()
+        backend.networks.use_embeddings({name: path for p in batch
+                                      for name, path in networks.embedding_files(p, spec_dir, models_dir).items()})
+    skips = [int(p["clip_skip"]) for p in batch]
+    prompts = [(str(p["prompt"]), s) for p, s in zip(batch, skips, strict=True)]
+    negatives = [(str(p["negative_prompt"]), s) for p, s in zip(batch, skips, strict=True)]
+    clip = None
+    if not ella_setup.enabled(first) or str(first["ella_mode"]) == "ella+clip":
+        clip = backend.prompts.conditioning(prompts, negatives)
+    if ella_setup.enabled(first):
+        cond, uncond, masks = backend.ella.conditioning(batch, backend._resolve, parts.device, parts.dtype, clip)
+    else:
+        cond, uncond, masks = clip.cond, clip.uncond, (clip.cond_mask, clip.uncond_mask)
+    added = (None, None)
+    if isinstance(backend.prompts, SdxlPromptEncoder):
+        added = (added_conditioning(backend.prompts.pooled(prompts), width, height),
+                 added_conditioning(backend.prompts.negative_pooled(negatives), width, height))
+    return cond, uncond, {"masks": masks, "added_cond": added[0], "added_uncond": added[1]}
+
+
+@torch.inference_mode()
+def fit_batch(backend: DiffusersBackend, params: dict[str, Any], wanted: int) -> int:
+    """The largest batch up to `wanted` whose denoising fits the device's free memory.
+
+    Measured, not guessed: one UNet pass at one and at two guided cells gives the memory a cell
+    adds; CPU memory is not probed (the executor's batch size stands there).
+    """
+    if pick_device(backend.context.device).type != "cuda":
+        return wanted
+    parts = backend._ensure_loaded(params)
+    kind, _ = backend._kind(params)
+    backend.decoder.drain()  # its memory would count against the batch being measured
+    if ella_setup.enabled(params):
+        backend.ella.load(params, backend._resolve, parts.device, parts.dtype)  # its memory is taken before measuring
+    width, height = backend._size(params)
+    factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+    shape = (parts.unet.config.in_channels, height // factor, width // factor)
+    empty = [("", int(params["clip_skip"]))]
+    context = backend.prompts.encode(empty)[0].unsqueeze(0)
+    pooled = backend.prompts.pooled(empty) if isinstance(backend.prompts, SdxlPromptEncoder) else None
+
+    def peak(cells: int) -> int:
+        torch.cuda.synchronize(parts.device)
+        torch.cuda.reset_peak_memory_stats(parts.device)
+        rows = kind.guidance_rows * cells  # the conditional and unconditional halves, and any more of the kind
+        x = torch.zeros((rows, *shape), device=parts.device, dtype=parts.unet.dtype)
+        added = added_conditioning(pooled.expand(rows, -1), width, height) if pooled is not None else None
+        labels = None
+        if parts.unet.config.class_embed_type == "projection":  # unCLIP's image embedding
+            labels = torch.zeros((rows, parts.unet.config.projection_class_embeddings_input_dim),
+                                 device=parts.device, dtype=parts.unet.dtype)
+        elif parts.unet.config.num_class_embeds:  # the x4 upscaler's noise level
+            labels = torch.zeros(rows, device=parts.device, dtype=torch.long)
+        parts.unet(x, torch.tensor(999, device=parts.device), encoder_hidden_states=context.expand(rows, -1, -1),
+                   added_cond_kwargs=added, class_labels=labels)
+        torch.cuda.synchronize(parts.device)
+        return torch.cuda.max_memory_allocated(parts.device)
+
+    one, two = peak(1), peak(2)
+    per_cell = max(two - one, 1)
+    free, _ = torch.cuda.mem_get_info(parts.device)
+    # The VAE decode of the batch and allocator fragmentation need room too: keep a fifth free.
+    fits = int((0.8 * free + two - torch.cuda.memory_allocated(parts.device)) // per_cell)
+    return max(1, min(wanted, fits))
+
+
+def apply_speed_options(backend: DiffusersBackend, parts: Components) -> None:
+    if backend.context.channels_last:
+        parts.unet.to(memory_format=torch.channels_last)
+        parts.vae.to(memory_format=torch.channels_last)
+    if backend.context.compile:
+        # Static shapes: each batch key (size, batch length) compiles once and is reused for its cells.
+        parts.unet.forward = torch.compile(parts.unet.forward, dynamic=False)
+        parts.vae.decode = torch.compile(parts.vae.decode, dynamic=False)
+    workers = backend.context.cpu_shards or default_workers()
+    if parts.device.type == "cpu" and workers > 1:
+        backend.shards = backend.shards or BatchShards(workers)
+        parts.unet.forward = backend.shards.wrap(parts.unet.forward)
+
+
+def free_device_memory() -> None:
+    # Only the CUDA allocator holds freed blocks back for reuse; a full collection takes a fifth of a
+    # second, which is no cost worth paying for the CPU, where reference counting already freed the rest.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+class Clock:
+    """Wall time between laps, waiting for queued GPU work so each lap is charged to its own stage."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.last = time.perf_counter()
+
+    def lap(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        return elapsed
