@@ -74,6 +74,11 @@ CASES = {
     "chain of 10 variables": ("variables:\n" + "".join(f"  v{i}: {' '.join([f'v{i + 1}'] * 10)}\n" for i in range(10))
                               + "grid:\n  params: {model: gridgen-tiny, prompt: v0}\naxes:\n  seed: 1, 2\n", 13,
                               "characters long"),
+    "mixed-case chain of 10 variables": ("variables:\n" + "".join(f"  v{i}: {' '.join([f'V{i + 1}'] * 10)}\n"
+                                                                for i in range(10))
+                                         + "grid:\n  params: {model: gridgen-tiny, prompt: v0}\naxes:\n  seed: 1, 2\n",
+                                         13, "characters long"),
+    "range with a step of 1e-9999": (BASE + "axes:\n  cfg_scale: 1-2 (1e-9999)\n", 4, "over 10^300 values"),
 }
 
 

@@ -42,7 +42,7 @@ def values_over_cap(count: int, limits: Limits, what: str) -> str | None:
     """The message for an axis whose `what` (a range, a fill, a list) would give `count` values, if too many."""
     if count <= limits.max_axis_values:
         return None
-    shown = f"{count:,}" if count < 10**15 else f"about 10^{len(str(count)) - 1}"
+    shown = f"{count:,}" if count < 10**15 else f"about 10^{len(str(count)) - 1}" if count < 10**300 else "over 10^300"
     return (f"{what} gives {shown} values, more than the cap of {limits.max_axis_values:,} values per axis; "
             "use a coarser step, or raise the cap with --max-axis-values")
 
