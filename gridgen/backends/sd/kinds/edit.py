@@ -199,7 +199,7 @@ def _inpaint(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int
     start = None if full and extra_channels else encode(parts.vae, pixels, generators)
     factor = _factor(parts)
     shape = (parts.vae.config.latent_channels, pixels.shape[2] // factor, pixels.shape[3] // factor)
-    noise = recipe.draw(shape)
+    noise = recipe.start_noise(shape)
     # Drawn for a 4-channel UNet too, which does not read it: the step noise after it must be diffusers'.
     masked = encode(parts.vae, pixels * (prepared.masks < 0.5), generators)
     small_mask = F.interpolate(prepared.masks, size=shape[1:])
