@@ -42,6 +42,7 @@ def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = N
         ("Sigma tmax", params.get("s_tmax")),
         ("Sigma noise", params.get("s_noise")),
         ("Tiling", True if params.get("tiling") else None),
+        ("Conditional mask weight", None if params.get("image_mask_weight", 1) == 1 else params["image_mask_weight"]),
     ]
     # A backend that rewrote the prompts (wildcards) reports the text it rendered.
     prompt, negative = (metadata.get(name, params.get(name)) for name in ("prompt", "negative_prompt"))

@@ -297,19 +297,19 @@ SAMPLER_OPTION_PARAMS: tuple[Param, ...] = (
           "Sigma churn: how much noise Euler adds back at each step between s_tmin and s_tmax (default 0). "
           "Honoured by Euler; one value per batch.", aliases=("sigma_churn",), min=0, max=100),
     Param("s_tmin", "float", None, "Sigma tmin: churn applies only at noise levels from this one up (default 0). "
-          "Honoured by Euler; one value per batch.", aliases=("sigma_tmin",), min=0, max=1000),
+          "Honoured by Euler; one value per batch.", aliases=("sigma_tmin", "sigma_min"), min=0, max=1000),
     Param("s_tmax", "float", None, "Sigma tmax: churn applies only at noise levels up to this one (default: no limit). "
-          "Honoured by Euler; one value per batch.", aliases=("sigma_tmax",), min=0, max=1000),
+          "Honoured by Euler; one value per batch.", aliases=("sigma_tmax", "sigma_max"), min=0, max=1000),
     Param("s_noise", "float", None,
           "Sigma noise: scale of the noise churn adds (Euler) or of the SDE noise (DPM++ SDE), default 1. "
           "One value per batch.", aliases=("sigma_noise",), min=0, max=10),
     Param("var_seed", "seed", None,
           "Variation seed (A1111's subseed): its noise is blended into the seed's by var_seed_strength.",
-          aliases=("subseed", "variation_seed"), min=0, max=2**32 - 1),
+          aliases=("subseed", "variation_seed", "Var. seed"), min=0, max=2**32 - 1),
     Param("var_seed_strength", "float", 0.0,
           "How far the start noise moves from the seed's to var_seed's (spherical interpolation): 0 the seed's "
           "image, 1 the variation seed's.", aliases=("var_strength", "subseed_strength", "variation_strength",
-                                                       "variation_seed_strength"), min=0, max=1),
+                                                       "variation_seed_strength", "Var. strength"), min=0, max=1),
     Param("seed_resize_from_w", "int", 0,
           "Draw the seed's noise as if for this width and paste it centred, so an image keeps its composition "
           "at another size (0: off; needs seed_resize_from_h).", aliases=("seed_resize_w", "resize_seed_from_w"),
@@ -323,6 +323,11 @@ SAMPLER_OPTION_PARAMS: tuple[Param, ...] = (
           "A1111 prompt styles by name (`a, b` applies them in order) from styles.csv next to the spec or in the "
           "models folder: a style's `{prompt}` takes the prompt, else its text is appended after \", \".",
           aliases=("style", "prompt_styles"), stage="text", parse=styles.canonical),
+    Param("image_mask_weight", "float", 1.0,
+          "A1111's inpainting conditioning mask strength, for inpainting (9-channel) models: how much of the masked "
+          "part of init_image the UNet's image input hides; 1 hides it all, 0 shows the whole image (keeping its "
+          "composition in img2img). Per cell inside a batch.",
+          aliases=("inpainting_mask_weight", "conditioning_mask_strength", "inpaint_mask_weight"), min=0, max=1),
 )
 CORE_PARAMS += SAMPLER_OPTION_PARAMS
 
@@ -335,7 +340,7 @@ KNOWN_UNSUPPORTED: dict[str, str] = {
     normalize_key(name): name
     for name in (
         "hypernetwork", "hypernetwork_strength", "restore_faces", "codeformer_weight",
-        "face_restoration", "code_former_weight", "enable_hr", "image_mask_weight",
+        "face_restoration", "code_former_weight", "enable_hr",
         "token_merging_ratio",
     )
 }

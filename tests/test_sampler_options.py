@@ -13,6 +13,7 @@ from gridgen.backends.sd.text.clip import PromptEncoder
 from gridgen.metadata import a1111_parameters
 from gridgen.params import Registry
 from tests.batch_checks import assert_one_batch_renders_as_alone
+from tests.test_image_modes import picture, rectangle_mask
 
 STYLES_CSV = ('name,prompt,negative_prompt\n'
               'framed,"a photo of {prompt}, framed",blurry\n'
@@ -22,6 +23,8 @@ STYLES_CSV = ('name,prompt,negative_prompt\n'
 @pytest.fixture()
 def folder(tmp_path):
     (tmp_path / "styles.csv").write_text(STYLES_CSV)
+    picture(64, 64).save(tmp_path / "init.png")
+    rectangle_mask((64, 64), (8, 8, 56, 56)).save(tmp_path / "mask.png")
     return tmp_path
 
 
@@ -50,7 +53,9 @@ def test_a1111_spellings_resolve():
                            ("Var Strength", "var_seed_strength"), ("Variation seed strength", "var_seed_strength"),
                            ("Sigma Churn", "s_churn"), ("Sigma tmin", "s_tmin"), ("Sigma tmax", "s_tmax"),
                            ("Sigma noise", "s_noise"), ("Tiling", "tiling"), ("Styles", "styles"),
-                           ("Seed resize from w", "seed_resize_from_w"), ("subseed", "var_seed")]:
+                           ("Seed resize from w", "seed_resize_from_w"), ("subseed", "var_seed"),
+                           ("Var. seed", "var_seed"), ("Var. strength", "var_seed_strength"),
+                           ("Sigma min", "s_tmin"), ("Sigma max", "s_tmax")]:
         assert registry.lookup(spelling).name == name, spelling
 
 
@@ -174,12 +179,32 @@ def test_png_parameters_carry_the_options_under_a1111_names():
     text = a1111_parameters({"prompt": "x", "steps": 4, "sampler": "DDIM", "seed": 1, "eta": 0.5,
                              "eta_noise_seed_delta": 31337, "var_seed": 7, "var_seed_strength": 0.25,
                              "seed_resize_from_w": 512, "seed_resize_from_h": 768, "s_churn": 1.0, "s_tmin": 0.5,
-                             "s_tmax": 10.0, "s_noise": 1.003, "tiling": True})
+                             "s_tmax": 10.0, "s_noise": 1.003, "tiling": True, "image_mask_weight": 0.5})
     fields = dict(item.split(": ", 1) for item in text.splitlines()[-1].split(", "))
     assert fields["Eta DDIM"] == "0.5" and fields["ENSD"] == "31337"
     assert fields["Variation seed"] == "7" and fields["Variation seed strength"] == "0.25"
     assert fields["Seed resize from"] == "512x768" and fields["Tiling"] == "True"
+    assert fields["Conditional mask weight"] == "0.5"
     assert (fields["Sigma churn"], fields["Sigma tmin"], fields["Sigma tmax"], fields["Sigma noise"]) == (
         "1", "0.5", "10", "1.003")
     plain = a1111_parameters({"prompt": "x", "seed": 1, "var_seed": 7, "var_seed_strength": 0.0})
     assert "Variation seed" not in plain and "ENSD" not in plain and "Tiling" not in plain
+
+
+def inpaint(key: str = "0", **params) -> Cell:
+    return cell(key, model="gridgen-tiny-inpaint", init_image="init.png", mask="mask.png", denoise=1.0, **params)
+
+
+def test_image_mask_weight_shows_the_masked_image_to_an_inpainting_model(backend):
+    def image(**params):
+        (result,) = backend.render([inpaint(**params)])
+        return np.asarray(result.image.convert("RGB"), dtype=np.float64)
+
+    hidden = image()
+    assert same(image(image_mask_weight=1.0), hidden)
+    assert differ(image(image_mask_weight=0.0), hidden)
+
+
+def test_image_mask_weight_is_per_cell_in_a_batch(folder, monkeypatch):
+    cells = [inpaint("a"), inpaint("b", image_mask_weight=0.0), inpaint("c", seed=3, image_mask_weight=0.4)]
+    assert_one_batch_renders_as_alone(folder, cells, monkeypatch)
