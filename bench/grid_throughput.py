@@ -3,6 +3,7 @@
     python bench/grid_throughput.py --preset cpu-tiny --rounds 5 --memory
     python bench/grid_throughput.py --preset gpu-sd15      # on a CUDA machine
     python bench/grid_throughput.py --preset gpu-sdxl      # on a CUDA machine
+    python bench/grid_throughput.py --preset cpu-tiny-options --rounds 3
 
 Both sides render the same cells (same model, sampler, steps, size, prompts, seeds, CFG) and write
 each image to disk as PNG: (a) gridgen's runner and local executor, (b) one pipeline call per cell
@@ -13,6 +14,10 @@ as one lucky or unlucky figure. Each round also runs both sides as fresh process
 a script that loads the pipeline and loops) and times them from start to exit: the whole-process
 ratio, start-up included, is what a small grid waits for. Figures depend on the machine: run it,
 don't quote it.
+
+`cpu-tiny-options` mixes A1111's per-cell sampler options (variation seeds, ENSD, seed resize, styles) across one
+grid of the embedded model; no plain diffusers pipeline takes them, so its baseline is gridgen rendering one cell
+per batch, as the X/Y/Z plot does, and it prints how many denoising batches each side ran.
 """
 
 from __future__ import annotations
@@ -132,6 +137,49 @@ def write_spec(folder: Path, preset: Preset, model: Path) -> Path:
     return path
 
 
+OPTION_AXES = {
+    "prompt": " || ".join(PROMPTS[:2]),
+    "var_seed_strength": "0, 0.3, 0.7",
+    "eta_noise_seed_delta": "0, 31337",
+    "seed_resize_from_w": "0, 48",
+    "styles": {"values": {"none": {"params": {"styles": ""}}, "framed": {"params": {"styles": "framed"}}}},
+}
+
+
+def options_case(rounds: int) -> int:
+    """The options grid rendered in batches of up to 32 against one cell per batch, on the CPU."""
+    from gridgen.backends.diffusers_backend import DiffusersBackend
+
+    batches: list[int] = []
+    original = DiffusersBackend._denoise
+    DiffusersBackend._denoise = lambda self, batch: batches.append(len(batch)) or original(self, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "styles.csv").write_text('name,prompt,negative_prompt\nframed,"a photo of {prompt}, framed",blurry\n')
+        spec = {"grid": {"title": "options", "params": {"model": str(TINY_MODEL_DIR), "steps": 20, "sampler": "Euler a",
+                                                        "width": 64, "height": 64, "seed": 3, "var_seed": 8,
+                                                        "seed_resize_from_h": 48}},
+                "axes": OPTION_AXES}
+        path = folder / "options.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        per_cell, batched = Preset(64, 20, "Euler a", [3], [7.0], "fp32", 1, "tiny"), \
+            Preset(64, 20, "Euler a", [3], [7.0], "fp32", 32, "tiny")
+        run_gridgen(path, folder / "warm", per_cell, "cpu")
+        ratios = []
+        for round_ in range(rounds):
+            batches.clear()
+            count, one_s = run_gridgen(path, folder / f"one{round_}", per_cell, "cpu")
+            one_batches = len(batches)
+            batches.clear()
+            _, grid_s = run_gridgen(path, folder / f"grid{round_}", batched, "cpu")
+            ratios.append(one_s / grid_s)
+            print(f"round {round_ + 1}: {count} cells; one cell per batch {one_s:.1f} s in {one_batches} batches; "
+                  f"batched {grid_s:.1f} s in {len(batches)} batches (sizes {batches}); ratio {ratios[-1]:.2f}x")
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    print(f"ratio batched / one cell per batch: {statistics.median(ratios):.2f}x (median; rounds {each})")
+    return 0
+
+
 def run_gridgen(spec: Path, out: Path, preset: Preset, device: str, cpu_shards: int = 0) -> tuple[int, float]:
     options = RunOptions(out=out, batch_size=preset.batch_size, device=device, dtype=preset.dtype, overwrite=True,
                          cpu_shards=cpu_shards)
@@ -210,7 +258,7 @@ def grid_peak_rss_mb(cells: int, folder: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
+    parser.add_argument("--preset", choices=sorted([*PRESETS, "cpu-tiny-options"]), default="cpu-tiny")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rounds", type=int, default=1, help="times each side renders the grid, in turns")
     parser.add_argument("--cpu-shards", type=int, default=0,
@@ -219,6 +267,8 @@ def main() -> int:
                         help="also measure the peak RSS of 250- and 1,000-cell grids of the embedded model")
     parser.add_argument("--loop-process", nargs=2, metavar=("MODEL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.preset == "cpu-tiny-options":
+        return options_case(args.rounds)
     preset = PRESETS[args.preset]
     if args.loop_process:  # the per-image loop as a process of its own, timed whole by the parent
         model, out = (Path(value) for value in args.loop_process)

@@ -33,10 +33,20 @@ def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = N
         ("CFG scale", params.get("cfg_scale")),
         ("Image CFG scale", metadata.get("image_cfg_scale")),  # instruct-pix2pix's, as its backend read it
         ("Seed", params.get("seed")),
+        *_variation_fields(params),
         ("Size", f"{width}x{height}" if width and height else None),
         ("Model", params.get("model")),
         ("VAE", params.get("vae") if params.get("vae") not in (None, "auto") else None),
         ("Clip skip", params.get("clip_skip") if (params.get("clip_skip") or 1) > 1 else None),
+        # A1111's sampler options under the names its PNG Info reads back (eta is DDIM's here, so "Eta DDIM").
+        ("Eta DDIM", params.get("eta")),
+        ("ENSD", params.get("eta_noise_seed_delta") or None),
+        ("Sigma churn", params.get("s_churn")),
+        ("Sigma tmin", params.get("s_tmin")),
+        ("Sigma tmax", params.get("s_tmax")),
+        ("Sigma noise", params.get("s_noise")),
+        ("Tiling", True if params.get("tiling") else None),
+        ("Conditional mask weight", None if params.get("image_mask_weight", 1) == 1 else params["image_mask_weight"]),
     ]
     # A backend that rewrote the prompts (wildcards) reports the text it rendered.
     prompt, negative = (metadata.get(name, params.get(name)) for name in ("prompt", "negative_prompt"))
@@ -65,6 +75,17 @@ def portable_paths(value: Any, roots: list[Path]) -> Any:
     if hub is not None:
         return hub.removeprefix("models--").replace("--", "/")
     return path.name
+
+
+def _variation_fields(params: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A1111's variation-seed fields, written only when they change the image, as A1111 writes them."""
+    fields = []
+    if params.get("var_seed") is not None and params.get("var_seed_strength"):
+        fields += [("Variation seed", params["var_seed"]), ("Variation seed strength", params["var_seed_strength"])]
+    resize = params.get("seed_resize_from_w") or 0, params.get("seed_resize_from_h") or 0
+    if min(resize) > 0:
+        fields.append(("Seed resize from", f"{resize[0]}x{resize[1]}"))
+    return fields
 
 
 def _format(value: Any) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from gridgen.backends.sd.denoise import samplers
 from gridgen.backends.sd.kinds.channels import CHANNELS
 from gridgen.backends.sd.stages import segment_params, upscalers
+from gridgen.backends.sd.text import styles
 from gridgen.param_decl import Param
 
 
@@ -260,6 +261,53 @@ DEPTH_PARAMS: tuple[Param, ...] = (
 )
 CORE_PARAMS += DEPTH_PARAMS
 
+# A1111's sampler options, applied once in the denoising recipe so every kind and stage honours them.
+SAMPLER_OPTION_PARAMS: tuple[Param, ...] = (
+    Param("eta", "float", None,
+          "DDIM's eta: 0 is deterministic DDIM, 1 adds DDPM's full step noise (default: the sampler's own, 0). "
+          "Honoured by DDIM; one value per batch.", aliases=("ddim_eta", "eta_ddim"), min=0, max=1),
+    Param("eta_noise_seed_delta", "int", 0,
+          "ENSD: the step noise of ancestral and SDE samplers (Euler a, DPM2 a, DPM++ SDE, ...) is drawn from "
+          "seed + this instead of the seed's own stream; 31337 matches the NovelAI-era A1111 setting. 0: off.",
+          aliases=("ensd", "noise_seed_delta"), min=0, max=2**32 - 1),
+    Param("s_churn", "float", None,
+          "Sigma churn: how much noise Euler adds back at each step between s_tmin and s_tmax (default 0). "
+          "Honoured by Euler; one value per batch.", aliases=("sigma_churn",), min=0, max=100),
+    Param("s_tmin", "float", None, "Sigma tmin: churn applies only at noise levels from this one up (default 0). "
+          "Honoured by Euler; one value per batch.", aliases=("sigma_tmin", "sigma_min"), min=0, max=1000),
+    Param("s_tmax", "float", None, "Sigma tmax: churn applies only at noise levels up to this one (default: no limit). "
+          "Honoured by Euler; one value per batch.", aliases=("sigma_tmax", "sigma_max"), min=0, max=1000),
+    Param("s_noise", "float", None,
+          "Sigma noise: scale of the noise churn adds (Euler) or of the SDE noise (DPM++ SDE), default 1. "
+          "One value per batch.", aliases=("sigma_noise",), min=0, max=10),
+    Param("var_seed", "seed", None,
+          "Variation seed (A1111's subseed): its noise is blended into the seed's by var_seed_strength.",
+          aliases=("subseed", "variation_seed", "Var. seed"), min=0, max=2**32 - 1),
+    Param("var_seed_strength", "float", 0.0,
+          "How far the start noise moves from the seed's to var_seed's (spherical interpolation): 0 the seed's "
+          "image, 1 the variation seed's.", aliases=("var_strength", "subseed_strength", "variation_strength",
+                                                       "variation_seed_strength", "Var. strength"), min=0, max=1),
+    Param("seed_resize_from_w", "int", 0,
+          "Draw the seed's noise as if for this width and paste it centred, so an image keeps its composition "
+          "at another size (0: off; needs seed_resize_from_h).", aliases=("seed_resize_w", "resize_seed_from_w"),
+          min=0, max=8192),
+    Param("seed_resize_from_h", "int", 0, "The height of seed_resize_from_w's noise (0: off).",
+          aliases=("seed_resize_h", "resize_seed_from_h"), min=0, max=8192),
+    Param("tiling", "bool", False,
+          "Seamless tiling: the UNet's and VAE's convolutions wrap around the edges, so the image repeats with no "
+          "visible seam. One value per batch.", aliases=("seamless", "tileable")),
+    Param("styles", "str", None,
+          "A1111 prompt styles by name (`a, b` applies them in order) from styles.csv next to the spec or in the "
+          "models folder: a style's `{prompt}` takes the prompt, else its text is appended after \", \".",
+          aliases=("style", "prompt_styles"), stage="text", parse=styles.canonical),
+    Param("image_mask_weight", "float", 1.0,
+          "A1111's inpainting conditioning mask strength, for inpainting (9-channel) models: how much of the masked "
+          "part of init_image the UNet's image input hides; 1 hides it all, 0 shows the whole image (keeping its "
+          "composition in img2img). Per cell inside a batch.",
+          aliases=("inpainting_mask_weight", "conditioning_mask_strength", "inpaint_mask_weight"), min=0, max=1),
+)
+CORE_PARAMS += SAMPLER_OPTION_PARAMS
+
 # Params whose values from the grid params and every axis add up into one list.
 ACCUMULATING = frozenset(p.name for p in CORE_PARAMS if p.accumulate)
 
@@ -268,10 +316,9 @@ ACCUMULATING = frozenset(p.name for p in CORE_PARAMS if p.accumulate)
 KNOWN_UNSUPPORTED: dict[str, str] = {
     normalize_key(name): name
     for name in (
-        "hypernetwork", "hypernetwork_strength", "restore_faces", "codeformer_weight", "tiling",
-        "var_seed", "var_seed_strength", "eta", "sigma_churn", "sigma_tmin", "sigma_tmax", "sigma_noise",
-        "face_restoration", "styles", "code_former_weight", "enable_hr", "image_mask_weight",
-        "eta_noise_seed_delta", "token_merging_ratio",
+        "hypernetwork", "hypernetwork_strength", "restore_faces", "codeformer_weight",
+        "face_restoration", "code_former_weight", "enable_hr",
+        "token_merging_ratio",
     )
 }
 

@@ -24,6 +24,7 @@ from gridgen.backends import diffusers_paths
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
 from gridgen.backends.sd.adapters import networks
 from gridgen.backends.sd.adapters.lora import LoraError
+from gridgen.backends.sd.denoise import sampler_options, seamless
 from gridgen.backends.sd.denoise.samplers import scheduler_choice, unsupported_schedule
 from gridgen.backends.sd.images.decoding import Decoder
 from gridgen.backends.sd.images.inputs import ImageInputs
@@ -37,7 +38,7 @@ from gridgen.backends.sd.stages.cache import StageCache, stage_key
 from gridgen.backends.sd.stages.segment_stage import SamStage
 from gridgen.backends.sd.stages.upscale_stage import UpscaleStage
 from gridgen.backends.sd.stages.upscalers import parse_upscaler
-from gridgen.backends.sd.text import ella_setup, wildcards
+from gridgen.backends.sd.text import ella_setup, styles, wildcards
 from gridgen.errors import ModelError
 from gridgen.params import CORE_PARAMS, Registry, params_of_stage
 
@@ -130,6 +131,9 @@ class DiffusersBackend:
     def _wildcard_folders(self) -> list[Path]:
         return wildcards.folders(Path(self.context.spec_dir), self._models_dir())
 
+    def _style_files(self) -> list[Path]:
+        return styles.files(Path(self.context.spec_dir), self._models_dir())
+
     def _info(self, params: dict[str, Any]) -> ModelInfo:
         return read_model_info(self._model_path(params), str(params.get("prediction") or "auto"))
 
@@ -195,6 +199,8 @@ class DiffusersBackend:
         problems += ella_setup.check_cell(params, info.path if info else None, self._resolve)
         problems += self.inputs.check(params)
         problems += edit.problems(params)
+        problems += sampler_options.problems(params)
+        problems += [ParamProblem("styles", message) for message in styles.problems(params, self._style_files())]
         if info:
             kind = registry.kind_of(params, info)
             problems += kind.problems(params, info, self)
@@ -236,7 +242,8 @@ class DiffusersBackend:
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
         # One LoRA set and weights per batch: adapter weights apply to the whole UNet call.
         return (self.load_key(params), self._lora_set(params), choice, str(params["prediction"]), int(params["steps"]),
-                *self._size(params), ella_setup.batch_part(params, self._resolve), kind.batch_part(params))
+                *self._size(params), ella_setup.batch_part(params, self._resolve), kind.batch_part(params),
+                sampler_options.batch_part(params), seamless.batch_part(params))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))
@@ -266,7 +273,8 @@ class DiffusersBackend:
 
         from gridgen.backends.sd.images import images
 
-        batch = [wildcards.expand_params({**_DEFAULTS, **cell.params}, self._wildcard_folders()) for cell in cells]
+        batch = [wildcards.expand_params(styles.apply({**_DEFAULTS, **cell.params}, self._style_files()),
+                                         self._wildcard_folders()) for cell in cells]
         keys = [self._base_key(p) for p in batch]
         bases: dict[str, tuple[Image.Image | Future, dict[str, Any], dict[str, float]]] = {}  # a render's is a Future
         for key, params in zip(keys, batch, strict=True):
@@ -314,6 +322,8 @@ class DiffusersBackend:
         metadata = {"model": str(params["model"]), "sampler": str(params["sampler"])}
         if "wildcards" in params:  # the prompts as rendered, and what each wildcard picked
             metadata.update({field: params[field] for field in ("prompt", "negative_prompt", "wildcards")})
+        elif params.get("styles"):  # the prompts with their styles, as A1111 records them
+            metadata.update({field: params[field] for field in ("prompt", "negative_prompt")})
         return metadata
 
     def _denoise(self, batch: list[dict[str, Any]]) -> list[tuple[Future, dict[str, Any], dict[str, float]]]:

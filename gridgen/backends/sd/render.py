@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gridgen.backends.sd.adapters import networks
+from gridgen.backends.sd.denoise import seamless
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
 from gridgen.backends.sd.denoise.recipe import Recipe, scheduler_for
@@ -57,6 +58,7 @@ def ensure_loaded(backend: DiffusersBackend, params: dict[str, Any]) -> Componen
         backend._components, (backend.prompts, backend.networks) = backend.models.get(loaded, load)
         backend._loaded = loaded
     backend._load_key = key
+    seamless.use_tiling(backend._components, bool(params.get("tiling")), before_change=backend.decoder.drain)
     return backend._components
 
 
@@ -73,7 +75,8 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     cond, uncond, text = conditioning(backend, batch, parts, width, height)
     text_time = clock.lap()
     recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
-                    [int(p["seed"]) for p in batch], parts.device)
+                    [int(p["seed"]) for p in batch], parts.device, cells=batch,
+                    factor=2 ** (len(parts.vae.config.block_out_channels) - 1))
     guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], **text)
     latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs, backend))
     denoise_time = clock.lap()

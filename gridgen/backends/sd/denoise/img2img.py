@@ -32,4 +32,4 @@ def img2img(recipe: Recipe, denoise: Denoiser, start: torch.Tensor, steps: int, 
     noise."""
     if len(recipe.partial_schedule(steps, strength)) == 0:
         return start
-    return recipe.run(denoise, recipe.noised(start, recipe.draw(start.shape[1:])))
+    return recipe.run(denoise, recipe.noised(start, recipe.start_noise(start.shape[1:])))

@@ -7,7 +7,9 @@ A `Recipe` owns, each in one place:
 - the scheduler's set-up: `scheduler_for` builds it from the cell's sampler and schedule, `full_schedule`
   sets all its steps and `partial_schedule` the tail a strength covers (img2img);
 - the start latents: pure noise (`start_from_noise`) or given latents noised to the first step (`noised`);
-- the step-noise arguments that make ancestral and SDE samplers draw per sample (`_step_kwargs`);
+- the step-noise arguments that make ancestral and SDE samplers draw per sample, and A1111's sampler options
+  (eta, the sigma settings, ENSD's step-noise seeds, variation seeds in the start noise: `noise`,
+  `sampler_options`) when the recipe is given its cells' params (`_step_kwargs`, `start_noise`);
 - the loop (`run`) and its per-step hooks: each `hook(step) -> latents` sees the latents after a scheduler
   step and may rewrite them (inpainting keeps the known part).
 
@@ -26,6 +28,7 @@ from typing import Any
 
 import torch
 
+from gridgen.backends.sd.denoise import noise, sampler_options
 from gridgen.backends.sd.denoise.guidance import Denoiser
 from gridgen.backends.sd.denoise.samplers import make_scheduler, scheduler_choice
 
@@ -48,13 +51,21 @@ def scheduler_for(params: dict[str, Any], config: dict[str, Any]):
 
 
 class Recipe:
-    """One run of `scheduler` over a batch whose rows have `seeds`, on `device`."""
+    """One run of `scheduler` over a batch whose rows have `seeds`, on `device`; `cells`, the rows' params, bring
+    their sampler options (`factor`: the VAE's pixels per latent cell, for seed resizing)."""
 
-    def __init__(self, scheduler, seeds: Sequence[int], device: torch.device, hooks: Iterable[StepHook] = ()):
+    def __init__(self, scheduler, seeds: Sequence[int], device: torch.device, hooks: Iterable[StepHook] = (),
+                 cells: Sequence[dict[str, Any]] = (), factor: int = 8):
         self.scheduler = scheduler
         self.seeds = [int(seed) for seed in seeds]
         self.device = device
         self.generators = [torch.Generator("cpu").manual_seed(seed) for seed in self.seeds]
+        self.cells, self.factor = list(cells), factor
+        # ENSD moves step noise onto a stream of its own; without it steps draw on from the seed's stream.
+        self.step_seeds = [noise.step_seed(cell) for cell in self.cells] or self.seeds
+        self.step_generators = [g if step_seed == seed else torch.Generator("cpu").manual_seed(step_seed)
+                                for g, seed, step_seed in zip(self.generators, self.seeds, self.step_seeds,
+                                                              strict=True)]
         self.hooks = list(hooks)
         self.timesteps: torch.Tensor | None = None
 
@@ -81,9 +92,17 @@ class Recipe:
         self.timesteps = scheduler.timesteps[start * scheduler.order:]
         return self.timesteps
 
+    def start_noise(self, shape: Sequence[int]) -> torch.Tensor:
+        """The start noise, one draw per row: with its cell's variation seed and seed resize when it has them."""
+        if not self.cells:
+            return self.draw(shape)
+        rows = [noise.start_noise(cell, shape, g, self.factor) for cell, g in zip(self.cells, self.generators,
+                                                                                  strict=True)]
+        return torch.stack(rows).to(self.device)
+
     def start_from_noise(self, shape: Sequence[int]) -> torch.Tensor:
-        """Start latents of pure noise (one draw per row) at the schedule's first noise level."""
-        return self.draw(shape) * self.scheduler.init_noise_sigma
+        """Start latents of pure noise (`start_noise`) at the schedule's first noise level."""
+        return self.start_noise(shape) * self.scheduler.init_noise_sigma
 
     def noised(self, latents: torch.Tensor, noise: torch.Tensor, index: int = 0) -> torch.Tensor:
         """`latents` with `noise` added to the level of the run's step `index`."""
@@ -93,10 +112,11 @@ class Recipe:
         """The keyword arguments the scheduler's `step` needs to draw its step noise per row."""
         if hasattr(self.scheduler, "noise_sampler_seed"):
             # DPMSolverSDEScheduler grows one Brownian tree per sample when handed a list of seeds.
-            self.scheduler.noise_sampler_seed = list(self.seeds)
+            self.scheduler.noise_sampler_seed = list(self.step_seeds)
         accepts = inspect.signature(self.scheduler.step).parameters
+        options = sampler_options.step_kwargs(self.cells[0], set(accepts)) if self.cells else {}
         # diffusers draws a batch's step noise row by row when given one generator per row.
-        return {"generator": self.generators} if "generator" in accepts else {}
+        return {**options, "generator": self.step_generators} if "generator" in accepts else options
 
     def run(self, denoise: Denoiser, latents: torch.Tensor, hooks: Iterable[StepHook] = ()) -> torch.Tensor:
         """Denoise `latents` over the schedule set last, calling the recipe's hooks and then `hooks` after

@@ -48,7 +48,7 @@ def fit_to(size: tuple[int, int], factor: int) -> tuple[int, int]:
 def _recipe(parts, params: dict[str, Any]) -> Recipe:
     """The img2img pass's recipe, from the cell's sampler and seed; its generator draws the start image's latents
     first."""
-    return Recipe(scheduler_for(params, parts.scheduler_config), [int(params["seed"])], parts.device)
+    return Recipe(scheduler_for(params, parts.scheduler_config), [int(params["seed"])], parts.device, cells=[params])
 
 
 def _redraw(parts, prompts, params: dict[str, Any], latents: torch.Tensor, recipe: Recipe) -> Image.Image:
