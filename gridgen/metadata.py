@@ -12,6 +12,8 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from gridgen.backends.sd.denoise.controls.options import infotext_fields
+
 _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
 _IMAGE_DESCRIPTION = 0x010E
@@ -33,6 +35,7 @@ def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = N
         ("Model", params.get("model")),
         ("VAE", params.get("vae") if params.get("vae") not in (None, "auto") else None),
         ("Clip skip", params.get("clip_skip") if (params.get("clip_skip") or 1) > 1 else None),
+        *infotext_fields(params),  # the latent controls, under their extensions' names
     ]
     # A backend that rewrote the prompts (wildcards) reports the text it rendered.
     prompt, negative = (metadata.get(name, params.get(name)) for name in ("prompt", "negative_prompt"))

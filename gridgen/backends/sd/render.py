@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gridgen.backends.sd.adapters import networks
+from gridgen.backends.sd.denoise.controls.setup import Controls
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
 from gridgen.backends.sd.denoise.recipe import Recipe, scheduler_for
@@ -74,7 +75,10 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     text_time = clock.lap()
     recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
                     [int(p["seed"]) for p in batch], parts.device)
-    guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], **text)
+    controls = Controls(batch, recipe)
+    recipe.hooks += controls.hooks
+    guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], adjust=controls.adjust,
+                      **text)
     latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs, backend))
     denoise_time = clock.lap()
 
