@@ -340,6 +340,27 @@ LATENT_CONTROL_PARAMS: tuple[Param, ...] = (
           "Latent mirroring: the fraction of the steps it acts on; later steps add detail freely.",
           aliases=("mirroring_max_step_fraction", "mirror_max_step_fraction", "maximum_steps_fraction_to_mirror_at"),
           min=0, max=1),
+    Param("cc_brightness", "float", 0.0,
+          "Latent colour grading (VectorscopeCC): brightness added over the run; + brighter, - darker.",
+          aliases=("[Vec.CC] Brightness", "Vec CC Brightness"), min=-10, max=10),
+    Param("cc_contrast", "float", 0.0, "Latent colour grading: contrast, stretching luminance about its mean.",
+          aliases=("[Vec.CC] Contrast", "Vec CC Contrast"), min=-10, max=10),
+    Param("cc_saturation", "float", 1.0, "Latent colour grading: saturation, a factor on the colour directions "
+          "(1 unchanged, 0 grey).", aliases=("[Vec.CC] Saturation", "Vec CC Saturation"), min=0, max=5),
+    Param("cc_r", "float", 0.0, "Latent colour grading: + red, - cyan.", aliases=("[Vec.CC] R", "Vec CC R"),
+          min=-10, max=10),
+    Param("cc_g", "float", 0.0, "Latent colour grading: + green, - magenta.", aliases=("[Vec.CC] G", "Vec CC G"),
+          min=-10, max=10),
+    Param("cc_b", "float", 0.0, "Latent colour grading: + blue, - yellow.", aliases=("[Vec.CC] B", "Vec CC B"),
+          min=-10, max=10),
+    Param("cc_method", "choice", "Straight Abs.",
+          "Latent colour grading: what each change is proportional to: the predicted image (Straight), the noisy "
+          "latents (Cross), ones, or seeded noise (N.Random, U.Random, Multi-Res); Abs. takes its magnitude.",
+          aliases=("[Adv.CC] Method", "Vec CC Noise", "cc_noise"), choose=controls.choose_cc_method,
+          choices_help=", ".join(controls.CC_METHODS)),
+    Param("cc_scaling", "choice", "Flat", "Latent colour grading: the strength over the steps (Cos fades it out, "
+          "Sin fades it in).", aliases=("[Adv.CC] Scaling", "Vec CC Scaling"), choose=controls.choose_cc_scaling,
+          choices_help=", ".join(controls.CC_SCALINGS)),
     Param("antiburn_steps", "int", 1,
           "Anti-burn: the result is the mean of the last N steps' latents, smoothing a burnt finish; 1 is the "
           "plain result.", aliases=("antiburn", "anti_burn", "anti_burn_steps"), min=1, max=100),

@@ -1,10 +1,11 @@
-"""Latent controls (CFG rescale, dynamic thresholding, latent mirroring, anti-burn) on gridgen-tiny: each moves
-the image the way it should, leaves it alone when off, keeps its own value per cell of a shared batch, and is
-named in the image's `parameters` text as its A1111 extension names it."""
+"""Latent controls (CFG rescale, dynamic thresholding, colour grading, latent mirroring, anti-burn) on
+gridgen-tiny: each moves the image the way it should, leaves it alone when off, keeps its own value per cell of
+a shared batch, and is named in the image's `parameters` text as its A1111 extension names it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 from gridgen.backends import BackendContext
 from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
+from gridgen.backends.sd.denoise.controls.colour_grading import ColourGrade, ColourSpace
 from gridgen.backends.sd.denoise.controls.dynamic_threshold import scheduled, threshold
 from gridgen.backends.sd.denoise.controls.guided import CfgRescale
 from gridgen.backends.sd.denoise.guidance import Guided
@@ -32,6 +34,8 @@ VARIANTS = {
     "mirror_alternate": {"mirror_mode": "Alternate Steps", "mirror_max_step": 0.5},
     "antiburn1": {"antiburn_steps": 1},
     "antiburn3": {"antiburn_steps": 3},
+    **{f"brightness{value}": {"cc_brightness": value} for value in (-2, -1, 1, 2)},
+    **{f"saturation{value}": {"cc_saturation": value} for value in (0.25, 0.5, 1.5, 2)},
 }
 
 
@@ -51,6 +55,15 @@ def images() -> dict[str, np.ndarray]:
 
 def clipped(image: np.ndarray) -> float:
     return float(((image <= 0) | (image >= 255)).mean())
+
+
+def luminance(image: np.ndarray) -> float:
+    return float((image @ np.array([0.299, 0.587, 0.114])).mean())
+
+
+def colourfulness(image: np.ndarray) -> float:
+    """Mean chroma: the spread between a pixel's largest and smallest channel."""
+    return float((image.max(axis=-1) - image.min(axis=-1)).mean())
 
 
 def asymmetry(image: np.ndarray) -> float:
@@ -92,6 +105,36 @@ def backend_for_rescale() -> np.ndarray:
     (result,) = backend.render([cell("r", cfg_scale=12, cfg_rescale=0.7)])
     backend.close()
     return np.asarray(result.image.convert("RGB"), dtype=np.float32)
+
+
+def test_cc_brightness_raises_and_lowers_mean_luminance_monotonically(images):
+    axis = [images[key] for key in ("brightness-2", "brightness-1", "plain", "brightness1", "brightness2")]
+    levels = [luminance(image) for image in axis]
+    assert levels == sorted(levels) and len(set(levels)) == 5, levels
+    assert levels[-1] - levels[2] > 5 and levels[2] - levels[0] > 5, levels
+
+
+def test_cc_saturation_raises_colourfulness_monotonically(images):
+    axis = [images[key] for key in ("saturation0.25", "saturation0.5", "plain", "saturation1.5", "saturation2")]
+    levels = [colourfulness(image) for image in axis]
+    assert levels == sorted(levels) and len(set(levels)) == 5, levels
+    assert levels[-1] - levels[0] > 5, levels
+
+
+def _grade(family: str, **values) -> torch.Tensor:
+    """One graded x0 of ones (straight source) after a 4-step run's first step, in `family`'s channels."""
+    cell = {**Registry().defaults(), "cc_method": "Straight", **values}
+    grade = ColourGrade([cell], SimpleNamespace(timesteps=[0] * 4), ColourSpace(family))
+    return grade.grade(torch.ones((4, 2, 2)), torch.zeros((4, 2, 2)), cell, 0)
+
+
+def test_cc_follows_the_channel_meanings_of_sd_and_sdxl_latents():
+    sd = _grade("sd", cc_brightness=4, cc_r=4, cc_g=4, cc_b=4)
+    assert sd[:, 0, 0].tolist() == [2, 2, 0, 0]  # brightness and green up; red and blue are the negative channels
+    assert _grade("sd", cc_saturation=16)[:, 0, 0].tolist() == [1, 2, 2, 2]  # 16 over 4 steps: x2 per step
+    assert _grade("sdxl", cc_saturation=16)[:, 0, 0].tolist() == [1, 2, 2, 1]
+    red = _grade("sdxl", cc_r=4)[:, 0, 0]
+    assert red[1] < 1 and red[2] > 1  # + red: Cr up (channel 1 down), Cb down a little (channel 2 up)
 
 
 def test_latent_mirroring_makes_the_image_more_symmetric(images):
@@ -151,7 +194,9 @@ def test_cells_with_different_controls_share_a_batch_and_render_as_alone(tmp_pat
              cell("c", **small, cfg_scale=9, cfg_rescale=0.7, seed=4),
              cell("d", **small, mirror_mode="Alternate Steps", mirror_style="180 Degree Rotation"),
              cell("e", **small, mirror_mode="Blend Average", mirror_style="Horizontal Mirroring", antiburn_steps=3,
-                  variability_measure="STD", mimic_scale=4, cfg_scale=12)]
+                  variability_measure="STD", mimic_scale=4, cfg_scale=12),
+             cell("f", **small, cc_brightness=2, cc_saturation=1.5, cc_method="N.Random", cc_scaling="Cos"),
+             cell("g", **small, cc_r=-2, cc_contrast=1, cc_method="Multi-Res Abs.", seed=5)]
     assert_one_batch_renders_as_alone(tmp_path, cells, monkeypatch)
 
 
@@ -173,6 +218,11 @@ def test_cells_with_different_controls_share_a_batch_and_render_as_alone(tmp_pat
     ("Latent Mirror style", "mirror_style", "both", "Horizontal+Vertical Mirroring"),
     ("Maximum steps fraction to mirror at", "mirror_max_step", "0.3", 0.3),
     ("Anti Burn", "antiburn_steps", "3", 3),
+    ("[Vec.CC] Brightness", "cc_brightness", "2", 2.0),
+    ("[Vec.CC] Saturation", "cc_saturation", "1.5", 1.5),
+    ("[Vec.CC] R", "cc_r", "-1", -1.0),
+    ("[Adv.CC] Method", "cc_method", "Straight Abs", "Straight Abs."),
+    ("[Adv.CC] Scaling", "cc_scaling", "1 - cos", "1 - Cos"),
 ])
 def test_the_extensions_spellings_resolve(spelling, name, value, expected):
     param = Registry().lookup(spelling)
@@ -182,14 +232,15 @@ def test_the_extensions_spellings_resolve(spelling, name, value, expected):
 
 def test_parameters_text_names_each_control_as_its_extension_does():
     params = {**Registry().defaults(), "cfg_rescale": 0.7, "mimic_scale": 7.0, "cfg_mode": "Power Up",
-              "mirror_mode": "Blend Average", "antiburn_steps": 3}
+              "mirror_mode": "Blend Average", "antiburn_steps": 3, "cc_brightness": 2.0}
     text = a1111_parameters(params)
     for field in ("CFG Rescale phi: 0.7", "Dynamic thresholding enabled: True", "Mimic scale: 7",
                   "CFG mode: Power Up", "Sched Val: 4", "Threshold percentile: 100", "Mirror Mode: Blend Average",
-                  "Mirror Style: Vertical Mirroring", "Mirroring Max Step Fraction: 0.25", "Anti Burn: 3"):
+                  "Mirror Style: Vertical Mirroring", "Mirroring Max Step Fraction: 0.25", "Anti Burn: 3",
+                  "Vec CC Enabled: True", "Vec CC Brightness: 2", "Vec CC Noise: Straight Abs."):
         assert field in text
     plain = a1111_parameters(Registry().defaults())
-    assert "Mimic" not in plain and "Mirror" not in plain and "Rescale" not in plain and "Burn" not in plain
+    assert not any(name in plain for name in ("Mimic", "Mirror", "Rescale", "Burn", "Vec CC"))
 
 
 def test_a_quarter_turn_on_a_wide_image_is_refused_naming_mirror_style():

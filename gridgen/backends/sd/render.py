@@ -75,7 +75,8 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     text_time = clock.lap()
     recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
                     [int(p["seed"]) for p in batch], parts.device)
-    controls = Controls(batch, recipe)
+    vae_folders = [folder for folder in (backend._vae_path(first), info and info.path / "vae") if folder]
+    controls = Controls(batch, recipe, vae_folders, bool(info and info.sdxl))
     recipe.hooks += controls.hooks
     guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], adjust=controls.adjust,
                       **text)

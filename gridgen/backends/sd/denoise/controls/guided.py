@@ -27,18 +27,22 @@ class CfgRescale:
         return self.phi * rescaled + (1 - self.phi) * guided
 
 
-def to_x0_coefficients(scheduler, t: torch.Tensor) -> tuple[float, float]:
-    """(a, b) with x0 = a * x + b * output, for the UNet's input `x` at timestep `t` (in its variance-preserving
-    form, which every diffusers scheduler's `scale_model_input` gives) and its `output` (epsilon or v)."""
+def alpha_bar_at(scheduler, t: torch.Tensor) -> float:
+    """The signal fraction (alpha bar) of the scheduler's noise schedule at timestep `t`, which may fall between
+    the training timesteps: there it sits on the log-sigma line, as diffusers' `_sigma_to_t` places it."""
     alphas = scheduler.alphas_cumprod.double()
     log_sigmas = (((1 - alphas) / alphas) ** 0.5).log()
-    # Timesteps between the training ones (Karras and other sigma schedules) sit on the log-sigma line,
-    # as diffusers' `_sigma_to_t` places them.
     position = float(t)
     low = min(int(position), len(alphas) - 1)
     high = min(low + 1, len(alphas) - 1)
     log_sigma = torch.lerp(log_sigmas[low], log_sigmas[high], position - low)
-    alpha_bar = float(1 / (1 + log_sigma.exp() ** 2))
+    return float(1 / (1 + log_sigma.exp() ** 2))
+
+
+def to_x0_coefficients(scheduler, t: torch.Tensor) -> tuple[float, float]:
+    """(a, b) with x0 = a * x + b * output, for the UNet's input `x` at timestep `t` (in its variance-preserving
+    form, which every diffusers scheduler's `scale_model_input` gives) and its `output` (epsilon or v)."""
+    alpha_bar = alpha_bar_at(scheduler, t)
     if scheduler.config.prediction_type == "v_prediction":
         return alpha_bar ** 0.5, -((1 - alpha_bar) ** 0.5)
     return alpha_bar ** -0.5, -((1 - alpha_bar) / alpha_bar) ** 0.5

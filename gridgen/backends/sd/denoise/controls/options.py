@@ -18,6 +18,10 @@ VARIABILITIES = ("AD", "STD")
 MIRROR_MODES = ("None", "Alternate Steps", "Blend Average")
 MIRROR_STYLES = ("Vertical Mirroring", "Horizontal Mirroring", "Horizontal+Vertical Mirroring",
                  "90 Degree Rotation", "180 Degree Rotation")
+# VectorscopeCC's sources of the change (its "noise settings") and its schedules of strength over the steps.
+CC_METHODS = ("Straight", "Straight Abs.", "Cross", "Cross Abs.", "Ones", "N.Random", "U.Random", "Multi-Res",
+              "Multi-Res Abs.")
+CC_SCALINGS = ("Flat", "Cos", "Sin", "1 - Cos", "1 - Sin")
 _MIRROR_STYLE_WORDS = {"vertical": 0, "horizontal": 1, "both": 2, "horizontalvertical": 2, "verticalhorizontal": 2,
                        "90": 3, "rotate90": 3, "rotation90": 3, "180": 4, "rotate180": 4, "rotation180": 4}
 _MIRROR_MODE_WORDS = {"off": 0, "none": 0, "alternate": 1, "blend": 2, "average": 2}
@@ -59,6 +63,21 @@ def choose_mirror_style(text: str) -> str | None:
     return _pick(text, MIRROR_STYLES, _MIRROR_STYLE_WORDS)
 
 
+def choose_cc_method(text: str) -> str | None:
+    return _pick(text, CC_METHODS)
+
+
+def choose_cc_scaling(text: str) -> str | None:
+    return _pick(text, CC_SCALINGS)
+
+
+CC_SHIFTS = ("cc_brightness", "cc_contrast", "cc_r", "cc_g", "cc_b")
+
+
+def grading_on(params: dict[str, Any]) -> bool:
+    return any(float(params.get(name) or 0) for name in CC_SHIFTS) or float(params.get("cc_saturation", 1)) != 1
+
+
 def dynamic_thresholding_on(params: dict[str, Any]) -> bool:
     return float(params.get("mimic_scale") or 0) > 0
 
@@ -86,6 +105,11 @@ def infotext_fields(params: dict[str, Any]) -> list[tuple[str, Any]]:
     if mirroring_on(params):
         fields += [("Mirror Mode", params["mirror_mode"]), ("Mirror Style", params["mirror_style"]),
                    ("Mirroring Max Step Fraction", params["mirror_max_step"])]
+    if grading_on(params):
+        fields += [("Vec CC Enabled", True), ("Vec CC Brightness", params["cc_brightness"]),
+                   ("Vec CC Contrast", params["cc_contrast"]), ("Vec CC Saturation", params["cc_saturation"]),
+                   ("Vec CC R", params["cc_r"]), ("Vec CC G", params["cc_g"]), ("Vec CC B", params["cc_b"]),
+                   ("Vec CC Noise", params["cc_method"]), ("Vec CC Scaling", params["cc_scaling"])]
     if int(params.get("antiburn_steps") or 1) > 1:
         fields.append(("Anti Burn", params["antiburn_steps"]))
     return fields
@@ -100,8 +124,8 @@ def problems(params: dict[str, Any], size: tuple[int, int], kind: str) -> list[t
                                       f"mirror_style"))
     if kind == "instruct-pix2pix":
         for name, on in (("cfg_rescale", float(params.get("cfg_rescale") or 0) > 0),
-                         ("mimic_scale", dynamic_thresholding_on(params))):
+                         ("mimic_scale", dynamic_thresholding_on(params)), ("cc_brightness", grading_on(params))):
             if on:
-                found.append((name, f"{name} reshapes two-way classifier-free guidance; instruct-pix2pix guides by "
-                                    f"text and image at once: drop {name} for this model"))
+                found.append((name, f"{name} reshapes the two-way classifier-free guided prediction; instruct-pix2pix "
+                                    f"guides by text and image at once: drop {name} for this model"))
     return found

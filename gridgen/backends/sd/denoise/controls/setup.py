@@ -6,23 +6,27 @@ cell of which turns a control on gets neither adjustment nor hooks, and runs as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from gridgen.backends.sd.denoise.controls.colour_grading import ColourGrade, colour_space
 from gridgen.backends.sd.denoise.controls.dynamic_threshold import DynamicThreshold
 from gridgen.backends.sd.denoise.controls.guided import CfgRescale
 from gridgen.backends.sd.denoise.controls.latent_hooks import AntiBurn, Mirror
-from gridgen.backends.sd.denoise.controls.options import dynamic_thresholding_on, mirroring_on
+from gridgen.backends.sd.denoise.controls.options import dynamic_thresholding_on, grading_on, mirroring_on
 from gridgen.backends.sd.denoise.guidance import Adjust, Guided
 from gridgen.backends.sd.denoise.recipe import Recipe, StepHook
 
 
 class Controls:
-    """The controls of a batch of `cells` denoised by `recipe`."""
+    """The controls of a batch of `cells` denoised by `recipe`, on a model whose VAE is the first of
+    `vae_folders` (where colour grading looks for a latent-to-RGB map) and is SDXL's when `sdxl`."""
 
-    def __init__(self, cells: Sequence[dict[str, Any]], recipe: Recipe):
+    def __init__(self, cells: Sequence[dict[str, Any]], recipe: Recipe, vae_folders: Iterable[Path] = (),
+                 sdxl: bool = False):
         self.adjustments: list[Adjust] = []
         self.hooks: list[StepHook] = []
         if any(dynamic_thresholding_on(cell) for cell in cells):
@@ -32,6 +36,10 @@ class Controls:
         if any(float(cell.get("cfg_rescale") or 0) > 0 for cell in cells):
             self.adjustments.append(CfgRescale([float(cell.get("cfg_rescale") or 0) for cell in cells],
                                                recipe.device))
+        if any(grading_on(cell) for cell in cells):
+            grade = ColourGrade(cells, recipe, colour_space(vae_folders, sdxl))
+            self.adjustments.append(grade)
+            self.hooks.append(grade.advance)
         if any(mirroring_on(cell) for cell in cells):
             self.hooks.append(Mirror(cells, recipe))
         if any(int(cell.get("antiburn_steps") or 1) > 1 for cell in cells):
@@ -39,7 +47,8 @@ class Controls:
 
     @property
     def adjust(self) -> Adjust | None:
-        """The guided prediction's adjustments, in order (dynamic thresholding, then CFG rescale), or None."""
+        """The guided prediction's adjustments, in order (dynamic thresholding, CFG rescale, then
+        colour grading), or None."""
         if not self.adjustments:
             return None
 
