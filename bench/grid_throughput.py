@@ -4,6 +4,7 @@
     python bench/grid_throughput.py --preset gpu-sd15      # on a CUDA machine
     python bench/grid_throughput.py --preset gpu-sdxl      # on a CUDA machine
     python bench/grid_throughput.py --preset cpu-tiny-options --rounds 3
+    python bench/grid_throughput.py --latent-controls      # the latent controls still batch
 
 Both sides render the same cells (same model, sampler, steps, size, prompts, seeds, CFG) and write
 each image to disk as PNG: (a) gridgen's runner and local executor, (b) one pipeline call per cell
@@ -18,6 +19,10 @@ don't quote it.
 `cpu-tiny-options` mixes A1111's per-cell sampler options (variation seeds, ENSD, seed resize, styles) across one
 grid of the embedded model; no plain diffusers pipeline takes them, so its baseline is gridgen rendering one cell
 per batch, as the X/Y/Z plot does, and it prints how many denoising batches each side ran.
+`--latent-controls` instead renders one grid whose cells mix the latent controls (CFG rescale, dynamic
+thresholding, colour grading, mirroring, anti-burn, none) and the same number of cells that differ only in
+CFG scale, and prints the denoising batches and the time of each: equal batch counts show the controls share
+batches, and the time ratio is their per-step cost.
 """
 
 from __future__ import annotations
@@ -256,6 +261,41 @@ def grid_peak_rss_mb(cells: int, folder: Path) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+# One value of the `control` axis per latent control, and one cell without any.
+LATENT_CONTROLS = {"none": {}, "rescale": {"cfg_rescale": 0.7}, "dynthres": {"mimic_scale": 5},
+                   "grade": {"cc_brightness": 1.5, "cc_saturation": 1.5}, "mirror": {"mirror_mode": "Blend Average"},
+                   "antiburn": {"antiburn_steps": 3}}
+
+
+def latent_controls_case(folder: Path, preset: Preset, device: str) -> None:
+    """Batches and seconds of a grid mixing the latent controls against one of as many plain cells."""
+    from gridgen.backends.diffusers_backend import DiffusersBackend
+
+    batches: list[int] = []
+    original = DiffusersBackend._denoise
+    DiffusersBackend._denoise = lambda self, batch: batches.append(len(batch)) or original(self, batch)
+    cfgs = [5 + index for index in range(len(LATENT_CONTROLS))]
+    grids = {"latent controls": {name: {"params": {"cfg_scale": 8, **params}}
+                                 for name, params in LATENT_CONTROLS.items()},
+             "plain, CFG only": {str(cfg): {"params": {"cfg_scale": cfg}} for cfg in cfgs}}
+    results = {}
+    for title, values in grids.items():
+        spec = folder / f"{len(results)}.yaml"
+        spec.write_text(yaml.safe_dump({
+            "grid": {"title": title, "params": {"model": str(TINY_MODEL_DIR), "steps": preset.steps,
+                                                "sampler": preset.sampler, "width": preset.size,
+                                                "height": preset.size, "prompt": PROMPTS[0]}},
+            "axes": {"seed": ", ".join(map(str, preset.seeds)), "control": {"values": values}}}))
+        run_gridgen(spec, folder / f"warm{len(results)}", preset, device)  # loads the model, warms the kernels
+        batches.clear()
+        count, seconds = run_gridgen(spec, folder / f"out{len(results)}", preset, device)
+        results[title] = (count, list(batches), seconds)
+        print(f"{title}: {count} cells in {len(batches)} denoising batch(es) of {batches}, {seconds:.1f} s")
+    DiffusersBackend._denoise = original
+    (_, mixed, mixed_s), (_, plain, plain_s) = results.values()
+    print(f"batches with controls / without: {len(mixed)} / {len(plain)}; time ratio {mixed_s / plain_s:.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted([*PRESETS, "cpu-tiny-options"]), default="cpu-tiny")
@@ -265,11 +305,18 @@ def main() -> int:
                         help="gridgen's --cpu-shards (default: one per thread; 1 shows the gain of sharding)")
     parser.add_argument("--memory", action="store_true",
                         help="also measure the peak RSS of 250- and 1,000-cell grids of the embedded model")
+    parser.add_argument("--latent-controls", action="store_true",
+                        help="only show that cells mixing the latent controls share denoising batches (embedded model)")
     parser.add_argument("--loop-process", nargs=2, metavar=("MODEL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.preset == "cpu-tiny-options":
         return options_case(args.rounds)
     preset = PRESETS[args.preset]
+    if args.latent_controls:
+        device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        with tempfile.TemporaryDirectory() as tmp:
+            latent_controls_case(Path(tmp), PRESETS["cpu-tiny"], device)
+        return 0
     if args.loop_process:  # the per-image loop as a process of its own, timed whole by the parent
         model, out = (Path(value) for value in args.loop_process)
         run_plain_loop(load_plain_pipeline(model, preset, args.device), out, preset)

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gridgen.backends.sd.denoise import samplers
+from gridgen.backends.sd.denoise.controls import options as controls
 from gridgen.backends.sd.kinds.channels import CHANNELS
 from gridgen.backends.sd.stages import segment_params, upscalers
 from gridgen.backends.sd.text import styles
@@ -307,6 +308,88 @@ SAMPLER_OPTION_PARAMS: tuple[Param, ...] = (
           aliases=("inpainting_mask_weight", "conditioning_mask_strength", "inpaint_mask_weight"), min=0, max=1),
 )
 CORE_PARAMS += SAMPLER_OPTION_PARAMS
+# Latent controls (A1111 extensions' knobs), each per sample in a batch: the `[Extension] Name` spellings of
+# their X/Y/Z options resolve, since brackets and spaces do not count in a name.
+LATENT_CONTROL_PARAMS: tuple[Param, ...] = (
+    Param("cfg_rescale", "float", 0.0,
+          "CFG rescale (Lin et al. 2023, diffusers' guidance_rescale): scales the guided prediction back to the "
+          "conditional prediction's standard deviation; 0 off, 0.7 as the paper. Curbs the washed-out or burnt "
+          "look of high CFG, above all on v-prediction and zero-terminal-SNR models.",
+          aliases=("guidance_rescale", "cfg_rescale_phi", "rescale_cfg", "cfgrescale"), min=0, max=1),
+    Param("mimic_scale", "float", 0.0,
+          "Dynamic thresholding (sd-dynamic-thresholding): guide at cfg_scale but squeeze the prediction's spread "
+          "to a guidance at this scale, so high CFG follows the prompt closely without burning; 0 off.",
+          aliases=("dynthres_mimic_scale", "mimic", "mimic_cfg_scale"), min=0, max=100),
+    Param("threshold_percentile", "float", 100.0,
+          "Dynamic thresholding: the percentile of the CFG prediction's absolute deviations that is clamped to "
+          "(AD only); below 100 clips the outliers harder.",
+          aliases=("dynthres_threshold_percentile", "top_percentile"), min=0, max=100),
+    Param("mimic_mode", "choice", "Constant", "Dynamic thresholding: the mimic scale's schedule over the steps, "
+          "between mimic_scale_min and mimic_scale.", aliases=("dynthres_mimic_scheduler", "mimic_scheduler"),
+          choose=controls.choose_schedule, choices_help=", ".join(controls.SCHEDULES)),
+    Param("mimic_scale_min", "float", 0.0, "Dynamic thresholding: where the mimic scale's schedule starts or ends.",
+          aliases=("dynthres_mimic_minimum", "mimic_minimum"), min=0, max=100),
+    Param("cfg_mode", "choice", "Constant", "Dynamic thresholding: the CFG scale's schedule over the steps, "
+          "between cfg_scale_min and cfg_scale.", aliases=("dynthres_cfg_scheduler", "cfg_scheduler"),
+          choose=controls.choose_schedule, choices_help=", ".join(controls.SCHEDULES)),
+    Param("cfg_scale_min", "float", 0.0, "Dynamic thresholding: where the CFG scale's schedule starts or ends.",
+          aliases=("dynthres_cfg_minimum", "cfg_minimum"), min=0, max=100),
+    Param("sched_val", "float", 4.0,
+          "Dynamic thresholding: the power of the Power schedules, the repeats of Linear/Cosine Repeating and "
+          "Sawtooth.", aliases=("dynthres_power_scheduler_value", "power_scheduler_value"), min=0, max=100),
+    Param("separate_feature_channels", "bool", True,
+          "Dynamic thresholding: measure and scale each latent channel on its own (true) or all together.",
+          aliases=("dynthres_separate_feature_channels",)),
+    Param("scaling_startpoint", "choice", "MEAN", "Dynamic thresholding: scale around each channel's mean or zero.",
+          aliases=("dynthres_scaling_startpoint",), choose=controls.choose_startpoint,
+          choices_help=", ".join(controls.STARTPOINTS)),
+    Param("variability_measure", "choice", "AD",
+          "Dynamic thresholding: spread as the largest absolute deviation (AD, clamped at threshold_percentile) "
+          "or the standard deviation (STD).", aliases=("dynthres_variability_measure",),
+          choose=controls.choose_variability, choices_help=", ".join(controls.VARIABILITIES)),
+    Param("interpolate_phi", "float", 1.0,
+          "Dynamic thresholding: 1 takes the thresholded prediction, 0 the plain CFG one, between mixes them.",
+          aliases=("dynthres_interpolate_phi",), min=0, max=1),
+    Param("mirror_mode", "choice", "None",
+          "Latent mirroring: `Alternate Steps` mirrors the latents after every early step, `Blend Average` "
+          "averages them with their mirror image (symmetric), None off.",
+          aliases=("latent_mirror_mode", "mirror_application_mode"), choose=controls.choose_mirror_mode,
+          choices_help=", ".join(controls.MIRROR_MODES)),
+    Param("mirror_style", "choice", "Vertical Mirroring",
+          "Latent mirroring: the mirror: Vertical (left-right), Horizontal (top-bottom), Horizontal+Vertical, "
+          "90 Degree Rotation (square images) or 180 Degree Rotation.",
+          aliases=("latent_mirror_style",), choose=controls.choose_mirror_style,
+          choices_help="vertical, horizontal, both, 90, 180 (or the extension's names)"),
+    Param("mirror_max_step", "float", 0.25,
+          "Latent mirroring: the fraction of the steps it acts on; later steps add detail freely.",
+          aliases=("mirroring_max_step_fraction", "mirror_max_step_fraction", "maximum_steps_fraction_to_mirror_at"),
+          min=0, max=1),
+    Param("cc_brightness", "float", 0.0,
+          "Latent colour grading (VectorscopeCC): brightness added over the run; + brighter, - darker.",
+          aliases=("[Vec.CC] Brightness", "Vec CC Brightness"), min=-10, max=10),
+    Param("cc_contrast", "float", 0.0, "Latent colour grading: contrast, stretching luminance about its mean.",
+          aliases=("[Vec.CC] Contrast", "Vec CC Contrast"), min=-10, max=10),
+    Param("cc_saturation", "float", 1.0, "Latent colour grading: saturation, a factor on the colour directions "
+          "(1 unchanged, 0 grey).", aliases=("[Vec.CC] Saturation", "Vec CC Saturation"), min=0, max=5),
+    Param("cc_r", "float", 0.0, "Latent colour grading: + red, - cyan.", aliases=("[Vec.CC] R", "Vec CC R"),
+          min=-10, max=10),
+    Param("cc_g", "float", 0.0, "Latent colour grading: + green, - magenta.", aliases=("[Vec.CC] G", "Vec CC G"),
+          min=-10, max=10),
+    Param("cc_b", "float", 0.0, "Latent colour grading: + blue, - yellow.", aliases=("[Vec.CC] B", "Vec CC B"),
+          min=-10, max=10),
+    Param("cc_method", "choice", "Straight Abs.",
+          "Latent colour grading: what each change is proportional to: the predicted image (Straight), the noisy "
+          "latents (Cross), ones, or seeded noise (N.Random, U.Random, Multi-Res); Abs. takes its magnitude.",
+          aliases=("[Adv.CC] Method", "Vec CC Noise", "cc_noise"), choose=controls.choose_cc_method,
+          choices_help=", ".join(controls.CC_METHODS)),
+    Param("cc_scaling", "choice", "Flat", "Latent colour grading: the strength over the steps (Cos fades it out, "
+          "Sin fades it in).", aliases=("[Adv.CC] Scaling", "Vec CC Scaling"), choose=controls.choose_cc_scaling,
+          choices_help=", ".join(controls.CC_SCALINGS)),
+    Param("antiburn_steps", "int", 1,
+          "Anti-burn: the result is the mean of the last N steps' latents, smoothing a burnt finish; 1 is the "
+          "plain result.", aliases=("antiburn", "anti_burn", "anti_burn_steps"), min=1, max=100),
+)
+CORE_PARAMS += LATENT_CONTROL_PARAMS
 
 # Params whose values from the grid params and every axis add up into one list.
 ACCUMULATING = frozenset(p.name for p in CORE_PARAMS if p.accumulate)

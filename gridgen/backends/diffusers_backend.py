@@ -25,6 +25,7 @@ from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem
 from gridgen.backends.sd.adapters import networks
 from gridgen.backends.sd.adapters.lora import LoraError
 from gridgen.backends.sd.denoise import sampler_options, seamless
+from gridgen.backends.sd.denoise.controls import options as latent_controls
 from gridgen.backends.sd.denoise.samplers import scheduler_choice, unsupported_schedule
 from gridgen.backends.sd.images.decoding import Decoder
 from gridgen.backends.sd.images.inputs import ImageInputs
@@ -204,6 +205,8 @@ class DiffusersBackend:
         if info:
             kind = registry.kind_of(params, info)
             problems += kind.problems(params, info, self)
+            problems += [ParamProblem(name, message)
+                         for name, message in latent_controls.problems(params, self._size(params), kind.name)]
             if "noise_level" not in kind.base_reads:
                 problems += x4.stage_noise_level_problems(params)
         sam_input = self.inputs.size(params["init_image"]) if params.get("init_image") else self._size(params)

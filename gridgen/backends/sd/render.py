@@ -17,6 +17,7 @@ import torch
 
 from gridgen.backends.sd.adapters import networks
 from gridgen.backends.sd.denoise import seamless
+from gridgen.backends.sd.denoise.controls.setup import Controls
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
 from gridgen.backends.sd.denoise.recipe import Recipe, scheduler_for
@@ -77,7 +78,11 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
                     [int(p["seed"]) for p in batch], parts.device, cells=batch,
                     factor=2 ** (len(parts.vae.config.block_out_channels) - 1))
-    guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], **text)
+    vae_folders = [folder for folder in (backend._vae_path(first), info and info.path / "vae") if folder]
+    controls = Controls(batch, recipe, vae_folders, bool(info and info.sdxl))
+    recipe.hooks += controls.hooks
+    guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], adjust=controls.adjust,
+                      **text)
     latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs, backend))
     denoise_time = clock.lap()
 

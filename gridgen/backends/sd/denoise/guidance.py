@@ -7,6 +7,7 @@ samplers: a kind builds its denoiser here from what its UNet reads, and any reci
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -17,6 +18,27 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Context = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Guided:
+    """A step's predictions, for an adjustment of the guided one (CFG rescale, dynamic thresholding): the UNet's
+    input `x` at timestep `t`, the unconditional and conditional predictions, the rows' CFG `scales` and the
+    `guided` prediction so far."""
+
+    x: torch.Tensor
+    t: torch.Tensor
+    uncond: torch.Tensor
+    cond: torch.Tensor
+    scales: torch.Tensor
+    guided: torch.Tensor
+
+    def with_guided(self, guided: torch.Tensor) -> Guided:
+        return replace(self, guided=guided)
+
+
+# Rewrites the guided prediction, one row per sample.
+Adjust = Callable[[Guided], torch.Tensor]
+
+
 def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float],
                     image: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
                     masks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
@@ -24,7 +46,7 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
                     added_uncond: dict[str, torch.Tensor] | None = None,
                     image_scales: Sequence[float] | None = None,
                     image_uncond: torch.Tensor | None = None,
-                    uncond_class_labels: torch.Tensor | None = None) -> Denoiser:
+                    uncond_class_labels: torch.Tensor | None = None, adjust: Adjust | None = None) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
 
     `cond` and `uncond` hold one context row per sample: fixed tensors (CLIP), or functions of the
@@ -46,6 +68,9 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
     diffusers' uncond + g * (cond - image-only) + s * (image-only - uncond). A prediction whose weight
     is 0 is not computed: the image-only rows run only where s != g, the unconditional ones only where
     s != 1, so s = 1 is plain CFG at the same cost, and without `image_scales` nothing changes.
+
+    `adjust` rewrites plain CFG's guided prediction from both halves (`controls`: CFG rescale, dynamic
+    thresholding); rows at scale 1 hand it the conditional prediction as both.
     """
     if image_scales is not None and (image is None or image_uncond is None):
         raise ValueError("image guidance needs `image` and `image_uncond`, its unconditional counterpart")
@@ -94,7 +119,8 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
         eps_uncond = eps_cond.clone()
         eps_uncond[guided] = eps[batch:split]
         if image_scales is None:
-            return eps_uncond + scale * (eps_cond - eps_uncond)
+            guided_eps = eps_uncond + scale * (eps_cond - eps_uncond)
+            return guided_eps if adjust is None else adjust(Guided(x, t, eps_uncond, eps_cond, scale, guided_eps))
         # Rows not computed had weight 0; a neighbour stands in for them so that no term needs them.
         eps_bare = eps_uncond.clone()
         eps_bare[bare] = eps[split:]
