@@ -23,6 +23,7 @@ from PIL import Image
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
 from gridgen.backends.sd.adapters import networks
 from gridgen.backends.sd.adapters.lora import LoraError
+from gridgen.backends.sd.denoise import multidiffusion
 from gridgen.backends.sd.denoise.samplers import scheduler_choice, unsupported_schedule
 from gridgen.backends.sd.images.decoding import Decoder
 from gridgen.backends.sd.images.inputs import ImageInputs
@@ -194,6 +195,7 @@ class DiffusersBackend:
         if info:
             kind = registry.kind_of(params, info)
             problems += kind.problems(params, info, self)
+            problems += multidiffusion.problems(params, info.native_size, info.vae_factor)
             if "noise_level" not in kind.base_reads:
                 problems += x4.stage_noise_level_problems(params)
         sam_input = self.inputs.size(params["init_image"]) if params.get("init_image") else self._size(params)
@@ -232,7 +234,8 @@ class DiffusersBackend:
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
         # One LoRA set and weights per batch: adapter weights apply to the whole UNet call.
         return (self.load_key(params), self._lora_set(params), choice, str(params["prediction"]), int(params["steps"]),
-                *self._size(params), ella_setup.batch_part(params, self._resolve), kind.batch_part(params))
+                *self._size(params), ella_setup.batch_part(params, self._resolve), kind.batch_part(params),
+                multidiffusion.batch_part(params))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))

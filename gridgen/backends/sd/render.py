@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gridgen.backends.sd.adapters import networks
+from gridgen.backends.sd.denoise import multidiffusion
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
 from gridgen.backends.sd.denoise.recipe import Recipe, scheduler_for
@@ -75,6 +76,10 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
                     [int(p["seed"]) for p in batch], parts.device)
     guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], **text)
+    factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+    windows = multidiffusion.windows(first, info.native_size if info else max(width, height))
+    if windows is not None:
+        guide = multidiffusion.tiled_guide(guide, windows, factor)
     latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs, backend))
     denoise_time = clock.lap()
 
@@ -85,7 +90,7 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
         metadata["loras"] = [list(pair) for pair in backend.networks.active]
     share = 1 / len(batch)
     timings = [{"text": text_time * share, "denoise": denoise_time * share} for _ in batch]
-    decoded = backend.decoder.submit(parts.vae, latents, finish, timings)
+    decoded = backend.decoder.submit(parts.vae, latents, finish, timings, str(first["vae_tiling"]))
     return [(image, {**metadata, **ella_setup.metadata(p, backend._resolve), **kind.metadata(p)}, cell_timings)
             for p, image, cell_timings in zip(batch, decoded, timings, strict=True)]
 
