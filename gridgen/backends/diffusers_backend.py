@@ -232,10 +232,11 @@ class DiffusersBackend:
         params = kind.as_read(params)
         # The scheduler choice, not the sampler's name: names that build the same scheduler can share a batch.
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
-        # One LoRA set and weights per batch: adapter weights apply to the whole UNet call.
+        # One LoRA set and weights per batch: adapter weights apply to the whole UNet call; tiled diffusion's
+        # windows and the VAE's tiling apply to the whole batch too.
         return (self.load_key(params), self._lora_set(params), choice, str(params["prediction"]), int(params["steps"]),
                 *self._size(params), ella_setup.batch_part(params, self._resolve), kind.batch_part(params),
-                multidiffusion.batch_part(params))
+                multidiffusion.batch_part(params), str(params["vae_tiling"]))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))
