@@ -67,7 +67,9 @@ def methods(side: int) -> dict[str, dict]:
         "lanczos": {"upscaler": "lanczos", "upscale_by": scale},
         "latent hires": {"upscaler": "latent", "upscale_by": scale},
         "hires:lanczos": {"upscaler": "hires:lanczos", "upscale_by": scale},
+        "hires+tiled diff.": {"upscaler": "hires:lanczos", "upscale_by": scale, "tile_diffusion": True},
         "sd-upscale": {"upscaler": "sd-upscale", "upscale_by": scale, "tile_size": 64, "tile_overlap": 16},
+        "demofusion": {"upscaler": "demofusion", "upscale_by": scale},
     }
 
 
