@@ -391,6 +391,47 @@ LATENT_CONTROL_PARAMS: tuple[Param, ...] = (
 )
 CORE_PARAMS += LATENT_CONTROL_PARAMS
 
+def _choose_vae_tiling(text: str) -> str | None:
+    # `on`/`off` may reach here as YAML booleans.
+    value = str(text).strip().lower()
+    return {"true": "on", "yes": "on", "false": "off", "no": "off"}.get(value, value if value in
+                                                                         ("auto", "on", "off") else None)
+
+
+# High resolution beyond the model's size: the tiled VAE and tiled diffusion (MultiDiffusion).
+HIGHRES_PARAMS: tuple[Param, ...] = (
+    Param("vae_tiling", "choice", "auto",
+          "Encode and decode with the VAE in overlapping tiles, so memory stays bounded whatever the image size: "
+          "on, off, or auto (tiles above four tiles' worth of pixels).",
+          choose=_choose_vae_tiling, choices_help="auto, on, off"),
+    Param("tile_diffusion", "bool", False,
+          "Denoise the canvas as overlapping windows of the model's size whose predictions are averaged every "
+          "step (MultiDiffusion): any width and height without repeated composition per window; memory bounded "
+          "by the window batch.", aliases=("multidiffusion",)),
+    Param("tile_diffusion_size", "int", 0,
+          "Side of a tiled-diffusion window in pixels; 0: the model's native size.", min=0, max=16384),
+    Param("tile_diffusion_overlap", "int", None,
+          "Pixels neighbouring tiled-diffusion windows share (default: half a window).", min=0, max=16384),
+    Param("tile_diffusion_batch", "int", 4, "Tiled-diffusion windows sent through the UNet together.",
+          min=1, max=256),
+    # DemoFusion (`upscaler: demofusion`), with the reference pipeline's names and defaults.
+    Param("cosine_scale_1", "float", 3.0,
+          "DemoFusion's skip residuals: how long each phase follows the previous one (higher: fewer steps).",
+          min=0, max=100, stage="post"),
+    Param("cosine_scale_2", "float", 1.0,
+          "DemoFusion's dilated sampling: how long the global views steer the composition (higher: fewer steps).",
+          min=0, max=100, stage="post"),
+    Param("cosine_scale_3", "float", 1.0,
+          "DemoFusion: how fast the blur of the global views fades over the steps.", min=0, max=100, stage="post"),
+    Param("sigma", "float", 0.8, "DemoFusion: the spread of the Gaussian blur of the global views, in latent cells.",
+          min=0.01, max=100, stage="post"),
+    Param("stride", "int", None, "DemoFusion: pixels between neighbouring local patches (default: half the "
+          "model's size).", min=1, max=16384, stage="post"),
+    Param("view_batch_size", "int", 4, "DemoFusion: patches and global views sent through the UNet together.",
+          min=1, max=256, stage="post"),
+)
+CORE_PARAMS += HIGHRES_PARAMS
+
 # Params whose values from the grid params and every axis add up into one list.
 ACCUMULATING = frozenset(p.name for p in CORE_PARAMS if p.accumulate)
 

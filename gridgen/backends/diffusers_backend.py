@@ -24,7 +24,7 @@ from gridgen.backends import diffusers_paths
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
 from gridgen.backends.sd.adapters import networks
 from gridgen.backends.sd.adapters.lora import LoraError
-from gridgen.backends.sd.denoise import sampler_options, seamless
+from gridgen.backends.sd.denoise import multidiffusion, sampler_options, seamless
 from gridgen.backends.sd.denoise.controls import options as latent_controls
 from gridgen.backends.sd.denoise.samplers import scheduler_choice, unsupported_schedule
 from gridgen.backends.sd.images.decoding import Decoder
@@ -207,6 +207,7 @@ class DiffusersBackend:
             problems += kind.problems(params, info, self)
             problems += [ParamProblem(name, message)
                          for name, message in latent_controls.problems(params, self._size(params), kind.name)]
+            problems += multidiffusion.problems(params, info.native_size, info.vae_factor)
             if "noise_level" not in kind.base_reads:
                 problems += x4.stage_noise_level_problems(params)
         sam_input = self.inputs.size(params["init_image"]) if params.get("init_image") else self._size(params)
@@ -243,10 +244,12 @@ class DiffusersBackend:
         params = kind.as_read(params)
         # The scheduler choice, not the sampler's name: names that build the same scheduler can share a batch.
         choice = scheduler_choice(str(params["sampler"]), str(params["schedule"]))
-        # One LoRA set and weights per batch: adapter weights apply to the whole UNet call.
+        # One LoRA set and weights per batch: adapter weights apply to the whole UNet call; tiled diffusion's
+        # windows and the VAE's tiling apply to the whole batch too.
         return (self.load_key(params), self._lora_set(params), choice, str(params["prediction"]), int(params["steps"]),
                 *self._size(params), ella_setup.batch_part(params, self._resolve), kind.batch_part(params),
-                sampler_options.batch_part(params), seamless.batch_part(params))
+                sampler_options.batch_part(params), seamless.batch_part(params),
+                multidiffusion.batch_part(params), str(params["vae_tiling"]))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gridgen.backends.sd.adapters import networks
-from gridgen.backends.sd.denoise import seamless
+from gridgen.backends.sd.denoise import multidiffusion, seamless
 from gridgen.backends.sd.denoise.controls.setup import Controls
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
@@ -75,14 +75,17 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     clock = Clock(parts.device)
     cond, uncond, text = conditioning(backend, batch, parts, width, height)
     text_time = clock.lap()
+    factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
     recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
-                    [int(p["seed"]) for p in batch], parts.device, cells=batch,
-                    factor=2 ** (len(parts.vae.config.block_out_channels) - 1))
+                    [int(p["seed"]) for p in batch], parts.device, cells=batch, factor=factor)
     vae_folders = [folder for folder in (backend._vae_path(first), info and info.path / "vae") if folder]
     controls = Controls(batch, recipe, vae_folders, bool(info and info.sdxl))
     recipe.hooks += controls.hooks
     guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], adjust=controls.adjust,
                       **text)
+    windows = multidiffusion.windows(first, info.native_size if info else max(width, height))
+    if windows is not None:
+        guide = multidiffusion.tiled_guide(guide, windows, factor)
     latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs, backend))
     denoise_time = clock.lap()
 
@@ -93,7 +96,7 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
         metadata["loras"] = [list(pair) for pair in backend.networks.active]
     share = 1 / len(batch)
     timings = [{"text": text_time * share, "denoise": denoise_time * share} for _ in batch]
-    decoded = backend.decoder.submit(parts.vae, latents, finish, timings)
+    decoded = backend.decoder.submit(parts.vae, latents, finish, timings, str(first["vae_tiling"]))
     return [(image, {**metadata, **ella_setup.metadata(p, backend._resolve), **kind.metadata(p)}, cell_timings)
             for p, image, cell_timings in zip(batch, decoded, timings, strict=True)]
 

@@ -14,13 +14,15 @@ import torch
 
 from gridgen.backends.sd.denoise.guidance import Denoiser
 from gridgen.backends.sd.denoise.recipe import Recipe
+from gridgen.backends.sd.images import vae_tiling
 
 
-def encode(vae, pixels: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """Latents of (N, 3, H, W) `pixels` in [-1, 1]: a draw from the VAE's posterior per row, with its generator."""
+def encode(vae, pixels: torch.Tensor, generators: Sequence[torch.Generator], tiling: str = "auto") -> torch.Tensor:
+    """Latents of (N, 3, H, W) `pixels` in [-1, 1]: a draw from the VAE's posterior per row, with its generator;
+    encoded in tiles as `tiling` (a `vae_tiling` value) says."""
     rows = []
     for row, generator in zip(pixels, generators, strict=True):
-        posterior = vae.encode(row[None].to(device=vae.device, dtype=vae.dtype)).latent_dist
+        posterior = vae_tiling.encode(vae, row[None].to(device=vae.device, dtype=vae.dtype), tiling)
         sample = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32)
         rows.append(posterior.mean.float() + posterior.std.float() * sample.to(posterior.mean.device))
     shift = getattr(vae.config, "shift_factor", None) or 0.0

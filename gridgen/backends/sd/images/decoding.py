@@ -34,9 +34,10 @@ class Decoder:
         self._pending: list[Future] = []
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
 
-    def submit(self, vae, latents: torch.Tensor, finish: Sequence[Finish],
-               timings: Sequence[dict[str, float]]) -> list[Future]:
-        """Futures of the batch's finished images; each cell's `timings` gets its share of the decode time."""
+    def submit(self, vae, latents: torch.Tensor, finish: Sequence[Finish], timings: Sequence[dict[str, float]],
+               tiling: str = "auto") -> list[Future]:
+        """Futures of the batch's finished images; each cell's `timings` gets its share of the decode time.
+        `tiling` is the batch's `vae_tiling`."""
         import torch
 
         futures = [Future() for _ in finish]
@@ -44,18 +45,18 @@ class Decoder:
         if latents.is_cuda:
             ready = torch.cuda.Event()
             ready.record()  # on the render thread's stream, after the last denoising step
-        work = self._pool.submit(self._decode, vae, latents, ready, list(finish), list(timings), futures)
+        work = self._pool.submit(self._decode, vae, latents, tiling, ready, list(finish), list(timings), futures)
         self._pending = [f for f in self._pending if not f.done()] + [work]
         return futures
 
-    def _decode(self, vae, latents: torch.Tensor, ready, finish: list[Finish], timings: list[dict[str, float]],
-                futures: list[Future]) -> None:
+    def _decode(self, vae, latents: torch.Tensor, tiling: str, ready, finish: list[Finish],
+                timings: list[dict[str, float]], futures: list[Future]) -> None:
         import torch
 
         started = time.perf_counter()
         try:
             with torch.inference_mode(), self._stream_for(latents, ready):
-                decoded = _decode_or_one_by_one(vae, latents)
+                decoded = _decode_or_one_by_one(vae, latents, tiling)
             finished = [done(image) for done, image in zip(finish, decoded, strict=True)]
         except Exception as exc:  # the cells' writes report it; the render thread has moved on
             for future in futures:
@@ -89,17 +90,19 @@ class Decoder:
         self._pool.shutdown(wait=True)
 
 
-def _decode_or_one_by_one(vae, latents: torch.Tensor) -> list[Image.Image]:
+def _decode_or_one_by_one(vae, latents: torch.Tensor, tiling: str) -> list[Image.Image]:
     import torch
 
     from gridgen.backends.sd.images import images
 
     try:
-        return images.decode(vae, latents)
+        return images.decode(vae, latents, tiling)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
+    # Under `auto` an image too large to decode whole is decoded in tiles; `off` was asked for and is kept.
+    retry = "off" if tiling == "off" else "on"
     try:
-        return [image for row in latents.split(1) for image in images.decode(vae, row)]
+        return [image for row in latents.split(1) for image in images.decode(vae, row, retry)]
     except torch.OutOfMemoryError:
         raise GridError(f"out of device memory decoding a {tuple(latents.shape[-2:])}-latent image; lower "
-                        "width/height or use --dtype fp16") from None
+                        "width/height, use --dtype fp16 or set vae_tiling: on") from None

@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from gridgen.backends.sd.images import vae_tiling
 
-def decode(vae, latents: torch.Tensor) -> list[Image.Image]:
-    """Decode a batch of latents with `vae` into RGB images."""
+
+def decode(vae, latents: torch.Tensor, tiling: str = "auto") -> list[Image.Image]:
+    """Decode a batch of latents with `vae` into RGB images, in tiles as `tiling` (a `vae_tiling` value) says."""
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    pixels = vae.decode((latents / vae.config.scaling_factor + shift).to(vae.dtype)).sample
+    pixels = vae_tiling.decode(vae, (latents / vae.config.scaling_factor + shift).to(vae.dtype), tiling)
     pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
     return [Image.fromarray(row, "RGB") for row in pixels.permute(0, 2, 3, 1).cpu().numpy()]
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gridgen.backends.sd.denoise.guidance import guided_denoiser
+from gridgen.backends.sd.denoise import multidiffusion
+from gridgen.backends.sd.denoise.guidance import guide_for
 from gridgen.backends.sd.denoise.img2img import encode, img2img
 from gridgen.backends.sd.denoise.recipe import Recipe, scheduler_for
 from gridgen.backends.sd.images import images
@@ -58,11 +59,14 @@ def _redraw(parts, prompts, params: dict[str, Any], latents: torch.Tensor, recip
     skip = int(params["clip_skip"])
     requests = [(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)]
     text = prompts.conditioning(*requests)
-    denoise = guided_denoiser(parts.unet, text.cond, text.uncond, [float(params["cfg_scale"])],
-                              masks=(text.cond_mask, text.uncond_mask), **added_pair(prompts, *requests, *size))
+    guide = guide_for(parts.unet, text.cond, text.uncond, [float(params["cfg_scale"])],
+                      masks=(text.cond_mask, text.uncond_mask), **added_pair(prompts, *requests, *size))
+    # Tiled diffusion redraws the enlarged image in native-size windows, as hires fix does in A1111's extension.
+    windows = multidiffusion.windows(params, parts.unet.config.sample_size * factor)
+    denoise = (multidiffusion.tiled_guide(guide, windows, factor) if windows else guide)()
     steps = int(params["hires_steps"]) or int(params["steps"])
     latents = img2img(recipe, denoise, latents, steps, float(params["hires_denoise"]))
-    (image,) = images.decode(parts.vae, latents)
+    (image,) = images.decode(parts.vae, latents, str(params["vae_tiling"]))
     return image
 
 
@@ -73,7 +77,7 @@ def latent_hires(parts, prompts, base: Image.Image, mode: str, size: tuple[int, 
     factor = vae_scale(parts)
     width, height = fit_to(size, factor)
     recipe = _recipe(parts, params)
-    latents = encode(parts.vae, to_tensor(base, parts.device) * 2 - 1, recipe.generators)
+    latents = encode(parts.vae, to_tensor(base, parts.device) * 2 - 1, recipe.generators, str(params["vae_tiling"]))
     interpolation, antialias = LATENT_MODES[mode]
     latents = F.interpolate(latents, size=(height // factor, width // factor), mode=interpolation,
                             antialias=antialias)
@@ -86,7 +90,8 @@ def pixel_hires(parts, prompts, base: Image.Image, enlarge: Enlarge, size: tuple
     """Pixel hires fix to `size`: the base image enlarged by `enlarge`, encoded, then img2img."""
     width, height = fit_to(size, vae_scale(parts))
     recipe = _recipe(parts, params)
-    latents = encode(parts.vae, to_tensor(enlarge(base, (width, height)), parts.device) * 2 - 1, recipe.generators)
+    pixels = to_tensor(enlarge(base, (width, height)), parts.device) * 2 - 1
+    latents = encode(parts.vae, pixels, recipe.generators, str(params["vae_tiling"]))
     return resample(_redraw(parts, prompts, params, latents, recipe), size)
 
 
@@ -103,7 +108,7 @@ def sd_upscale(parts, prompts, base: Image.Image, enlarge: Enlarge, size: tuple[
     def redraw_tile(piece: torch.Tensor) -> torch.Tensor:
         # Every tile starts from the cell's seed, as A1111's script does.
         recipe = _recipe(parts, params)
-        latents = encode(parts.vae, piece * 2 - 1, recipe.generators)
+        latents = encode(parts.vae, piece * 2 - 1, recipe.generators, str(params["vae_tiling"]))
         return to_tensor(_redraw(parts, prompts, params, latents, recipe), parts.device)
 
     return resample(to_image(tiled(redraw_tile, pixels, 1, tile, overlap)), size)

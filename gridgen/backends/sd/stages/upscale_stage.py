@@ -37,6 +37,7 @@ _FAMILY_PARAMS = {
     "latent": ("hires_steps", "hires_denoise"),
     "hires": ("hires_steps", "hires_denoise", "tile_size", "tile_overlap"),
     "sd-upscale": ("hires_steps", "hires_denoise", "tile_size", "tile_overlap"),
+    "demofusion": ("cosine_scale_1", "cosine_scale_2", "cosine_scale_3", "sigma", "stride"),
 }
 # The families whose inner upscaler or own img2img works in tiles.
 _TILED = ("model", "hires", "sd-upscale")
@@ -115,7 +116,7 @@ class UpscaleStage:
 
     def apply(self, base: Image.Image, base_key: str, params: dict[str, Any]) -> Image.Image:
         """The cell's upscaled image, from the cache when another cell already computed it."""
-        from gridgen.backends.sd.stages import second_pass
+        from gridgen.backends.sd.stages import demofusion, second_pass
 
         upscaler = parse_upscaler(str(params["upscaler"]))
         size = target_size(base.width, base.height, float(params["upscale_by"]),
@@ -138,10 +139,27 @@ class UpscaleStage:
             elif upscaler.family == "hires":
                 image = second_pass.pixel_hires(parts, prompts, base, self._enlarger(upscaler.inner, params), size,
                                                 params)
+            elif upscaler.family == "demofusion":
+                image = demofusion.upscale(parts, prompts, base, size, params, self._phase_cache(upscaler, params,
+                                                                                                  base_key))
             else:
                 image = second_pass.latent_hires(parts, prompts, base, upscaler.name, size, params)
         self.cache.put(key, image)
         return image
+
+    def _phase_cache(self, upscaler: Upscaler, params: dict[str, Any], base_key: str):
+        """DemoFusion's phases in the stage cache, keyed apart from the size so every target size shares them."""
+        read = {name: params.get(name) for name in _FAMILY_PARAMS[upscaler.family]}
+
+        def cached(phase: int, compute):
+            key = stage_key("demofusion-phase", {**read, "phase": phase}, base_key)
+            image = self.cache.get(key)
+            if image is None:
+                image = compute()
+                self.cache.put(key, image)
+            return image
+
+        return cached
 
     def _enlarger(self, upscaler: Upscaler, params: dict[str, Any]) -> second_pass.Enlarge:
         """(image, size) -> image for a pixel resampler or a model file."""

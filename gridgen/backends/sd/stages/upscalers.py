@@ -8,6 +8,7 @@ One `upscaler` axis can compare every family on the same base image:
     latent | latent-antialiased | latent-bicubic | ... hires fix that enlarges the latents (A1111's Latent modes)
     hires:lanczos  or  hires:models/x.pth              hires fix that enlarges the decoded pixels
     sd-upscale  or  sd-upscale:models/x.pth            A1111's SD upscale: tiled img2img over an enlarged image
+    demofusion                                         DemoFusion: progressive phases redrawn by the cell's model
 
 Names compare case-insensitively and A1111's spellings are accepted (`Latent (nearest-exact)`).
 """
@@ -31,7 +32,7 @@ _PREFIXED = ("sd-x4", "hires", "sd-upscale")
 class Upscaler:
     """A parsed `upscaler` value."""
 
-    family: str  # pixel, model, sd-x4, latent, hires or sd-upscale
+    family: str  # pixel, model, sd-x4, latent, hires, sd-upscale or demofusion
     name: str  # the resampler or latent mode, the model file as written, or the x4 model folder/id
     inner: Upscaler | None = None  # hires and sd-upscale: the upscaler that enlarges before img2img
     text: str = ""  # the canonical spelling, what the param holds
@@ -51,7 +52,7 @@ def _is_model_file(text: str) -> bool:
 
 
 def _known_names() -> list[str]:
-    return [*PIXEL, *LATENT, *_PREFIXED]
+    return [*PIXEL, *LATENT, *_PREFIXED, "demofusion"]
 
 
 def _unknown(text: str, where: str = "") -> ValueError:
@@ -99,6 +100,8 @@ def parse_upscaler(value: str) -> Upscaler:
         return Upscaler("latent", name, text=name)
     if name == "sd-x4":
         return Upscaler("sd-x4", X4_DEFAULT_MODEL, text="sd-x4")
+    if name == "demofusion":
+        return Upscaler("demofusion", "demofusion", text="demofusion")
     if name == "sd-upscale":
         inner = Upscaler("pixel", "lanczos", text="lanczos")
         return Upscaler("sd-upscale", "lanczos", inner=inner, text="sd-upscale")
