@@ -283,6 +283,17 @@ DEPTH_PARAMS: tuple[Param, ...] = (
 )
 CORE_PARAMS += DEPTH_PARAMS
 
+# Differential diffusion: a per-pixel change map on img2img (denoise/change_map.py).
+CHANGE_MAP_PARAMS: tuple[Param, ...] = (
+    Param("change_map", "path", None,
+          "Differential diffusion: a grayscale image (white = change fully, black = keep) acting as a per-pixel "
+          "denoise on init_image; any size, stretched to the image's.", aliases=("diff_map", "soft_change_map")),
+    Param("soft_mask", "bool", False,
+          "Use the mask, blurred by mask_blur, as a change map (differential diffusion) instead of a hard mask.",
+          aliases=("soft_inpainting",)),
+)
+CORE_PARAMS += CHANGE_MAP_PARAMS
+
 # Params whose values from the grid params and every axis add up into one list.
 ACCUMULATING = frozenset(p.name for p in CORE_PARAMS if p.accumulate)
 
