@@ -3,7 +3,9 @@ denoising, and pasting the result back.
 
 Modes: `txt2img` (no image), `img2img` (`init_image`), `masked` (`init_image` + `mask`), `differential`
 (`init_image` + a `change_map`, or a `mask` with `soft_mask`: differential diffusion, `denoise.change_map`) and
-`input` (a SAM edit's `init_image`, used as it is). Two kinds run here: `img2img` on a txt2img UNet (masks blended
+`input` (a SAM edit's `init_image`, used as it is). Outpainting (`images.outpaint`) extends the init image into a
+canvas and redraws it in the differential or, for its `poor_man` baseline, the masked mode.
+Two kinds run here: `img2img` on a txt2img UNet (masks blended
 in after every step) and `inpaint`, a 9-channel inpainting UNet; "inpaint" names that kind only. A batch
 shares mode, model and `denoise` (the strength decides the step the schedule starts at, so it is part of
 the batch key), while every cell keeps its own image, mask, prompt, seed and CFG scale.
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from gridgen.backends.base import ParamProblem
+from gridgen.backends.sd.images import outpaint
 from gridgen.backends.sd.images.inputs import ImageInputs
 from gridgen.backends.sd.kinds import txt2img
 from gridgen.backends.sd.kinds.base import Batch, Kind
@@ -58,6 +61,8 @@ def mode_of(params: dict[str, Any]) -> str:
     if params.get("sam_prompt"):
         return "input" if params.get("init_image") else "txt2img"
     if params.get("init_image"):
+        if outpaint.active(params):
+            return "masked" if outpaint.method(params) == "poor_man" else "differential"
         if params.get("change_map") or params.get("mask") and params.get("soft_mask"):
             return "differential"
         return "masked" if params.get("mask") else "img2img"
@@ -92,6 +97,7 @@ def problems(params: dict[str, Any]) -> list[ParamProblem]:
                                           "give one"))
     from gridgen.backends.sd.images.change_maps import problems as change_map_problems
 
+    found += [ParamProblem(param, message) for param, message in outpaint.problems(params)]
     return found + change_map_problems(params)
 
 
@@ -116,7 +122,9 @@ def _prepare_one(image: Image.Image, mask: Image.Image | None, params: dict[str,
         return image.resize(size, Image.Resampling.LANCZOS), work_map, lambda decoded: decoded.resize(out_size)
     if mask is None:
         return image.resize(size, Image.Resampling.LANCZOS), None, lambda decoded: decoded.resize(out_size)
-    soft = mask_ops.blur(mask, int(params["mask_blur"]))
+    # An outpaint gradient is already the soft map it should be; blurring it would reach into the original.
+    gradient = outpaint.active(params) and mode_of(params) == "differential"
+    soft = mask_ops.blur(mask, 0 if gradient else int(params["mask_blur"]))
     if padding is not None:
         box = mask_ops.crop_region(mask, padding, size[0] / size[1])
         box_size = (box[2] - box[0], box[3] - box[1])
@@ -169,6 +177,8 @@ def init_size(params: dict[str, Any], inputs: ImageInputs, factor: int) -> tuple
     if params.get("width") and params.get("height") or mode_of(params) not in IMAGE_MODES:
         return None
     found = inputs.size(params["init_image"]) if crop_padding(params) is None else None
+    if found and outpaint.active(params):
+        found = outpaint.extended_size(found, params)
     return tuple(max(factor, round(side / factor) * factor) for side in found) if found else None
 
 
@@ -180,6 +190,8 @@ def prepare_cells(batch: Sequence[dict[str, Any]], inputs: ImageInputs, size: tu
         image = inputs.load("init_image", params["init_image"])
         mask_param = "change_map" if params.get("change_map") else "mask"
         mask = inputs.load(mask_param, params[mask_param]) if params.get(mask_param) else None
+        if outpaint.active(params):
+            image, mask = outpaint.canvas(image, params)
         items.append((image, mask, params))
         explicit = params.get("width") and params.get("height") and crop_padding(params) is None
         out_sizes.append(size if explicit else image.size)
