@@ -20,6 +20,7 @@ from gridgen.backends.sd.denoise import samplers
 from gridgen.backends.sd.images import outpaint
 from gridgen.backends.sd.kinds.channels import CHANNELS
 from gridgen.backends.sd.stages import segment_params, upscalers
+from gridgen.backends.sd.text import regions as text_regions
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,16 @@ OUTPAINT_PARAMS: tuple[Param, ...] = (
           "rises from 0 to 1.", min=1, max=1024),
 )
 CORE_PARAMS += OUTPAINT_PARAMS
+
+# Regional Prompter's matrix mode, latent calculation (text/regions.py, denoise/regional.py).
+REGION_PARAMS: tuple[Param, ...] = (
+    Param("regions", "str", "off", "Regional prompting: off, Columns, Rows, or a divide ratio (`1,2,1`; rows with "
+          "`;`, each `height,widths...`); region prompts are separated by BREAK, ADDCOL or ADDROW.",
+          aliases=("region_layout", "regional_prompter"), parse=text_regions.canonical),
+    Param("base_ratio", "float", 0.2, "With ADDBASE: how much of every region's prediction is the base prompt's "
+          "(0 none, 1 the base prompt alone).", min=0, max=1),
+)
+CORE_PARAMS += REGION_PARAMS
 
 # Params whose values from the grid params and every axis add up into one list.
 ACCUMULATING = frozenset(p.name for p in CORE_PARAMS if p.accumulate)

@@ -36,7 +36,7 @@ from gridgen.backends.sd.stages.cache import StageCache, stage_key
 from gridgen.backends.sd.stages.segment_stage import SamStage
 from gridgen.backends.sd.stages.upscale_stage import UpscaleStage
 from gridgen.backends.sd.stages.upscalers import parse_upscaler
-from gridgen.backends.sd.text import ella_setup, wildcards
+from gridgen.backends.sd.text import ella_setup, regions, wildcards
 from gridgen.errors import ModelError
 from gridgen.params import CORE_PARAMS, Registry, params_of_stage
 
@@ -179,6 +179,7 @@ class DiffusersBackend:
         for field in ("prompt", "negative_prompt"):
             problems += [ParamProblem(field, message)
                          for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
+        problems += regions.problems(params)
         problems += [ParamProblem("lora", message, severity) for severity, message in
                      networks.lora_problems(params.get("lora"), Path(self.context.spec_dir), self._models_dir())]
         problems += [ParamProblem(param, message) for param, message in

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gridgen.backends.sd.adapters import networks
+from gridgen.backends.sd.denoise import regional
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
 from gridgen.backends.sd.denoise.recipe import Recipe, scheduler_for
@@ -70,11 +71,13 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     kind, info = backend._kind(first)
     width, height = backend._size(first)
     clock = Clock(parts.device)
-    cond, uncond, text = conditioning(backend, batch, parts, width, height)
+    text_rows, regions = regional.expand(batch)  # one row per cell, or per region of a regional cell
+    cond, uncond, text = conditioning(backend, text_rows, parts, width, height)
     text_time = clock.lap()
     recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
                     [int(p["seed"]) for p in batch], parts.device)
-    guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], **text)
+    guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in text_rows], **text)
+    guide = regional.widen(guide, regions, len(batch))
     latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs, backend))
     denoise_time = clock.lap()
 
