@@ -17,8 +17,10 @@ from typing import Any
 
 from gridgen.backends.sd.denoise import samplers
 from gridgen.backends.sd.denoise.controls import options as controls
+from gridgen.backends.sd.images import outpaint
 from gridgen.backends.sd.kinds.channels import CHANNELS
 from gridgen.backends.sd.stages import segment_params, upscalers
+from gridgen.backends.sd.text import regions as text_regions
 from gridgen.backends.sd.text import styles
 from gridgen.param_decl import Param
 
@@ -431,6 +433,56 @@ HIGHRES_PARAMS: tuple[Param, ...] = (
           min=1, max=256, stage="post"),
 )
 CORE_PARAMS += HIGHRES_PARAMS
+# Differential diffusion: a per-pixel change map on img2img (denoise/change_map.py).
+CHANGE_MAP_PARAMS: tuple[Param, ...] = (
+    Param("change_map", "path", None,
+          "Differential diffusion: a grayscale image (white = change fully, black = keep) acting as a per-pixel "
+          "denoise on init_image; any size, stretched to the image's.", aliases=("diff_map", "soft_change_map")),
+    Param("soft_mask", "bool", False,
+          "Use the mask, blurred by mask_blur, as a change map (differential diffusion) instead of a hard mask.",
+          aliases=("soft_inpainting",)),
+)
+CORE_PARAMS += CHANGE_MAP_PARAMS
+
+
+def _choose_outpaint_fill(text: str) -> str | None:
+    value = str(text).strip().lower()
+    return {"telea": "opencv-telea", "opencv": "opencv-telea"}.get(value, value) if value in (
+        *outpaint.FILLS, "telea", "opencv") else None
+
+
+def _choose_outpaint_method(text: str) -> str | None:
+    value = str(text).strip().lower().replace("'", "").replace(" ", "_").replace("-", "_")
+    return {"poor_mans": "poor_man", "poor_mans_outpainting": "poor_man", "differential": "gradient"}.get(
+        value, value) if value in (*outpaint.METHODS, "poor_mans", "poor_mans_outpainting", "differential") else None
+
+
+# Outpainting: the init image extended per side, filled, and redrawn (images/outpaint.py).
+OUTPAINT_PARAMS: tuple[Param, ...] = (
+    Param("outpaint", "str", None, "Extend init_image by pixels per side and draw the new area: `left 64, right 64` "
+          "(sides left, right, up, down).", parse=outpaint.canonical),
+    *(Param(f"outpaint_{side}", "int", None, f"Pixels to add on the {side} side (wins over `outpaint`'s {side}).",
+            min=0, max=outpaint.MAX_EXTENT) for side in outpaint.SIDES),
+    Param("outpaint_fill", "choice", "opencv-telea", "What the new area starts from before it is redrawn: "
+          "opencv-telea (filled inward from the image) or edge (the border pixels stretched outward).",
+          choose=_choose_outpaint_fill, choices_help=", ".join(outpaint.FILLS)),
+    Param("outpaint_method", "choice", "gradient", "gradient: differential diffusion under a change map that ramps "
+          "from the old border (no seam); poor_man: A1111's poor man's outpainting, a hard-mask inpaint.",
+          choose=_choose_outpaint_method, choices_help=", ".join(outpaint.METHODS)),
+    Param("outpaint_feather", "int", 32, "Pixels past the old border over which the gradient method's change "
+          "rises from 0 to 1.", min=1, max=1024),
+)
+CORE_PARAMS += OUTPAINT_PARAMS
+
+# Regional Prompter's matrix mode, latent calculation (text/regions.py, denoise/regional.py).
+REGION_PARAMS: tuple[Param, ...] = (
+    Param("regions", "str", "off", "Regional prompting: off, Columns, Rows, or a divide ratio (`1,2,1`; rows with "
+          "`;`, each `height,widths...`); region prompts are separated by BREAK, ADDCOL or ADDROW.",
+          aliases=("region_layout", "regional_prompter"), parse=text_regions.canonical),
+    Param("base_ratio", "float", 0.2, "With ADDBASE: how much of every region's prediction is the base prompt's "
+          "(0 none, 1 the base prompt alone).", min=0, max=1),
+)
+CORE_PARAMS += REGION_PARAMS
 
 # Params whose values from the grid params and every axis add up into one list.
 ACCUMULATING = frozenset(p.name for p in CORE_PARAMS if p.accumulate)

@@ -39,7 +39,7 @@ from gridgen.backends.sd.stages.cache import StageCache, stage_key
 from gridgen.backends.sd.stages.segment_stage import SamStage
 from gridgen.backends.sd.stages.upscale_stage import UpscaleStage
 from gridgen.backends.sd.stages.upscalers import parse_upscaler
-from gridgen.backends.sd.text import ella_setup, styles, wildcards
+from gridgen.backends.sd.text import ella_setup, regions, styles, wildcards
 from gridgen.errors import ModelError
 from gridgen.params import CORE_PARAMS, Registry, params_of_stage
 
@@ -188,6 +188,7 @@ class DiffusersBackend:
         for field in ("prompt", "negative_prompt"):
             problems += [ParamProblem(field, message)
                          for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
+        problems += regions.problems(params)
         problems += [ParamProblem("lora", message, severity) for severity, message in
                      networks.lora_problems(params.get("lora"), Path(self.context.spec_dir), self._models_dir())]
         problems += [ParamProblem(param, message) for param, message in
@@ -249,7 +250,7 @@ class DiffusersBackend:
         return (self.load_key(params), self._lora_set(params), choice, str(params["prediction"]), int(params["steps"]),
                 *self._size(params), ella_setup.batch_part(params, self._resolve), kind.batch_part(params),
                 sampler_options.batch_part(params), seamless.batch_part(params),
-                multidiffusion.batch_part(params), str(params["vae_tiling"]))
+                multidiffusion.batch_part(params), str(params["vae_tiling"]), regions.active(params))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))

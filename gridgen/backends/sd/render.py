@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gridgen.backends.sd.adapters import networks
-from gridgen.backends.sd.denoise import multidiffusion, seamless
+from gridgen.backends.sd.denoise import multidiffusion, regional, seamless
 from gridgen.backends.sd.denoise.controls.setup import Controls
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
@@ -73,7 +73,8 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     kind, info = backend._kind(first)
     width, height = backend._size(first)
     clock = Clock(parts.device)
-    cond, uncond, text = conditioning(backend, batch, parts, width, height)
+    text_rows, regions = regional.expand(batch)  # one row per cell, or per region of a regional cell
+    cond, uncond, text = conditioning(backend, text_rows, parts, width, height)
     text_time = clock.lap()
     factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
     recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
@@ -81,8 +82,11 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     vae_folders = [folder for folder in (backend._vae_path(first), info and info.path / "vae") if folder]
     controls = Controls(batch, recipe, vae_folders, bool(info and info.sdxl))
     recipe.hooks += controls.hooks
-    guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in batch], adjust=controls.adjust,
-                      **text)
+    # Validation keeps prediction adjustments off regional cells, and the batch key keeps regional cells apart,
+    # so a batch whose rows were widened by regions has no adjustment to apply per row.
+    guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in text_rows],
+                      adjust=controls.adjust, **text)
+    guide = regional.widen(guide, regions, len(batch))
     windows = multidiffusion.windows(first, info.native_size if info else max(width, height))
     if windows is not None:
         guide = multidiffusion.tiled_guide(guide, windows, factor)

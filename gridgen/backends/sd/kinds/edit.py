@@ -1,8 +1,11 @@
 """img2img and inpaint of given images: which mode a cell is in, preparing its pixels and mask, the batched
 denoising, and pasting the result back.
 
-Modes: `txt2img` (no image), `img2img` (`init_image`), `masked` (`init_image` + `mask`), and `input`
-(a SAM edit's `init_image`, used as it is). Two kinds run here: `img2img` on a txt2img UNet (masks blended
+Modes: `txt2img` (no image), `img2img` (`init_image`), `masked` (`init_image` + `mask`), `differential`
+(`init_image` + a `change_map`, or a `mask` with `soft_mask`: differential diffusion, `denoise.change_map`) and
+`input` (a SAM edit's `init_image`, used as it is). Outpainting (`images.outpaint`) extends the init image into a
+canvas and redraws it in the differential or, for its `poor_man` baseline, the masked mode.
+Two kinds run here: `img2img` on a txt2img UNet (masks blended
 in after every step) and `inpaint`, a 9-channel inpainting UNet; "inpaint" names that kind only. A batch
 shares mode, model and `denoise` (the strength decides the step the schedule starts at, so it is part of
 the batch key), while every cell keeps its own image, mask, prompt, seed and CFG scale.
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from gridgen.backends.base import ParamProblem
+from gridgen.backends.sd.images import outpaint
 from gridgen.backends.sd.images.inputs import ImageInputs
 from gridgen.backends.sd.kinds import txt2img
 from gridgen.backends.sd.kinds.base import Batch, Kind
@@ -45,15 +49,22 @@ INPAINT_CHANNELS = CHANNELS["inpaint"]
 DEFAULT_CROP_PADDING = 32
 # What an edit reads of a given image besides the image: in a SAM edit these belong to the edit (it inpaints what
 # SAM masks), not to the base image it starts from.
-EDIT_PARAMS = frozenset({"denoise", "mask", "mask_blur", "inpaint_full_res", "padding_mask_crop", "inpainting_fill"})
+EDIT_PARAMS = frozenset({"denoise", "mask", "mask_blur", "inpaint_full_res", "padding_mask_crop", "inpainting_fill",
+                         "change_map", "soft_mask"})
+# The modes that start from a given image.
+IMAGE_MODES = ("img2img", "masked", "differential")
 
 
 def mode_of(params: dict[str, Any]) -> str:
-    """txt2img, img2img, masked (img2img with a mask), or input (a SAM edit's own image, which needs no base
-    generation)."""
+    """txt2img, img2img, masked (img2img with a mask), differential (img2img under a change map), or input (a SAM
+    edit's own image, which needs no base generation)."""
     if params.get("sam_prompt"):
         return "input" if params.get("init_image") else "txt2img"
     if params.get("init_image"):
+        if outpaint.active(params):
+            return "masked" if outpaint.method(params) == "poor_man" else "differential"
+        if params.get("change_map") or params.get("mask") and params.get("soft_mask"):
+            return "differential"
         return "masked" if params.get("mask") else "img2img"
     return "txt2img"
 
@@ -84,7 +95,10 @@ def problems(params: dict[str, Any]) -> list[ParamProblem]:
     if params.get("mask") and params.get("sam_prompt"):
         found.append(ParamProblem("mask", "mask and sam_prompt both set; SAM makes the mask from sam_prompt, so "
                                           "give one"))
-    return found
+    from gridgen.backends.sd.images.change_maps import problems as change_map_problems
+
+    found += [ParamProblem(param, message) for param, message in outpaint.problems(params)]
+    return found + change_map_problems(params)
 
 
 @dataclass
@@ -95,6 +109,7 @@ class Prepared:
     masks: torch.Tensor | None  # (N, 1, H, W), 0 or 1
     finish: list[Callable[[Image.Image], Image.Image]]
     fills: list[str]  # each cell's `inpainting_fill`: what the masked part starts from
+    change: torch.Tensor | None = None  # (N, 1, H, W) in [0, 1]: a differential batch's change maps
 
 
 def _prepare_one(image: Image.Image, mask: Image.Image | None, params: dict[str, Any], size: tuple[int, int],
@@ -102,9 +117,14 @@ def _prepare_one(image: Image.Image, mask: Image.Image | None, params: dict[str,
     from gridgen.backends.sd.images import masks as mask_ops
 
     padding = crop_padding(params)
+    if params.get("change_map"):  # redrawn where the map says, so nothing is pasted back
+        work_map = mask.resize(size, Image.Resampling.BILINEAR)
+        return image.resize(size, Image.Resampling.LANCZOS), work_map, lambda decoded: decoded.resize(out_size)
     if mask is None:
         return image.resize(size, Image.Resampling.LANCZOS), None, lambda decoded: decoded.resize(out_size)
-    soft = mask_ops.blur(mask, int(params["mask_blur"]))
+    # An outpaint gradient is already the soft map it should be; blurring it would reach into the original.
+    gradient = outpaint.active(params) and mode_of(params) == "differential"
+    soft = mask_ops.blur(mask, 0 if gradient else int(params["mask_blur"]))
     if padding is not None:
         box = mask_ops.crop_region(mask, padding, size[0] / size[1])
         box_size = (box[2] - box[0], box[3] - box[1])
@@ -141,10 +161,12 @@ def prepare(items: Sequence[tuple[Image.Image, Image.Image | None, dict[str, Any
         works.append(to_tensor(work, device) * 2 - 1)
         work_masks.append(work_mask)
         finishes.append(finish)
-    masks = None
+    masks = change = None
     if work_masks[0] is not None:
         masks = torch.cat([to_tensor(mask_ops.binary(m).convert("RGB"), device)[:, :1] for m in work_masks])
-    return Prepared(torch.cat(works), masks, finishes, fills)
+    if mode_of(items[0][2]) == "differential":
+        change = torch.cat([to_tensor(m.convert("RGB"), device)[:, :1] for m in work_masks])
+    return Prepared(torch.cat(works), masks, finishes, fills, change)
 
 
 def init_size(params: dict[str, Any], inputs: ImageInputs, factor: int) -> tuple[int, int] | None:
@@ -152,9 +174,11 @@ def init_size(params: dict[str, Any], inputs: ImageInputs, factor: int) -> tuple
 
     None when another size applies: width/height given, a crop around the mask (the model's size), or no image.
     """
-    if params.get("width") and params.get("height") or mode_of(params) not in ("img2img", "masked"):
+    if params.get("width") and params.get("height") or mode_of(params) not in IMAGE_MODES:
         return None
     found = inputs.size(params["init_image"]) if crop_padding(params) is None else None
+    if found and outpaint.active(params):
+        found = outpaint.extended_size(found, params)
     return tuple(max(factor, round(side / factor) * factor) for side in found) if found else None
 
 
@@ -164,7 +188,10 @@ def prepare_cells(batch: Sequence[dict[str, Any]], inputs: ImageInputs, size: tu
     items, out_sizes = [], []
     for params in batch:
         image = inputs.load("init_image", params["init_image"])
-        mask = inputs.load("mask", params["mask"]) if params.get("mask") else None
+        mask_param = "change_map" if params.get("change_map") else "mask"
+        mask = inputs.load(mask_param, params[mask_param]) if params.get(mask_param) else None
+        if outpaint.active(params):
+            image, mask = outpaint.canvas(image, params)
         items.append((image, mask, params))
         explicit = params.get("width") and params.get("height") and crop_padding(params) is None
         out_sizes.append(size if explicit else image.size)
@@ -174,8 +201,11 @@ def prepare_cells(batch: Sequence[dict[str, Any]], inputs: ImageInputs, size: tu
 def denoise(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int, strength: float) -> torch.Tensor:
     """The batch's denoised latents: img2img from the images, inpainting where the batch has masks. `guide` makes
     the batch's guided denoiser from what the UNet reads besides the latents."""
+    from gridgen.backends.sd.denoise import change_map
     from gridgen.backends.sd.denoise.img2img import encode, img2img
 
+    if prepared.change is not None:
+        return change_map.denoise(parts, prepared.pixels, prepared.change, recipe, guide, steps, strength)
     if prepared.masks is None:
         start = encode(parts.vae, prepared.pixels, recipe.generators)
         return img2img(recipe, guide(), start, steps, strength)
@@ -262,7 +292,7 @@ class Img2Img(Kind):
         return init_size(params, inputs, info.vae_factor if info else 8)
 
     def denoise(self, batch: Batch):
-        if mode_of(batch.cells[0]) not in ("img2img", "masked"):  # a SAM edit's base image: txt2img
+        if mode_of(batch.cells[0]) not in IMAGE_MODES:  # a SAM edit's base image: txt2img
             return txt2img.KIND.denoise(batch)
         prepared = prepare_cells(batch.cells, batch.inputs, batch.size, batch.parts.device)
         strength = float(batch.cells[0]["denoise"])
@@ -275,9 +305,9 @@ class Inpaint(Img2Img):
     name = "inpaint"
 
     def problems(self, params, info, services):
-        if mode_of(params) != "masked" and not params.get("sam_prompt"):
+        if mode_of(params) not in ("masked", "differential") and not params.get("sam_prompt"):
             return [ParamProblem("model", "this is an inpainting model (a 9-channel UNet); give it init_image and "
-                                          "mask, or use a txt2img model")]
+                                          "mask (or change_map), or use a txt2img model")]
         return []
 
 

@@ -40,7 +40,7 @@ def kind_of(params: dict[str, Any], info: ModelInfo) -> Kind:
     wanted = str(params.get("pipeline") or "auto")
     if wanted != "auto" and CHANNELS[wanted] == info.in_channels and (wanted == "unclip") == info.unclip:
         return KINDS[wanted]  # (a pipeline its UNet cannot run is refused by kind_problems)
-    if native == "txt2img" and edit.mode_of(params) in ("img2img", "masked"):
+    if native == "txt2img" and edit.mode_of(params) in edit.IMAGE_MODES:
         return KINDS["img2img"]
     return KINDS.get(native, KINDS["txt2img"])  # an unknown channel count is refused by kind_problems
 

@@ -128,4 +128,11 @@ def problems(params: dict[str, Any], size: tuple[int, int], kind: str) -> list[t
             if on:
                 found.append((name, f"{name} reshapes the two-way classifier-free guided prediction; instruct-pix2pix "
                                     f"guides by text and image at once: drop {name} for this model"))
+    if str(params.get("regions") or "off") != "off":
+        for name, on in (("cfg_rescale", float(params.get("cfg_rescale") or 0) > 0),
+                         ("mimic_scale", dynamic_thresholding_on(params)), ("cc_brightness", grading_on(params))):
+            if on:
+                found.append((name, f"{name} reshapes each guided prediction, and a regional cell has one per region "
+                                    f"before they are blended, which gridgen does not adjust yet: drop {name} or "
+                                    f"set regions: off"))
     return found

@@ -1,0 +1,100 @@
+"""Regional Prompter's matrix mode, read as that extension reads it: the layout and the prompt's regions.
+
+`regions` names the layout: `Columns` or `Rows` (equal strips, one per region prompt) or a divide ratio:
+`1,2,1` is three columns of widths 1:2:1; with `;` each group is a row whose first number is its height and
+the rest its columns' widths (`2,1,1;3,1,1`: a row of height 2 over one of height 3, each split in halves).
+
+The prompt is split the extension's way: text before `ADDCOMM` is common to every region (prepended to each),
+text before `ADDBASE` is the base prompt applied everywhere at `base_ratio`, and the regions are separated by
+`BREAK`, `ADDCOL` or `ADDROW`, in reading order (left to right, then top to bottom). With `regions` on, BREAK
+separates regions instead of CLIP chunks.
+
+Boxes are fractions of the canvas (x0, y0, x1, y1), so they apply at any latent size. Nothing here needs torch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gridgen.backends.base import ParamProblem
+
+OFF = "off"
+Box = tuple[float, float, float, float]
+_SEPARATOR = re.compile(r"\bBREAK\b|\bADDCOL\b|\bADDROW\b")
+
+
+def canonical(raw: Any) -> str:
+    """The layout written one way (`off`, `Columns`, `Rows` or a ratio string); ValueError when it does not read."""
+    text = str(raw).strip()
+    if text.lower() in ("", "off", "false", "none"):
+        return OFF
+    if text.lower() in ("columns", "rows"):
+        return text.capitalize()
+    groups = [group.strip() for group in text.split(";")]
+    try:
+        numbers = [[float(value) for value in group.split(",")] for group in groups]
+    except ValueError:
+        raise ValueError(f"regions {text!r} does not read; use Columns, Rows, or a ratio string such as "
+                         f"`1,2,1` or `2,1,1;3,1,1` (rows: height, then column widths)") from None
+    if any(value <= 0 for row in numbers for value in row):
+        raise ValueError(f"regions {text!r}: ratios must be positive")
+    return ";".join(",".join(f"{value:g}" for value in row) for row in numbers)
+
+
+@dataclass(frozen=True)
+class RegionPrompts:
+    """A prompt split for regional prompting: each region's full prompt and the base prompt (or None)."""
+
+    regions: tuple[str, ...]
+    base: str | None
+
+
+def split_prompt(prompt: str) -> RegionPrompts:
+    common, _, rest = prompt.rpartition("ADDCOMM")
+    base, found, rest = rest.rpartition("ADDBASE")
+    join = (lambda text: f"{common.strip()} {text.strip()}".strip()) if common.strip() else str.strip
+    regions = tuple(join(part) for part in _SEPARATOR.split(rest))
+    return RegionPrompts(regions, join(base) if found else None)
+
+
+def _spans(ratios: list[float]) -> list[tuple[float, float]]:
+    total, edges = sum(ratios), [0.0]
+    for ratio in ratios:
+        edges.append(edges[-1] + ratio / total)
+    edges[-1] = 1.0
+    return list(zip(edges, edges[1:], strict=False))
+
+
+def boxes(layout: str, count: int) -> list[Box]:
+    """The layout's boxes in reading order; `count` (the number of region prompts) sizes Columns and Rows."""
+    if layout == "Columns":
+        return [(x0, 0.0, x1, 1.0) for x0, x1 in _spans([1.0] * count)]
+    if layout == "Rows":
+        return [(0.0, y0, 1.0, y1) for y0, y1 in _spans([1.0] * count)]
+    rows = [[float(v) for v in group.split(",")] for group in layout.split(";")]
+    if len(rows) == 1:
+        return [(x0, 0.0, x1, 1.0) for x0, x1 in _spans(rows[0])]
+    found = []
+    for (y0, y1), row in zip(_spans([row[0] for row in rows]), rows, strict=True):
+        found += [(x0, y0, x1, y1) for x0, x1 in _spans(row[1:] or [1.0])]
+    return found
+
+
+def active(params: dict[str, Any]) -> bool:
+    return str(params.get("regions") or OFF) != OFF
+
+
+def problems(params: dict[str, Any]) -> list[ParamProblem]:
+    """A layout whose number of regions differs from the prompt's."""
+    if not active(params):
+        return []
+    prompts = split_prompt(str(params.get("prompt") or ""))
+    layout = str(params["regions"])
+    wanted = len(boxes(layout, len(prompts.regions)))
+    if wanted != len(prompts.regions):
+        return [ParamProblem("regions", f"regions {layout!r} has {wanted} regions but the prompt has "
+                                        f"{len(prompts.regions)} (separated by BREAK, ADDCOL or ADDROW); give one "
+                                        f"region prompt per region")]
+    return []
