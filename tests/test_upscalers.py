@@ -432,6 +432,6 @@ def test_the_whole_upscaler_library_shares_one_base_image(tmp_path, monkeypatch)
     execute(prepare(spec, options), options, show_progress=False)
     journal = [json.loads(line) for line in (tmp_path / "out" / "journal.jsonl").read_text().splitlines()]
     sizes = {e["key"]: Image.open(tmp_path / "out" / e["file"]).size for e in journal}
-    assert len(sizes) == 13 and "sd_x4" not in sizes  # every value but the skipped x4 one
+    assert len(sizes) == 14 and "sd_x4" not in sizes  # every value but the skipped x4 one
     assert sum(denoised) == 1
     assert sizes.pop("none") == (32, 32) and set(sizes.values()) == {(64, 64)}

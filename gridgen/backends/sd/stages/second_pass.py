@@ -108,7 +108,7 @@ def sd_upscale(parts, prompts, base: Image.Image, enlarge: Enlarge, size: tuple[
     def redraw_tile(piece: torch.Tensor) -> torch.Tensor:
         # Every tile starts from the cell's seed, as A1111's script does.
         recipe = _recipe(parts, params)
-        latents = encode(parts.vae, piece * 2 - 1, recipe.generators, str(params["vae_tiling"]))
+        latents = encode(parts.vae, piece * 2 - 1, recipe.generators)
         return to_tensor(_redraw(parts, prompts, params, latents, recipe), parts.device)
 
     return resample(to_image(tiled(redraw_tile, pixels, 1, tile, overlap)), size)
