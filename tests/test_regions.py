@@ -96,3 +96,16 @@ def test_regional_and_plain_cells_render_in_one_batch_as_alone(folder, monkeypat
              cell("c", prompt=CIRCLE, regions="off", steps=4, sampler="Euler a", seed=2)]
     assert_one_batch_renders_as_alone(Path(folder), cells, monkeypatch)
 
+
+def test_regional_cells_beside_cells_with_an_adjusted_prediction_render_as_alone(folder, monkeypatch):
+    # CFG rescale acts per guidance row and a regional cell has one per region: the backend denoises the two apart.
+    cells = [cell("a", prompt=f"{CIRCLE} BREAK {SQUARE}", steps=4, sampler="Euler a"),
+             cell("b", prompt=CIRCLE, regions="off", cfg_rescale=0.7, steps=4, sampler="Euler a", seed=2)]
+    assert_one_batch_renders_as_alone(Path(folder), cells, monkeypatch)
+
+
+def test_an_adjusted_prediction_on_a_regional_cell_is_refused(backend):
+    problems = backend.validate({**Registry().defaults(), "prompt": f"{CIRCLE} BREAK {SQUARE}", "regions": "Columns",
+                                 "cfg_rescale": 0.7, "width": 128, "height": 64})
+    assert [p.param for p in problems if p.severity == "error"] == ["regions"]
+

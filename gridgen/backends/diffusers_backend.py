@@ -250,7 +250,7 @@ class DiffusersBackend:
         return (self.load_key(params), self._lora_set(params), choice, str(params["prediction"]), int(params["steps"]),
                 *self._size(params), ella_setup.batch_part(params, self._resolve), kind.batch_part(params),
                 sampler_options.batch_part(params), seamless.batch_part(params),
-                multidiffusion.batch_part(params), str(params["vae_tiling"]), regions.active(params))
+                multidiffusion.batch_part(params), str(params["vae_tiling"]))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
         size = max(1, int(self.context.max_batch))
@@ -334,10 +334,19 @@ class DiffusersBackend:
         return metadata
 
     def _denoise(self, batch: list[dict[str, Any]]) -> list[tuple[Future, dict[str, Any], dict[str, float]]]:
-        """One batched denoising pass (`render.denoise_batch`); each image is a future of its decode."""
+        """Batched denoising (`render.denoise_batch`); each image is a future of its decode.
+
+        One pass, unless regional cells meet cells whose guided prediction is adjusted (CFG rescale, dynamic
+        thresholding, colour grading): the adjustments act per guidance row and regional cells have one row per
+        region, so those two groups denoise as two passes."""
         from gridgen.backends.sd import render
 
-        return render.denoise_batch(self, batch)
+        regional = [regions.active(params) for params in batch]
+        if not any(regional) or not any(map(latent_controls.adjusts_prediction, batch)):
+            return render.denoise_batch(self, batch)
+        apart = {flag: render.denoise_batch(self, [p for p, r in zip(batch, regional, strict=True) if r == flag])
+                 for flag in (True, False)}
+        return [apart[flag].pop(0) for flag in regional]
 
     def fit_batch(self, params: dict[str, Any], wanted: int) -> int:
         """The largest batch up to `wanted` whose denoising fits the device's free memory (`render.fit_batch`)."""

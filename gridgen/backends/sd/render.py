@@ -82,8 +82,8 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     vae_folders = [folder for folder in (backend._vae_path(first), info and info.path / "vae") if folder]
     controls = Controls(batch, recipe, vae_folders, bool(info and info.sdxl))
     recipe.hooks += controls.hooks
-    # Validation keeps prediction adjustments off regional cells, and the batch key keeps regional cells apart,
-    # so a batch whose rows were widened by regions has no adjustment to apply per row.
+    # Validation keeps prediction adjustments off regional cells, and the backend denoises regional cells apart
+    # from adjusted ones, so a batch whose rows regions widened has no adjustment to apply per row.
     guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in text_rows],
                       adjust=controls.adjust, **text)
     guide = regional.widen(guide, regions, len(batch))

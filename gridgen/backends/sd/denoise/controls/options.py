@@ -115,6 +115,11 @@ def infotext_fields(params: dict[str, Any]) -> list[tuple[str, Any]]:
     return fields
 
 
+def adjusts_prediction(params: dict[str, Any]) -> bool:
+    """Whether the cell rewrites its guided prediction (CFG rescale, dynamic thresholding, colour grading)."""
+    return float(params.get("cfg_rescale") or 0) > 0 or dynamic_thresholding_on(params) or grading_on(params)
+
+
 def problems(params: dict[str, Any], size: tuple[int, int], kind: str) -> list[tuple[str, str]]:
     """(param, message) for control values that cannot apply to this cell."""
     found = []
@@ -128,11 +133,8 @@ def problems(params: dict[str, Any], size: tuple[int, int], kind: str) -> list[t
             if on:
                 found.append((name, f"{name} reshapes the two-way classifier-free guided prediction; instruct-pix2pix "
                                     f"guides by text and image at once: drop {name} for this model"))
-    if str(params.get("regions") or "off") != "off":
-        for name, on in (("cfg_rescale", float(params.get("cfg_rescale") or 0) > 0),
-                         ("mimic_scale", dynamic_thresholding_on(params)), ("cc_brightness", grading_on(params))):
-            if on:
-                found.append((name, f"{name} reshapes each guided prediction, and a regional cell has one per region "
-                                    f"before they are blended, which gridgen does not adjust yet: drop {name} or "
-                                    f"set regions: off"))
+    if str(params.get("regions") or "off") != "off" and adjusts_prediction(params):
+        found.append(("regions", "CFG rescale, dynamic thresholding and colour grading reshape each guided "
+                                 "prediction, and a regional cell has one per region before they are blended, which "
+                                 "gridgen does not adjust yet: set regions: off or drop those controls"))
     return found
