@@ -16,7 +16,7 @@ from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd.denoise.controls.colour_grading import ColourGrade, ColourSpace
 from gridgen.backends.sd.denoise.controls.dynamic_threshold import scheduled, threshold
-from gridgen.backends.sd.denoise.controls.guided import CfgRescale
+from gridgen.backends.sd.denoise.controls.guided import CfgRescale, to_x0_coefficients
 from gridgen.backends.sd.denoise.guidance import Guided
 from gridgen.metadata import a1111_parameters
 from gridgen.params import Registry, coerce
@@ -183,6 +183,33 @@ def test_thresholding_keeps_the_spread_of_the_mimic_scale():
     assert torch.allclose(centered, (mimic - mimic.mean(dim=(1, 2), keepdim=True)).flatten(1).std(dim=1), atol=1e-4)
     half = threshold(uncond, cond, 7, 30, _settings(variability_measure="STD", interpolate_phi=0.5))
     assert torch.allclose(half, (result + uncond + 30 * (cond - uncond)) / 2, atol=1e-4)
+
+
+@pytest.mark.parametrize("schedule, prediction", [("automatic", "epsilon"), ("karras", "epsilon"),
+                                                  ("automatic", "v_prediction")])
+def test_x0_from_the_unet_input_matches_k_diffusions_denoised(schedule, prediction):
+    """Karras sigmas put the timesteps between the training ones, where alpha bar is interpolated."""
+    import json
+
+    from gridgen.backends.sd.denoise.samplers import make_scheduler, scheduler_choice
+    from gridgen.tiny import TINY_MODEL_DIR
+
+    config = json.loads((TINY_MODEL_DIR / "scheduler" / "scheduler_config.json").read_text())
+    scheduler = make_scheduler(scheduler_choice("Euler", schedule), {**config, "prediction_type": prediction})
+    scheduler.set_timesteps(6)
+    generator = torch.Generator().manual_seed(3)
+    for t in scheduler.timesteps[:4]:
+        sample = torch.randn((1, 4, 4, 4), generator=generator) * scheduler.init_noise_sigma
+        output = torch.randn((1, 4, 4, 4), generator=generator)
+        x = scheduler.scale_model_input(sample, t)
+        a, b = to_x0_coefficients(scheduler, t)
+        sigma = scheduler.sigmas[scheduler.step_index]
+        if prediction == "epsilon":  # k-diffusion's denoised: sample - sigma * eps
+            expected = sample - sigma * output
+        else:
+            expected = output * (-sigma / (sigma ** 2 + 1) ** 0.5) + sample / (sigma ** 2 + 1)
+        assert torch.allclose(a * x + b * output, expected, atol=1e-4)
+        scheduler.step(output, t, sample)
 
 
 # Batching, spellings, metadata and validation
