@@ -80,12 +80,12 @@ def test_validate_json_counts_a_huge_grid_and_locates_a_missing_model(tmp_path, 
 
 
 def test_validate_json_reports_a_broken_spec_and_warnings(tmp_path, capsys):
-    bad = write_spec(tmp_path, "axes:\n  steps: 0, 5\n  eta: 0, 1\n")
+    bad = write_spec(tmp_path, "axes:\n  steps: 0, 5\n  restore faces: true, false\n")
     code, report = _validate_json(capsys, str(bad))
     assert code == 2 and report["axes"] == [] and report["cells"] is None
     assert report["errors"] == [{"message": "steps must be >= 1, <= 1000, got 0", "file": str(bad), "line": 2,
                                  "column": 10}]
-    assert "eta" in report["warnings"][0]["message"]
+    assert "restore" in report["warnings"][0]["message"]
     code, report = _validate_json(capsys, str(bad), "--backend", "nope")
     assert code == 2 and "nope" in report["errors"][0]["message"] and report["errors"][0]["line"] is None
     good = write_spec(tmp_path, "axes:\n  prompt: 日本, кот\n  seed: 1, 1\n", name="good.yaml")

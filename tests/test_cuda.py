@@ -46,9 +46,9 @@ def test_the_decode_on_its_own_stream_gives_the_synchronous_decode(monkeypatch):
     kept: list[torch.Tensor] = []
     original = images.decode
 
-    def keeping(vae, latents):
+    def keeping(vae, latents, tiling="auto"):
         kept.append(latents.clone())
-        return original(vae, latents)
+        return original(vae, latents, tiling)
 
     monkeypatch.setattr(images, "decode", keeping)
     backend = DiffusersBackend(BackendContext(spec_dir=Path.cwd(), device="cuda", dtype="fp16", max_batch=4,

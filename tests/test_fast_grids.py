@@ -130,9 +130,9 @@ def test_the_vae_decode_runs_off_the_render_thread(tmp_path, monkeypatch):
     threads: list[str] = []
     original = image_ops.decode
 
-    def recording(vae, latents):
+    def recording(vae, latents, tiling="auto"):
         threads.append(threading.current_thread().name)
-        return original(vae, latents)
+        return original(vae, latents, tiling)
 
     monkeypatch.setattr(image_ops, "decode", recording)
     images, summary = _run(write_spec(tmp_path, MIXED_GRID), tmp_path / "out", batch_size=8)
@@ -145,10 +145,10 @@ def test_out_of_memory_in_the_decode_decodes_one_image_at_a_time(tmp_path, monke
     reference, _ = _run(spec, tmp_path / "reference", batch_size=8)
     original = image_ops.decode
 
-    def limited(vae, latents):
+    def limited(vae, latents, tiling="auto"):
         if latents.shape[0] > 1:
             raise torch.OutOfMemoryError("fake allocator limit")
-        return original(vae, latents)
+        return original(vae, latents, tiling)
 
     monkeypatch.setattr(image_ops, "decode", limited)
     images, summary = _run(spec, tmp_path / "limited", batch_size=8)
@@ -159,7 +159,7 @@ def test_out_of_memory_in_the_decode_decodes_one_image_at_a_time(tmp_path, monke
 def test_a_failed_decode_fails_its_cells_and_a_rerun_renders_them(tmp_path, monkeypatch):
     spec = write_spec(tmp_path, MIXED_GRID)
 
-    def no_memory(vae, latents):
+    def no_memory(vae, latents, tiling="auto"):
         raise torch.OutOfMemoryError("fake allocator limit")
 
     options = RunOptions(out=tmp_path / "out", batch_size=8)
