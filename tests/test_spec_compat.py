@@ -115,27 +115,28 @@ def test_ambiguous_partial_sampler_is_an_error(tmp_path):
 
 def test_unsupported_params_warn_once_and_the_other_axes_render(tmp_path):
     path = write_spec(tmp_path, """
-        grid: {params: {Var Seed: 5}}
+        grid: {params: {Restore Faces: true}}
         axes:
-          eta: 0, 0.5
-          Var Strength: 0, 1
-          Tiling: true, false
+          CodeFormer Weight: 0, 0.5
+          Token merging ratio: 0, 0.5
+          Hypernet str.: 0, 1
           Use Result Index: 1, 2
           seed: 1, 2
           x:
             title: X
             values:
-              a: {title: A, params: {Styles: photo, steps: 3}}
+              a: {title: A, params: {Hypernetwork: anime, steps: 3}}
     """)
     spec, axes = _axes(path)
     assert list(axes) == ["seed", "x"] and spec.cell_count == 2
     assert axes["x"].values[0].params == {"steps": 3}
     messages = [w.message for w in spec.warnings]
-    assert len(messages) == 6  # one per param: var_seed, eta, var_seed_strength, tiling, result_index, styles
-    assert "parameter 'var_seed' is not supported by this backend and is ignored" in messages
-    assert "parameter 'var_seed_strength' ('Var Strength') is not supported by this backend and the axis is left out" \
-        in messages
-    assert "parameter 'eta' is not supported by this backend and the axis is left out" in messages
+    assert len(messages) == 6  # one per param: restore_faces, codeformer_weight, token_merging_ratio,
+    # hypernetwork_strength, result_index, hypernetwork
+    assert "parameter 'restore_faces' is not supported by this backend and is ignored" in messages
+    assert "parameter 'token_merging_ratio' is not supported by this backend and the axis is left out" in messages
+    assert "parameter 'hypernetwork_strength' ('Hypernet str.') is not supported by this backend and the axis is " \
+           "left out" in messages
     assert any("result_index" in m and "one image per cell" in m for m in messages)
     assert all("--strict" in p.message for p in problems_of(path, strict=True))
 
@@ -193,8 +194,9 @@ def test_every_value_skipped_is_a_warning_with_zero_cells_to_render(tmp_path):
 
 
 def test_a_grid_of_ignored_axes_only_says_why_it_is_empty(tmp_path):
-    (problem,) = problems_of(write_spec(tmp_path, "axes:\n  eta: 0, 1\n  Tiling: true, false\n"))
-    assert "the grid has no axes (axes eta, Tiling vary only ignored parameters)" in problem.message
+    (problem,) = problems_of(write_spec(tmp_path, "axes:\n  Restore Faces: true, false\n  Token merging ratio: 0, 1\n"))
+    assert "the grid has no axes (axes Restore Faces, Token merging ratio vary only ignored parameters)" \
+        in problem.message
 
 
 def test_csv_quotes_and_mixed_case_variables_warn_how_infinity_grid_differs(tmp_path):
