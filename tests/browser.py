@@ -9,6 +9,8 @@ so CI can never pass without running them.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,21 @@ class PageWatch:
         assert self.errors == []
         assert self.requests, "the request recorder saw nothing"
         assert [url for url in self.requests if not url.startswith(LOCAL_SCHEMES)] == []
+
+
+@contextmanager
+def watched_page(browser, width: int, height: int, timeout_ms: int = 8000, **options) -> Iterator:
+    """A fresh page of `width` x `height` in its own context, checked clean (`PageWatch`) when the test is done."""
+    context = browser.new_context(viewport={"width": width, "height": height}, **options)
+    context.set_default_timeout(timeout_ms)
+    tab = context.new_page()
+    watch = PageWatch(tab)
+    yield tab
+    context.close()
+    watch.assert_clean()
+
+
+def open_grid(page, out: Path, hash_: str = "") -> None:
+    """The explorer page of the grid in `out`, once its table is drawn."""
+    page.goto((out / "index.html").as_uri() + hash_)
+    page.wait_for_selector("table.grid")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import PageWatch
+from browser import open_grid, watched_page
 from PIL import Image
 
 from gridgen.explorer import write_data, write_page
@@ -27,18 +27,9 @@ UNUSED = {"sam_model": "", "sam_prompt": "", "inpaint_mode": "fill", "ella_text_
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(8000)
-    tab = context.new_page()
-    watch = PageWatch(tab)
-    yield tab
-    context.close()
-    watch.assert_clean()
+    with watched_page(browser, 1280, 900) as tab:
+        yield tab
 
-
-def open_grid(page, out: Path, hash_: str = "") -> None:
-    page.goto((out / "index.html").as_uri() + hash_)
-    page.wait_for_selector("table.grid")
 
 
 def _png(size: int, fmt: str) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser import PageWatch
+from browser import open_grid, watched_page
 
 from gridgen.explorer import write_data
 from tests.test_explorer_browser import CFGS, build_grid
@@ -41,18 +41,9 @@ def grid(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(5000)
-    tab = context.new_page()
-    watch = PageWatch(tab)
-    yield tab
-    context.close()
-    watch.assert_clean()
+    with watched_page(browser, 1280, 900, timeout_ms=5000) as tab:
+        yield tab
 
-
-def open_grid(page, out: Path, hash_: str = "") -> None:
-    page.goto((out / "index.html").as_uri() + hash_)
-    page.wait_for_selector("table.grid")
 
 
 def test_the_bar_chart_ranks_the_axes_and_picks_the_two_that_matter(page, grid):

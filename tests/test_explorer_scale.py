@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 import pytest
-from browser import PageWatch
+from browser import watched_page
 from PIL import Image
 
 from gridgen.explorer import write_data, write_page
@@ -61,13 +61,8 @@ def grid(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    context.set_default_timeout(8000)
-    tab = context.new_page()
-    watch = PageWatch(tab)
-    yield tab
-    context.close()
-    watch.assert_clean()
+    with watched_page(browser, 1200, 800) as tab:
+        yield tab
 
 
 POINT_JS = """([x, y]) => {

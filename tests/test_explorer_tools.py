@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import PageWatch
+from browser import open_grid, watched_page
 from PIL import Image
 
 from gridgen.cli import main
@@ -66,18 +66,9 @@ def grid(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
-    context.set_default_timeout(8000)
-    tab = context.new_page()
-    watch = PageWatch(tab)
-    yield tab
-    context.close()
-    watch.assert_clean()
+    with watched_page(browser, 1200, 900, accept_downloads=True) as tab:
+        yield tab
 
-
-def open_grid(page, out: Path, hash_: str = "") -> None:
-    page.goto((out / "index.html").as_uri() + hash_)
-    page.wait_for_selector("table.grid")
 
 
 def grant_folder(page, selector: str, out: Path) -> None:
