@@ -279,8 +279,10 @@ def test_a_backend_from_another_package_renders_on_ray_as_locally(ray_cluster, t
     for folder in ("images", "thumbs"):
         ours, theirs = _files(tmp_path / "local" / folder), _files(tmp_path / "ray" / folder)
         assert len(ours) == 6 and ours == theirs
-    # Each worker built its own swatch backend by name and halved its batches of 2 (out of memory) to 1.
-    drawn = [line for line in printed.out.splitlines() if line.startswith("  swatch: drew batches of")]
+    # Each worker built its own swatch backend by name and halved its batches of 2 (out of memory) to 1. A worker
+    # may find the queue empty when the other was faster, and then draws none.
+    drawn = [line for line in printed.out.splitlines()
+             if line.startswith("  swatch: drew batches of") and not line.endswith(" none")]
     assert drawn and all(set(line.split("of ", 1)[1].split(", ")) == {"1"} for line in drawn), printed.out
     assert sum(len(line.split(", ")) for line in drawn) == 6
     cells = json.loads((tmp_path / "ray" / "grid.json").read_text())["cells"]
