@@ -25,10 +25,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gridgen.backends.sd.denoise.controls.guided import alpha_bar_at, to_x0_coefficients
+from gridgen.backends.sd.denoise.controls.guided import StepCounted, alpha_bar_at, to_x0_coefficients
 from gridgen.backends.sd.denoise.controls.options import grading_on
 from gridgen.backends.sd.denoise.guidance import Guided
-from gridgen.backends.sd.denoise.recipe import Recipe, Step
+from gridgen.backends.sd.denoise.recipe import Recipe
 
 LATENT_RGB_FILE = "latent_rgb.json"
 # ITU-R BT.601 RGB to Y, Cb, Cr.
@@ -70,7 +70,7 @@ def cb_cr(r: float, g: float, b: float) -> tuple[float, float]:
     return -0.17 * r - 0.33 * g + 0.5 * b, 0.5 * r - 0.42 * g - 0.08 * b
 
 
-class ColourGrade:
+class ColourGrade(StepCounted):
     """The guidance adjustment grading the rows of a batch of `cells` in the run of `recipe`; `advance` is its
     step hook."""
 
@@ -80,11 +80,6 @@ class ColourGrade:
         self.generators = {row: torch.Generator("cpu").manual_seed(int(cell["seed"])) for row, cell in self.rows}
         self.recipe = recipe
         self.space = space
-        self.step = 0
-
-    def advance(self, step: Step) -> torch.Tensor:
-        self.step = step.index + 1
-        return step.latents
 
     def __call__(self, prediction: Guided) -> torch.Tensor:
         out = prediction.guided.clone()

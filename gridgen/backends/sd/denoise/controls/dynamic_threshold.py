@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from gridgen.backends.sd.denoise.controls.guided import to_x0_coefficients
+from gridgen.backends.sd.denoise.controls.guided import StepCounted, to_x0_coefficients
 from gridgen.backends.sd.denoise.controls.options import dynamic_thresholding_on
 from gridgen.backends.sd.denoise.guidance import Guided
-from gridgen.backends.sd.denoise.recipe import Recipe, Step
+from gridgen.backends.sd.denoise.recipe import Recipe
 
 
 def scheduled(scale: float, mode: str, minimum: float, fraction: float, shape: float) -> float:
@@ -56,7 +56,7 @@ def scheduled(scale: float, mode: str, minimum: float, fraction: float, shape: f
     return minimum + span
 
 
-class DynamicThreshold:
+class DynamicThreshold(StepCounted):
     """The guidance adjustment for a batch's `cells` in the run of `recipe`; `advance` is its step hook, which
     tells it how far the run has come."""
 
@@ -64,11 +64,6 @@ class DynamicThreshold:
         self.cells = [dict(cell) for cell in cells]
         self.on = [dynamic_thresholding_on(cell) for cell in cells]
         self.recipe = recipe
-        self.step = 0
-
-    def advance(self, step: Step) -> torch.Tensor:
-        self.step = step.index + 1
-        return step.latents
 
     def __call__(self, prediction: Guided) -> torch.Tensor:
         out = prediction.guided.clone()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from gridgen.backends.sd.denoise.guidance import Guided
+from gridgen.backends.sd.denoise.recipe import Step
 
 
 class CfgRescale:
@@ -46,3 +47,14 @@ def to_x0_coefficients(scheduler, t: torch.Tensor) -> tuple[float, float]:
     if scheduler.config.prediction_type == "v_prediction":
         return alpha_bar ** 0.5, -((1 - alpha_bar) ** 0.5)
     return alpha_bar ** -0.5, -((1 - alpha_bar) / alpha_bar) ** 0.5
+
+
+class StepCounted:
+    """A guidance adjustment that needs to know how far the run is: its `advance` is a recipe hook that records
+    the steps done and leaves the latents as they are."""
+
+    step = 0
+
+    def advance(self, step: Step) -> torch.Tensor:
+        self.step = step.index + 1
+        return step.latents
