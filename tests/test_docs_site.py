@@ -1,0 +1,69 @@
+"""The documentation site builds with `mkdocs build --strict` (no broken link, no missing page, no flag or param
+without help text) and opens from disk: every link of every page names a file that exists."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from gridgen import params as P
+from gridgen.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in ("href", "src") and value:
+                self.links.append(value)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=ROOT,
+                          text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_every_flag_and_param_is_in_the_reference(site):
+    cli = (site / "reference" / "cli.html").read_text(encoding="utf-8")
+    subcommands = next(a for a in build_parser()._actions if a.choices and a.dest == "command").choices
+    for name, parser in subcommands.items():
+        assert f"gridgen {name}" in cli
+        for action in parser._actions:
+            for option in action.option_strings:
+                assert f"<code>{option}</code>" in cli, f"gridgen {name} {option} is missing from the CLI page"
+    params = (site / "reference" / "params.html").read_text(encoding="utf-8")
+    for param in P.Registry():
+        assert f'id="{param.name}"' in params, f"{param.name} has no entry on the params page"
+        for alias in param.aliases:
+            assert f"<code>{alias}</code>" in params
+
+
+def test_pages_open_from_disk(site):
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) > 20
+    assert not (site / "_addenda").exists() and not (site / "_hooks").exists()
+    for page in pages:
+        parser = _Links()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for link in parser.links:
+            parts = urlsplit(link)
+            if parts.scheme or link.startswith(("#", "//", "data:", "mailto:")):
+                continue
+            target = (page.parent / unquote(parts.path)).resolve()
+            assert target.is_file(), f"{page.relative_to(site)} links {link}, which is no file (file:// needs one)"
+            assert not re.search(r"/$", parts.path)
