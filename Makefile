@@ -1,4 +1,5 @@
-# gridgen: `make demo` renders the demo grid, `make test` runs the suite; both set up .venv first.
+# gridgen: `make demo` renders the demo grid, `make test` runs the suite, `make docs` builds the site into site/;
+# each sets up .venv first.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -9,13 +10,13 @@ PY := $(VENV)/bin/python
 # A torch already installed in .venv is kept.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch torchvision || echo torch==2.13.0)
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint docs clean
 
 $(VENV)/.installed: pyproject.toml Makefile tests/plugin_backend/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[test]" "einops>=0.7"
+	$(PY) -m pip install --quiet -e ".[test,docs]" "einops>=0.7"
 	# A second backend from its own package, which the tests plug in through the entry point.
 	$(PY) -m pip install --quiet -e tests/plugin_backend
 	# Both declare torchvision, which would replace the CPU torch with a multi-GB CUDA build. Single-file
@@ -37,5 +38,9 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# The documentation site, into site/: open site/index.html from disk, no server needed.
+docs: install
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out site .pytest_cache

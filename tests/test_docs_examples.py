@@ -4,7 +4,8 @@ Sybil lexes the fenced blocks of each page; this module runs them:
 
 - ```yaml: a grid spec. It must pass `gridgen validate --strict` as written, then it is rendered with
   `--set steps=2` (axes still set their own). A `title="NAME"` saves it as NAME in the page's work folder
-  instead, where the page's shell blocks find it and render it. `--8<-- "grids/x.yaml"` (a file the site includes) runs that file.
+  instead, where the page's shell blocks find it and render it. `--8<-- "grids/x.yaml"` (a file the site
+  includes) runs that file.
 - ```sh: run by bash (`set -euo pipefail`) in the page's work folder, with `gridgen` on PATH.
 - ```console: `$ ` lines are run as above and what follows each, up to the next `$ `, is its expected output
   (stdout and stderr), where a line `...` stands for any lines and `...` inside a line for any text.
@@ -88,9 +89,11 @@ def work_folders(tmp_path_factory):
             (work / "grids").symlink_to(ROOT / "grids")
             (work / "inputs").symlink_to(ROOT / "grids" / "inputs")
             for block in BLOCKS:
-                if block.page == page and block.title:
-                    (work / block.title).parent.mkdir(parents=True, exist_ok=True)
-                    (work / block.title).write_text(block.source, encoding="utf-8")
+                if block.page == page and block.title and not INCLUDE.match(block.source.strip()):
+                    target = work / block.title
+                    assert target.resolve().is_relative_to(work.resolve()), f"{block.name}: {block.title} is outside"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(block.source, encoding="utf-8")
             made[page] = work
         return made[page]
 

@@ -67,3 +67,35 @@ def test_pages_open_from_disk(site):
             target = (page.parent / unquote(parts.path)).resolve()
             assert target.is_file(), f"{page.relative_to(site)} links {link}, which is no file (file:// needs one)"
             assert not re.search(r"/$", parts.path)
+
+
+def _hook():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gridgen_docs_reference", ROOT / "docs" / "_hooks" / "reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_flag_or_param_without_help_fails_the_build(monkeypatch, caplog):
+    import argparse
+
+    from gridgen import cli
+    from gridgen.param_decl import Param
+
+    def parser_with_a_bare_flag():
+        parser = argparse.ArgumentParser(prog="gridgen")
+        sub = parser.add_subparsers(dest="command")
+        sub.add_parser("run", help="render a grid").add_argument("--bare")
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", parser_with_a_bare_flag)
+    monkeypatch.setattr(P, "Registry", lambda: [Param("bare_param", "int", 1)])
+    hook = _hook()
+    with caplog.at_level("WARNING"):
+        assert "`--bare`" in hook.cli_markdown()
+        assert "### `bare_param`" in hook.params_markdown()
+    warned = " ".join(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
+    assert "--bare of gridgen run has no help text" in warned
+    assert "param bare_param has no help text" in warned
