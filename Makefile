@@ -40,7 +40,7 @@ lint: install
 
 # The documentation site, into site/: open site/index.html from disk, no server needed.
 docs: install
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf out site .pytest_cache

@@ -7,8 +7,9 @@ Sybil lexes the fenced blocks of each page; this module runs them:
   instead, where the page's shell blocks find it and render it. `--8<-- "grids/x.yaml"` (a file the site
   includes) runs that file.
 - ```sh: run by bash (`set -euo pipefail`) in the page's work folder, with `gridgen` on PATH.
-- ```console: `$ ` lines are run as above and what follows each, up to the next `$ `, is its expected output
-  (stdout and stderr), where a line `...` stands for any lines and `...` inside a line for any text.
+- ```console: `$ ` lines are run one by one as typed at a prompt (a failing one is part of the example), and
+  what follows each, up to the next `$ `, is its expected output (stdout and stderr), where a line `...`
+  stands for any lines and `...` inside a line for any text.
 - any block with `title="NAME"` that is not yaml (a wildcard file, say) is only saved as NAME.
 
 A comment on the line before a block changes that: `<!-- example: validate -->` (validate only, for a grid
@@ -130,9 +131,10 @@ def _run_yaml(block: Block, work: Path, capsys) -> None:
               "--set", "steps=2"], capsys)
 
 
-def _shell(script: str, work: Path) -> subprocess.CompletedProcess:
+def _shell(script: str, work: Path, strict: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", COLUMNS="200")
-    return subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=work, env=env, text=True,
+    script = ("set -euo pipefail\n" if strict else "") + script
+    return subprocess.run(["bash", "-c", script], cwd=work, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
 
 
@@ -151,7 +153,7 @@ def _run_console(block: Block, work: Path) -> None:
             session[-1][1].append(line)
     assert session, f"{block.name}: a console block needs `$ ` command lines"
     for command, expected in session:
-        done = _shell(command, work)
+        done = _shell(command, work, strict=False)  # typed at a prompt: a failing command is part of the example
         actual = done.stdout.rstrip("\n").splitlines()
         assert _matches([line for line in expected], actual), (
             f"{block.name}: `{command}` printed\n{done.stdout}\nexpected\n" + "\n".join(expected))

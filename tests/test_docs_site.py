@@ -3,6 +3,8 @@ without help text) and opens from disk: every link of every page names a file th
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 import subprocess
 import sys
@@ -33,7 +35,7 @@ class _Links(HTMLParser):
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=ROOT,
-                          text=True, capture_output=True, timeout=600)
+                          text=True, capture_output=True, timeout=600, env=dict(os.environ, NO_MKDOCS_2_WARNING="1"))
     assert done.returncode == 0, done.stderr
     return out
 
@@ -44,6 +46,8 @@ def test_every_flag_and_param_is_in_the_reference(site):
     for name, parser in subcommands.items():
         assert f"gridgen {name}" in cli
         for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
             for option in action.option_strings:
                 assert f"<code>{option}</code>" in cli, f"gridgen {name} {option} is missing from the CLI page"
     params = (site / "reference" / "params.html").read_text(encoding="utf-8")
@@ -58,6 +62,8 @@ def test_pages_open_from_disk(site):
     assert len(pages) > 20
     assert not (site / "_addenda").exists() and not (site / "_hooks").exists()
     for page in pages:
+        if page.name == "404.html":  # a web server's page, with links from the site's root
+            continue
         parser = _Links()
         parser.feed(page.read_text(encoding="utf-8"))
         for link in parser.links:
@@ -79,8 +85,6 @@ def _hook():
 
 
 def test_a_flag_or_param_without_help_fails_the_build(monkeypatch, caplog):
-    import argparse
-
     from gridgen import cli
     from gridgen.param_decl import Param
 

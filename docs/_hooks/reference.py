@@ -150,6 +150,5 @@ def params_markdown() -> str:
             facts.append(("read by", _STAGE_READERS.get(param.stage, param.stage)))
             if param.accumulate:
                 facts.append(("adds up", "values from the grid's params and every axis add up"))
-            lines += [f"- **{key}**: {value}" for key, value in facts]
-            lines.append("")
+            lines += [" · ".join(f"**{key}**: {value}" for key, value in facts), ""]
     return "\n".join(lines)
