@@ -103,3 +103,21 @@ def test_a_flag_or_param_without_help_fails_the_build(monkeypatch, caplog):
     warned = " ".join(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
     assert "--bare of gridgen run has no help text" in warned
     assert "param bare_param has no help text" in warned
+
+
+def test_search_and_navigation_work_from_disk(site):
+    """Opened from file://, offline: the nav leads to the generated reference and search finds a page, with no
+    request leaving the machine and no error logged."""
+    from browser import launch, sync_playwright, watched_page
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        with watched_page(browser, 1300, 900, timeout_ms=30000) as page:
+            page.goto((site / "guide" / "viewer.html").as_uri())
+            page.click("nav >> text=Params")
+            assert page.url.endswith("/reference/params.html")
+            page.click("label.md-search__icon, .md-search__input")
+            page.keyboard.type("GRIDGEN_TOKEN", delay=50)
+            page.wait_for_selector(".md-search-result__item")
+            assert "viewer.html" in page.inner_html(".md-search-result__list")
+        browser.close()
