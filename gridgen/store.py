@@ -11,6 +11,9 @@ params renders that cell again instead of keeping an image that no longer matche
 The JSON embedded in each image holds what the cell is (key, coords, params, the backend's
 metadata), never how long it took: timings go to the journal line only, so the same cell rendered
 by any executor gives a byte-identical file.
+
+A result with 16-bit pixels (an HDR merge's `Result.deep`) is written as a 16-bit PNG with the same text chunks
+(`deep_png`) when the cell's format is PNG; its thumbnail, metrics and journal hash use the 8-bit image.
 """
 
 from __future__ import annotations
