@@ -19,6 +19,7 @@ from gridgen.spec.ids import slugify, unique_ids
 from gridgen.spec.includes import included_axes
 from gridgen.spec.model import PAGE_DEFAULTS, Axis, GridMeta, GridSpec
 from gridgen.spec.reader import truthy
+from gridgen.spec.report import in_file_order
 from gridgen.spec.resolved import resolved_form
 from gridgen.spec.yamlnodes import Node, read_yaml
 
@@ -28,7 +29,7 @@ _GRID_KEYS = {
 }
 _TOP_KEYS = {"grid", "axes", "variables", "include"}
 _NONE_WORDS = {"", "none", "null"}
-__all__ = ["load_spec", "read_meta", "slugify"]
+__all__ = ["load_spec", "read_meta", "read_spec", "slugify"]
 
 
 class _Loader(AxisReader):
@@ -120,9 +121,8 @@ class _Loader(AxisReader):
             self.problems.append(too_many)
         self.check_grid(spec, axes_entry[0] if axes_entry else Location(self.path, 1, 1))
         spec.warnings = self.warnings
+        spec.problems = self.problems
         spec.resolved = resolved_form(spec)
-        if self.problems:
-            raise SpecError(self.problems + self.warnings)
         return spec
 
     def check_grid(self, spec: GridSpec, axes_where: Location) -> None:
@@ -147,10 +147,12 @@ class _Loader(AxisReader):
 
 
 
-def load_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
+def read_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
               registry: P.Registry | None = None, supported: set[str] | None = None,
               strict: bool = False, limits: L.Limits = L.DEFAULT_LIMITS) -> GridSpec:
-    """Load and validate a grid spec; raises SpecError listing every problem found.
+    """Read a grid spec, keeping what is valid and listing the errors in `spec.problems` (warnings in
+    `spec.warnings`), so later checks can add theirs; raises SpecError only when the file is not a grid at all
+    (unreadable, not YAML, not a mapping).
 
     `overrides` are `--set` values that replace base params; `supported` names the params the
     chosen backend acts on (others warn, or fail with `strict`); `limits` caps the values per axis and the cells.
@@ -158,6 +160,15 @@ def load_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
     path = Path(path)
     loader = _Loader(path, registry or P.Registry(), supported, strict, limits)
     return loader.load(read_yaml(path), overrides or {})
+
+
+def load_spec(path: str | Path, **options) -> GridSpec:
+    """Load and validate a grid spec (options as `read_spec`); raises SpecError listing every problem found,
+    in file and line order."""
+    spec = read_spec(path, **options)
+    if spec.problems:
+        raise SpecError(in_file_order(spec.problems + spec.warnings, spec.path))
+    return spec
 
 
 def read_meta(path: str | Path) -> GridMeta:
