@@ -162,10 +162,12 @@ def read_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
     return loader.load(read_yaml(path), overrides or {})
 
 
-def load_spec(path: str | Path, **options) -> GridSpec:
-    """Load and validate a grid spec (options as `read_spec`); raises SpecError listing every problem found,
-    in file and line order."""
-    spec = read_spec(path, **options)
+def load_spec(path: str | Path, *, overrides: dict[str, str] | None = None,
+              registry: P.Registry | None = None, supported: set[str] | None = None,
+              strict: bool = False, limits: L.Limits = L.DEFAULT_LIMITS) -> GridSpec:
+    """Load and validate a grid spec (the arguments as `read_spec`'s); raises SpecError listing every problem
+    found, in file and line order."""
+    spec = read_spec(path, overrides=overrides, registry=registry, supported=supported, strict=strict, limits=limits)
     if spec.problems:
         raise SpecError(in_file_order(spec.problems + spec.warnings, spec.path))
     return spec
