@@ -1,9 +1,11 @@
-"""Builds a `GridSpec` from a YAML grid file, collecting every problem with its location.
+"""Builds a `GridSpec` from a YAML grid file, collecting every problem with its location: owns the top level
+and the `grid:` block, and hands axes to `gridgen.spec.axes` and includes to `gridgen.spec.includes`.
 
 The format is a superset of the Infinity Grid Generator's: its files load unchanged. Keys are
 matched the way that script matches them (case-insensitively, and parameter names also ignore
 spaces and underscores). Problems are gathered, not raised one at a time, so a user fixes a file
-in one pass; `load_spec` raises `SpecError` holding all of them at the end.
+in one pass: `read_spec` keeps them on the spec for the backend's checks to join (see
+`gridgen.runner.plan_spec`); `load_spec` raises `SpecError` holding all of them at the end.
 """
 
 from __future__ import annotations
