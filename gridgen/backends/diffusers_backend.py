@@ -11,6 +11,7 @@ loading, conditioning, the batched denoising) loads torch with the first render.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Hashable, Iterator
 from concurrent.futures import Future
@@ -368,6 +369,8 @@ class DiffusersBackend:
                 "attention": attention, "cpu_shards": self.shards.workers if self.shards else 1}
 
     def _free_device_memory(self) -> None:
+        if "torch" not in sys.modules:  # nothing was loaded (a spec refused by validation): nothing to free
+            return
         from gridgen.backends.sd import render
 
         render.free_device_memory()
