@@ -80,18 +80,13 @@ def _validate_json(args) -> int:
     """Print the expanded grid and every problem as JSON (see gridgen/spec/report.py); exit 2 on errors."""
     import json
 
-    from gridgen.spec import load_spec
     from gridgen.spec.report import grid_report
 
     try:
         prepared = prepare(Path(args.spec), _options(args))
         spec, problems = prepared.plan.spec, prepared.warnings
-    except SpecError as err:
-        problems, spec = err.problems, None
-        try:  # the backend's checks failed (a missing model): the grid itself may still be shown
-            spec = load_spec(args.spec, overrides=_parse_sets(args.set or []))
-        except GridError:
-            pass
+    except SpecError as err:  # the grid is still shown where it was read (InvalidSpec), only refused
+        problems, spec = err.problems, getattr(err, "spec", None)
     except GridError as err:  # an unknown backend, say: still one JSON document
         problems, spec = [Problem(str(err), None)], None
     report = grid_report(str(args.spec), spec, problems)
@@ -166,7 +161,6 @@ def cmd_serve(args) -> int:
                  models_dir=Path(args.models_dir) if args.models_dir else None)
 
 
-
 def cmd_export(args) -> int:
     from gridgen.export import export_grid
 
@@ -182,7 +176,10 @@ def cmd_export(args) -> int:
     for path in paths:
         print(f"wrote {path}")
     return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `gridgen` parser with every subcommand; `subcommands` lists them (the CLI reference is made from both)."""
     parser = argparse.ArgumentParser(prog="gridgen", description="Render Stable Diffusion settings as a grid.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -193,10 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--strict", action="store_true", help="treat warnings (unsupported params) as errors")
         cmd.add_argument("--backend", help="backend name (default: the spec's `backend:` or diffusers)")
         cmd.add_argument("--models-dir", help="folder where bare model names are looked up (env GRIDGEN_MODELS_DIR)")
-        cmd.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+        cmd.add_argument("--device", default="auto",
+                         help="where models run: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N "
+                              "(default: auto)")
         cmd.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                         help="weights' precision (auto: fp16 on CUDA, fp32 on the CPU)")
-        cmd.add_argument("--batch-size", type=_positive, default=8, help="most cells denoised together")
+                         help="precision models run in: auto is fp16 on CUDA and fp32 on the CPU (default: auto)")
+        cmd.add_argument("--batch-size", type=_positive, default=8,
+                         help="most cells denoised together; on CUDA fewer when free memory is short (default: 8)")
         cmd.add_argument("--max-axis-values", type=_positive, default=DEFAULT_LIMITS.max_axis_values, metavar="N",
                          help=f"most values one axis may have (default {DEFAULT_LIMITS.max_axis_values:,})")
         cmd.add_argument("--max-cells", type=_positive, default=DEFAULT_LIMITS.max_cells, metavar="N",
@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         return cmd
 
     run = spec_command("run", "render a grid")
-    run.add_argument("--out", help="output folder (default: the spec's outpath, else out/<spec name>)")
+    run.add_argument("--out", metavar="DIR", help="output folder (default: the spec's `outpath:` relative to the spec, "
+                     "else out/<spec name> in the current folder)")
     run.add_argument("--dry-run", action="store_true", help="validate and plan without loading any model")
     run.add_argument("--overwrite", action="store_true", help="render every cell again")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -217,11 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="on the CPU, run each UNet batch as N slices on single-threaded workers "
                           "(default: one per core torch uses; 1: off)")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
-                     help="local: this process; ray: one worker per GPU of a Ray cluster (pip install gridgen[ray])")
+                     help="local: this process; ray: one worker per GPU of a Ray cluster (pip install gridgen[ray]) "
+                          "(default: local)")
     run.add_argument("--ray-address", metavar="auto|HOST:PORT",
                      help="the Ray cluster to use (default: start a local one sized to this machine)")
-    run.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs each ray worker holds (0: CPU workers)")
-    run.add_argument("--workers", type=_positive, help="ray workers to start (default: one per GPU, or one per 2 CPUs)")
+    run.add_argument("--gpus-per-worker", type=float, default=1.0,
+                     help="with --executor ray: GPUs each worker holds; 0 makes CPU workers (default: 1)")
+    run.add_argument("--workers", type=_positive,
+                     help="with --executor ray: workers to start (default: one per GPU, or one per 2 CPUs)")
     run.set_defaults(func=cmd_run)
     validate = spec_command("validate", "check a grid spec without rendering")
     validate.add_argument("--json", action="store_true",
@@ -229,12 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
     sub.add_parser("params", help="list every parameter").set_defaults(func=cmd_params)
     html = sub.add_parser("html", help="rebuild index.html and data.js of an output folder")
-    html.add_argument("outdir", help="the grid's output folder (holds journal.jsonl)")
+    html.add_argument("outdir", help="the grid's output folder (holds journal.jsonl and grid.json)")
     html.set_defaults(func=cmd_html)
     serve = sub.add_parser("serve", help="serve every grid under a folder in the browser, with live progress")
     serve.add_argument("root", help="the folder holding grid output folders (searched a few levels deep)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind; any but loopback needs --token")
-    serve.add_argument("--port", type=int, default=7860, help="port to listen on")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind; any but loopback needs --token (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
     serve.add_argument("--token", help="secret every request must carry (default: env GRIDGEN_TOKEN)")
     serve.add_argument("--allow-runs", action="store_true", help="let the browser queue grid runs (needs --token)")
     serve.add_argument("--models-dir", help="folder whose models browser-submitted specs may use, besides ROOT")
@@ -246,13 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--fix", action="append", metavar="AXIS=VALUE", help="value of another axis (repeatable)")
     export.add_argument("--thumbs", action="store_true", help="draw the thumbnails instead of the full images")
     export.add_argument("--max-pixels", type=int, default=60_000_000, help="pixel limit per file; larger grids "
-                        "are split into NAME-1.png, NAME-2.png, ...")
-    export.add_argument("-o", "--output", default="grid.png", help="image file to write (.png, .jpg or .webp)")
+                        "are split into NAME-1.png, NAME-2.png, ... (default: 60,000,000)")
+    export.add_argument("-o", "--output", default="grid.png",
+                        help="image file to write (.png, .jpg or .webp) (default: ./grid.png, in the current folder)")
     export.add_argument("--metrics", nargs="?", const="influence", choices=["influence", "cells"],
                         help="print CSV instead of drawing: each axis's influence and its values' distances "
                         "(default), or each cell's image metrics")
     export.set_defaults(func=cmd_export)
     return parser
+
+
+def subcommands(parser: argparse.ArgumentParser | None = None) -> list[tuple[str, str, argparse.ArgumentParser]]:
+    """Each subcommand of `parser` (default: `build_parser()`) as (name, its one-line help, its parser), in the
+    order `gridgen --help` lists them."""
+    parser = parser or build_parser()
+    found = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    helps = {choice.dest: choice.help for choice in found._choices_actions}
+    return [(name, helps.get(name) or "", sub) for name, sub in found.choices.items()]
 
 
 def main(argv: list[str] | None = None) -> int:

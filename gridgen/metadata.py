@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from gridgen.backends.sd.denoise.controls.options import infotext_fields
+from gridgen.backends.sd.hdr.options import infotext_fields as hdr_fields
 
 _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
@@ -50,6 +51,7 @@ def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = N
         ("Tiling", True if params.get("tiling") else None),
         ("Conditional mask weight", None if params.get("image_mask_weight", 1) == 1 else params["image_mask_weight"]),
         *infotext_fields(params),  # the latent controls, under their extensions' names
+        *hdr_fields(params),
     ]
     # A backend that rewrote the prompts (wildcards) reports the text it rendered.
     prompt, negative = (metadata.get(name, params.get(name)) for name in ("prompt", "negative_prompt"))

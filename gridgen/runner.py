@@ -20,8 +20,9 @@ from gridgen.backends import available_backends, load_backend
 from gridgen.backends.base import Backend, BackendContext
 from gridgen.errors import GridError, Problem, SpecError
 from gridgen.plan import Plan, make_plan
-from gridgen.spec import GridMeta, GridSpec, load_spec, read_meta
+from gridgen.spec import GridMeta, GridSpec, read_meta, read_spec
 from gridgen.spec.limits import DEFAULT_LIMITS, Limits, OverCap
+from gridgen.spec.report import in_file_order
 from gridgen.store import Store, previous_random_seed
 
 EXECUTORS = ("local", "ray")
@@ -86,11 +87,12 @@ def refuse_over_caps(spec_path: Path, options: RunOptions) -> None:
     """Raise the spec's cap problems (too many values, cells, aliases), found with gridgen's own params
     before the backend, and the libraries it imports, load; other problems wait for the full check."""
     try:
-        load_spec(spec_path, overrides=options.overrides, limits=options.limits)
-    except SpecError as err:
-        over = [problem for problem in err.problems if isinstance(problem, OverCap)]
-        if over:
-            raise SpecError(over) from None
+        spec = read_spec(spec_path, overrides=options.overrides, limits=options.limits)
+    except SpecError:
+        return  # not a grid at all: the full check says so
+    over = [problem for problem in spec.problems if isinstance(problem, OverCap)]
+    if over:
+        raise SpecError(over)
 
 def out_dir(options: RunOptions, spec_path: Path, meta: GridMeta) -> Path:
     """The run's output folder: --out, else the spec's `outpath:` (relative to its folder), else out/<spec name>."""
@@ -109,8 +111,8 @@ def backend_context(spec_path: Path, options: RunOptions, meta: GridMeta) -> Bac
 
 
 def open_spec(spec_path: Path, options: RunOptions) -> Opened:
-    """Read the spec's grid settings, build its backend with the complete context, then load the spec with
-    the backend's params; raises SpecError listing every problem found, before any model loads."""
+    """Read the spec's grid settings, build its backend with the complete context, then read the spec with
+    the backend's params; its problems wait in `spec.problems` for `plan_spec`, which adds the backend's."""
     spec_path = Path(spec_path)
     meta = read_meta(spec_path)
     context = backend_context(spec_path, options, meta)
@@ -124,7 +126,7 @@ def open_spec(spec_path: Path, options: RunOptions) -> Opened:
         for extra in extras:
             registry.add(extra)
         supported = set(backend.supported_params()) | {extra.name for extra in extras}
-        spec = load_spec(spec_path, overrides=options.overrides, registry=registry, supported=supported,
+        spec = read_spec(spec_path, overrides=options.overrides, registry=registry, supported=supported,
                          strict=options.strict, limits=options.limits)
     except BaseException:
         backend.close()
@@ -133,21 +135,35 @@ def open_spec(spec_path: Path, options: RunOptions) -> Opened:
 
 
 def plan_spec(opened: Opened, options: RunOptions) -> Prepared:
-    """Plan and validate an opened spec; raises SpecError listing every problem found (closing the backend)."""
+    """Plan and validate an opened spec: the spec's own problems and the backend's checks of every cell (models,
+    input files, sizes) together, in file and line order; raises InvalidSpec holding all of them when any is an
+    error (closing the backend). A grid over the caps is refused with its own problems, unplanned."""
+    spec = opened.spec
     try:
+        if any(isinstance(problem, OverCap) for problem in spec.problems):
+            raise SpecError(in_file_order(spec.problems + spec.warnings, spec.path))
         seed = None if options.overwrite else previous_random_seed(opened.context.out_dir)
-        plan = make_plan(opened.spec, opened.backend, opened.registry,
-                         seed if seed is not None else random.randrange(2**32))
-        problems = list(opened.spec.warnings) + plan.validate()
+        plan = make_plan(spec, opened.backend, opened.registry, seed if seed is not None else random.randrange(2**32))
+        problems = list(spec.problems) + list(spec.warnings) + plan.validate()
         if options.strict:
             problems = [Problem(f"{p.message} (an error because of --strict)", p.location)
                         if p.severity == "warning" else p for p in problems]
+        problems = in_file_order(problems, spec.path)
         if any(p.severity == "error" for p in problems):
-            raise SpecError(problems)
+            raise InvalidSpec(problems, spec)
     except BaseException:
         opened.backend.close()
         raise
     return Prepared(plan, problems, opened.context)
+
+
+class InvalidSpec(SpecError):
+    """Every problem of a spec that was read but cannot run, with the spec as read (what was valid in it), so a
+    report can still show its axes and cells."""
+
+    def __init__(self, problems: list[Problem], spec: GridSpec):
+        super().__init__(problems)
+        self.spec = spec
 
 
 def _unknown_backend(spec_path: Path, name: str) -> SpecError:

@@ -11,6 +11,9 @@ params renders that cell again instead of keeping an image that no longer matche
 The JSON embedded in each image holds what the cell is (key, coords, params, the backend's
 metadata), never how long it took: timings go to the journal line only, so the same cell rendered
 by any executor gives a byte-identical file.
+
+A result with 16-bit pixels (an HDR merge's `Result.deep`) is written as a 16-bit PNG with the same text chunks
+(`deep_png`) when the cell's format is PNG; its thumbnail, metrics and journal hash use the 8-bit image.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from PIL import Image
 
 from gridgen import explorer
 from gridgen.backends.base import Result
+from gridgen.deep_png import encode_png16
 from gridgen.fsutil import append_line, atomic_write_bytes, atomic_write_text
 from gridgen.metadata import a1111_parameters, encode_image, portable_paths
 from gridgen.metrics import Influence, numeric_fields
@@ -152,14 +156,19 @@ class Store:
         parameters = a1111_parameters(params, result.metadata)
         record = {"key": cell.key, "coords": list(cell.coords), "params": params,
                   "metadata": portable_paths(result.metadata, self.path_roots)}
-        atomic_write_bytes(self.out_dir / cell.image_path, encode_image(image, fmt, parameters, record))
+        # An HDR merge's 16-bit pixels go into the file as they are where the format holds them (PNG).
+        if result.deep is not None and fmt == "png":
+            encoded = encode_png16(result.deep, parameters, record)
+        else:
+            encoded = encode_image(image, fmt, parameters, record)
+        atomic_write_bytes(self.out_dir / cell.image_path, encoded)
         thumb = image.copy()
         thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
         thumb_bytes = encode_image(thumb, "webp", parameters, record)
         atomic_write_bytes(self.out_dir / cell.thumb_path, thumb_bytes)
         self.influence.add(cell.key, Image.open(io.BytesIO(thumb_bytes)))  # as a resumed run will read it
         files = {}
-        for name, extra in result.files.items():  # a SAM edit's mask: images/<key>.mask.png
+        for name, extra in result.files.items():  # a SAM edit's mask: images/<key>.mask.png; HDR brackets
             files[name] = extra_path(cell.image_path, name)
             atomic_write_bytes(self.out_dir / files[name], encode_image(extra, "png", parameters, record))
         entry = {

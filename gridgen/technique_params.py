@@ -6,6 +6,7 @@ regional prompting. Each group is declared here once; `gridgen.params` adds them
 from __future__ import annotations
 
 from gridgen.backends.sd.denoise.controls import options as controls
+from gridgen.backends.sd.hdr import options as hdr_options
 from gridgen.backends.sd.images import outpaint
 from gridgen.backends.sd.text import regions as text_regions
 from gridgen.backends.sd.text import styles
@@ -133,6 +134,26 @@ LATENT_CONTROL_PARAMS: tuple[Param, ...] = (
     Param("cc_scaling", "choice", "Flat", "Latent colour grading: the strength over the steps (Cos fades it out, "
           "Sin fades it in).", aliases=("[Adv.CC] Scaling", "Vec CC Scaling"), choose=controls.choose_cc_scaling,
           choices_help=", ".join(controls.CC_SCALINGS)),
+    Param("cc_alt", "bool", False,
+          "Latent colour grading's Alt. mode: grade the noisy latents after every step instead of the predicted "
+          "clean image, so each step's change carries into all later ones (stronger effects); Cross then takes "
+          "the predicted image as its source.", aliases=("[Vec.CC] Alt.", "Vec CC Alt", "cc_alternative")),
+    Param("hdr_brackets", "int", 1,
+          "HDR (VectorscopeCC's High Dynamic Range): render this many exposures of the cell from its seed in one "
+          "batch (odd, 3 to 9; off or 1: no HDR) and merge them by Mertens exposure fusion into its image; the "
+          "brackets are kept next to it, darkest first. Other cells share the batch.",
+          aliases=("hdr", "brackets", "Vec HDR Brackets", "hdr_count"), parse=hdr_options.parse_brackets,
+          stage="post"),
+    Param("hdr_gap", "float", 1.25,
+          "HDR: the colour-grading brightness between neighbouring brackets, added to their latents at every step "
+          "(Alt. mode, Ones, 1 - Cos); the middle bracket is the cell itself.",
+          aliases=("hdr_gaps", "gaps", "Vec HDR Gaps"), min=0, max=5, stage="post"),
+    Param("hdr_gamma", "float", 1.2,
+          "HDR: the merged image is raised to 1 / gamma: above 1 lifts the midtones, below 1 darkens them.",
+          aliases=("Vec HDR Gamma",), min=0.1, max=5, stage="post"),
+    Param("hdr_depth", "int", 8,
+          "HDR: bits per channel of the merged image: 8, or 16 (a 16-bit PNG; formats other than png keep 8).",
+          aliases=("hdr_bit_depth", "bit_depth", "Vec HDR Depth"), parse=hdr_options.parse_depth, stage="post"),
     Param("antiburn_steps", "int", 1,
           "Anti-burn: the result is the mean of the last N steps' latents, smoothing a burnt finish; 1 is the "
           "plain result.", aliases=("antiburn", "anti_burn", "anti_burn_steps"), min=1, max=100),

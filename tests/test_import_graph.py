@@ -85,12 +85,29 @@ def test_the_checker_finds_a_circle():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_validating_a_grid_loads_no_torch(tmp_path):
-    spec = Path(__file__).resolve().parents[1] / "grids" / "demo.yaml"
+def libraries_loaded_by_validate(spec: Path, cwd: Path) -> tuple[int, str, list[str]]:
+    """`gridgen validate SPEC` in a fresh interpreter: its exit code, its stderr, and which of torch, diffusers
+    and transformers it imported."""
     code = ("import sys\nfrom gridgen.cli import main\n"
             f"code = main(['validate', {str(spec)!r}])\n"
             "print(sorted(name for name in ('torch', 'diffusers', 'transformers') if name in sys.modules))\n"
             "sys.exit(code)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return done.returncode, done.stderr, ast.literal_eval(done.stdout.strip().splitlines()[-1])
+
+
+def test_validating_a_grid_loads_no_torch(tmp_path):
+    code, err, loaded = libraries_loaded_by_validate(Path(__file__).resolve().parents[1] / "grids" / "demo.yaml",
+                                                     tmp_path)
+    assert code == 0, err
+    assert loaded == []
+
+
+def test_refusing_a_grid_loads_no_torch(tmp_path):
+    """A missing model, a missing input file and bad values are all found from configs and file names alone."""
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("grid:\n  params:\n    model: no-such-model\n    steps: 0\n    init_image: gone.png\n"
+                    "axes:\n  seed: 1, 2\n", encoding="utf-8")
+    code, err, loaded = libraries_loaded_by_validate(spec, tmp_path)
+    assert code == 2 and "3 problem(s) found" in err, err
+    assert loaded == []

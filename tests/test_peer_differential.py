@@ -210,3 +210,16 @@ def test_readme_examples_and_short_example_agree(infinity_grid, tmp_path):
         body = "\n".join("  " + line for line in example.splitlines())
         assert _agreement(infinity_grid, grid + body + "\n", tmp_path / "spec.yml"), example
     assert _agreement(infinity_grid, (SHARED_FIXTURES / "short_example.yml").read_text(), tmp_path / "short.yml")
+
+
+def test_a_param_value_is_titled_by_its_value_not_its_key(infinity_grid, tmp_path):
+    """`fifteen: steps=15` is titled "15", as Infinity Grid titles it; the key names the value (its id, its image
+    path), as it does there."""
+    text = ("grid: {title: T, author: A, description: D, format: png}\n"
+            "axes:\n  steps:\n    title: Steps\n    values:\n      fifteen: steps=15\n      many: steps=40\n")
+    assert _agreement(infinity_grid, text, tmp_path / "spec.yml")
+    peer = parse_with_infinity_grid(infinity_grid, text)
+    assert [str(value.title) for value in peer.axes[0].values] == ["15", "40"]
+    values = load_spec(tmp_path / "spec.yml").axes[0].values
+    assert [(value.key, value.id, value.title) for value in values] == [("fifteen", "fifteen", "15"),
+                                                                        ("many", "many", "40")]

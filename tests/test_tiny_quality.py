@@ -117,6 +117,12 @@ def test_x4_upscaler_beats_bicubic_by_1_db(upscale_figures):
     assert gain >= evv.PSNR_GAIN_BAR, f"PSNR gain over bicubic at noise_level 20: {gain:+.2f} dB"
 
 
+def test_x4_vae_alone_reconstructs_closer_than_the_upscaler_and_bicubic(upscale_figures):
+    """The VAE round trip of the 64 px originals is the ceiling the upscaler's decoded output works under."""
+    figures = upscale_figures
+    assert figures.psnr_vae > max(figures.psnr_model, figures.psnr_bicubic), figures
+
+
 def test_x4_upscaler_output_changes_monotonically_with_the_noise_level(upscale_figures):
     change = upscale_figures.change_by_level
     rising = all(a < b for a, b in zip(change, change[1:], strict=False))

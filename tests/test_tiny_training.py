@@ -6,19 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gridgen.tiny import TINY_MODEL_DIR, train
+from gridgen.tiny import TINY_MODEL_DIR, denoiser_training, models, train
 from gridgen.tiny import data as shapes
+from gridgen.tiny.tokenizer import build_tokenizer
 
 
 def test_every_grammar_word_is_one_token(tmp_path):
-    tokenizer = train.build_tokenizer(tmp_path)
+    tokenizer = build_tokenizer(tmp_path)
     for word in shapes.GRAMMAR_WORDS:
         assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1
 
 
 def test_a_widened_unet_predicts_what_its_source_did():
-    _, text_encoder, _, unet = train.load_txt2img()
-    wide = train.widen_unet(unet, 9)
+    _, text_encoder, _, unet = models.load_txt2img()
+    wide = models.widen_unet(unet, 9)
     x = torch.randn(2, 4, 16, 16)
     context = text_encoder(torch.tensor([[0, 1, 2]] * 2)).last_hidden_state
     with torch.no_grad():
@@ -30,13 +31,13 @@ def test_a_widened_unet_predicts_what_its_source_did():
 def test_rescaling_the_vae_scales_its_latents_and_keeps_its_images():
     from gridgen.tiny.upscaler import PIPELINE_SCALING_FACTOR, rescale_vae
 
-    _, _, vae, _ = train.load_txt2img()
+    _, _, vae, _ = models.load_txt2img()
     images = torch.from_numpy(shapes.to_tensor_array(shapes.make_batch(5, 4)))
-    old = train.encode_latents(vae, images)
+    old = models.encode_latents(vae, images)
     with torch.no_grad():
         old_decoded = vae.decode(old / vae.config.scaling_factor).sample
     rescale_vae(vae, PIPELINE_SCALING_FACTOR)
-    new = train.encode_latents(vae, images)
+    new = models.encode_latents(vae, images)
     assert vae.config.scaling_factor == PIPELINE_SCALING_FACTOR
     assert torch.allclose(new, old, rtol=1e-3, atol=1e-4)  # scaled latents keep their statistics
     with torch.no_grad():
@@ -47,13 +48,13 @@ def test_rescaling_the_vae_scales_its_latents_and_keeps_its_images():
 def test_inpaint_batches_mask_the_region_and_ask_for_the_right_picture():
     from gridgen.tiny.inpaint import inpaint_batches
 
-    _, _, vae, _ = train.load_txt2img()
-    settings = train.Settings(unet_batch=12, caption_dropout=0.0)
+    _, _, vae, _ = models.load_txt2img()
+    settings = denoiser_training.Settings(unet_batch=12, caption_dropout=0.0)
     batch = inpaint_batches(vae, settings)(0, torch.Generator().manual_seed(0))
     assert batch.latents.shape == (12, 4, 16, 16)
     assert batch.conditioning.shape == (12, 5, 16, 16)  # latent-size mask, then the masked image's latents
     assert set(batch.conditioning[:, 0].unique().tolist()) <= {0.0, 1.0}
-    captions = {train.ALL_CAPTIONS[i] for i in batch.caption.tolist()}
+    captions = {denoiser_training.ALL_CAPTIONS[i] for i in batch.caption.tolist()}
     assert any(c.split()[1] in shapes.BACKGROUNDS for c in captions)  # some removals, captioned background-only
 
 

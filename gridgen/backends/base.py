@@ -35,6 +35,7 @@ from gridgen.errors import GridError, Location, ModelError
 from gridgen.param_decl import Param
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL import Image
 
 __all__ = ["Backend", "BackendContext", "BatchOutOfMemory", "Cell", "GridError", "Location", "ModelError", "Param",
@@ -97,6 +98,9 @@ class Result:
     metadata: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     files: dict[str, Image.Image] = field(default_factory=dict)  # extra images saved next to it, by name (mask)
+    # The image's own pixels at 16 bits per channel (height, width, 3 uint16 RGB) when the backend made them (an
+    # HDR merge): the store writes them to a PNG image file; `image` is their 8-bit rendering.
+    deep: np.ndarray | None = None
 
     @property
     def image(self) -> Image.Image:

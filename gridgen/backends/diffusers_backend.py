@@ -11,6 +11,7 @@ loading, conditioning, the batched denoising) loads torch with the first render.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Hashable, Iterator
 from concurrent.futures import Future
@@ -27,6 +28,8 @@ from gridgen.backends.sd.adapters.lora import LoraError
 from gridgen.backends.sd.denoise import multidiffusion, sampler_options, seamless
 from gridgen.backends.sd.denoise.controls import options as latent_controls
 from gridgen.backends.sd.denoise.samplers import scheduler_choice, unsupported_schedule
+from gridgen.backends.sd.hdr import brackets as hdr
+from gridgen.backends.sd.hdr import options as hdr_options
 from gridgen.backends.sd.images.decoding import Decoder
 from gridgen.backends.sd.images.inputs import ImageInputs
 from gridgen.backends.sd.kinds import edit, registry, unclip
@@ -206,8 +209,8 @@ class DiffusersBackend:
         if info:
             kind = registry.kind_of(params, info)
             problems += kind.problems(params, info, self)
-            problems += [ParamProblem(name, message)
-                         for name, message in latent_controls.problems(params, self._size(params), kind.name)]
+            problems += [ParamProblem(name, message) for name, message in
+                         latent_controls.problems(params, self._size(params), kind.name) + hdr_options.problems(params)]
             problems += multidiffusion.problems(params, info.native_size, info.vae_factor)
             if "noise_level" not in kind.base_reads:
                 problems += x4.stage_noise_level_problems(params)
@@ -253,10 +256,10 @@ class DiffusersBackend:
                 multidiffusion.batch_part(params), str(params["vae_tiling"]))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:
-        size = max(1, int(self.context.max_batch))
-        for start in range(0, len(cells), size):
-            # The batch is finished before anything is yielded, so no torch mode leaks into the caller.
-            yield from self._render_batch(cells[start:start + size])
+        # The batch is finished before anything is yielded, so no torch mode leaks into the caller. An HDR cell
+        # is a row per bracket, merged back into one result.
+        for rows in hdr.batches(cells, max(1, int(self.context.max_batch))):
+            yield from hdr.merged(self._render_batch(rows))
 
     def _ensure_loaded(self, params: dict[str, Any]) -> Components:
         from gridgen.backends.sd import render  # torch loads with the first render, not at validation
@@ -366,6 +369,8 @@ class DiffusersBackend:
                 "attention": attention, "cpu_shards": self.shards.workers if self.shards else 1}
 
     def _free_device_memory(self) -> None:
+        if "torch" not in sys.modules:  # nothing was loaded (a spec refused by validation): nothing to free
+            return
         from gridgen.backends.sd import render
 
         render.free_device_memory()

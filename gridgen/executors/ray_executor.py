@@ -213,9 +213,10 @@ class _Driver:
         if reply["limit"] < self.limit.size(job.batch_key):
             self.limit.lower(job.batch_key, reply["limit"])
         cells = {cell.key: cell for cell in job.cells}
-        for key, pixels, metadata, timings, extra in reply["results"]:
+        for key, pixels, metadata, timings, extra, deep in reply["results"]:
             files = {name: Image.fromarray(array) for name, array in extra.items()}
-            result = Result(cells[key], Image.fromarray(pixels), metadata=metadata, timings=timings, files=files)
+            result = Result(cells[key], Image.fromarray(pixels), metadata=metadata, timings=timings, files=files,
+                            deep=deep)
             self.pending.append(self.writer.submit(self.store.write, result))
             self.summary.rendered += 1
             self.bar.update(1)

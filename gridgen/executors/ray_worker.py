@@ -68,7 +68,7 @@ class RenderWorker:
         self.batches += 1
         self.cells += len(results)
         self.busy_s += elapsed
-        return {"results": [(r.cell.key, _pixels(r.image), r.metadata, r.timings, _extra_pixels(r.files))
+        return {"results": [(r.cell.key, _pixels(r.image), r.metadata, r.timings, _extra_pixels(r.files), r.deep)
                             for r in results],
                 "limit": self.limit.size(key), "render_s": elapsed, "loads": dict(self.loads)}
 

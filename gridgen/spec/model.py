@@ -70,6 +70,9 @@ class GridSpec:
     axes: list[Axis]
     base_locations: dict[str, Location] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
+    # Errors found while reading (a spec from `read_spec`); what they concern is left out of the spec, so the
+    # backend's checks can still run over the rest and every problem is reported in one pass.
+    problems: list[Problem] = field(default_factory=list)
     # The spec as run, with includes and variables resolved, for out/<grid>/spec.yaml.
     resolved: dict[str, Any] = field(default_factory=dict)
 

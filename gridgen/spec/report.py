@@ -9,18 +9,35 @@
 
 Cells are listed in the product order of the axes as written; a cell's key is its image path under
 `images/` without the extension. Counting never lists: both counts are products over the axes.
+Problems, here and wherever gridgen prints them, come in file and line order (`in_file_order`).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 from typing import Any
 
 from gridgen.errors import Problem
 from gridgen.spec.model import GridSpec
 
 CELL_LIST_LIMIT = 10_000
+
+
+def in_file_order(problems: list[Problem], spec_path: Path) -> list[Problem]:
+    """`problems` in the order a user reads them: the command line's (`--set`) first, then the spec's by line and
+    column, then included files' by name and line; problems at one place keep the order they were found in."""
+    spec_path = Path(spec_path).resolve()
+
+    def place(problem: Problem) -> tuple:
+        where = problem.location
+        if where is None or where.file is None:
+            return (0, "", 0, 0)
+        own = Path(where.file).resolve() == spec_path
+        return (1 if own else 2, "" if own else str(where.file), where.line, where.col)
+
+    return sorted(problems, key=place)
 
 
 def problem_json(problem: Problem) -> dict[str, Any]:

@@ -25,19 +25,16 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from gridgen.tiny import data as shapes
-from gridgen.tiny.train import (
+from gridgen.tiny.denoiser_training import (
     CAPTION_INDEX,
     DenoiseBatch,
     Ema,
     Logger,
     Settings,
     drop_captions,
-    encode_latents,
-    load_txt2img,
-    save_variant,
     train_denoiser,
-    widen_unet,
 )
+from gridgen.tiny.models import encode_latents, load_txt2img, save_variant, widen_unet
 
 IN_CHANNELS = 9
 TASKS = ("remove", "fill", "whole")

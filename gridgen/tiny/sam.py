@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gridgen.tiny import data as shapes
-from gridgen.tiny.train import Logger, Settings, lr_factor
+from gridgen.tiny.denoiser_training import Logger, Settings, lr_factor
 
 DEFAULTS = {"unet_steps": 2000, "unet_batch": 16, "unet_lr": 1e-3, "warmup": 100}
 EMBED = 64

@@ -20,20 +20,17 @@ import torch
 import torch.nn.functional as F
 
 from gridgen.tiny import data as shapes
-from gridgen.tiny.train import (
+from gridgen.tiny.denoiser_training import (
     CAPTION_INDEX,
     DenoiseBatch,
     Ema,
     Logger,
     Settings,
     drop_captions,
-    encode_latents,
     images_tensor,
-    load_txt2img,
-    save_variant,
     train_denoiser,
-    widen_unet,
 )
+from gridgen.tiny.models import encode_latents, load_txt2img, save_variant, widen_unet
 
 IN_CHANNELS = 7
 MAX_NOISE_LEVEL = 350

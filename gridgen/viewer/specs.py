@@ -232,7 +232,7 @@ def check_file(temp: Path, filename: str, name: str, root: Path, models_dir: Pat
         problems = _params_problems(opened, options, allowed)
         if problems:
             opened.backend.close()
-            raise refuse(problems)
+            raise refuse(opened.spec.problems + problems)
         prepared = plan_spec(opened, options)
     except SpecError as err:
         raise refuse(err.problems) from None

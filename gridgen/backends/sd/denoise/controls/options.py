@@ -72,10 +72,17 @@ def choose_cc_scaling(text: str) -> str | None:
 
 
 CC_SHIFTS = ("cc_brightness", "cc_contrast", "cc_r", "cc_g", "cc_b")
+# A batch row's HDR bracket exposure (`gridgen.backends.sd.hdr`): a brightness the colour grading adds to its latents.
+EXPOSURE = "hdr_exposure"
 
 
 def grading_on(params: dict[str, Any]) -> bool:
     return any(float(params.get(name) or 0) for name in CC_SHIFTS) or float(params.get("cc_saturation", 1)) != 1
+
+
+def alt_on(params: dict[str, Any]) -> bool:
+    """Whether the cell's colour grading acts on the latents themselves (the extension's "Alt.")."""
+    return bool(params.get("cc_alt"))
 
 
 def dynamic_thresholding_on(params: dict[str, Any]) -> bool:
@@ -106,7 +113,8 @@ def infotext_fields(params: dict[str, Any]) -> list[tuple[str, Any]]:
         fields += [("Mirror Mode", params["mirror_mode"]), ("Mirror Style", params["mirror_style"]),
                    ("Mirroring Max Step Fraction", params["mirror_max_step"])]
     if grading_on(params):
-        fields += [("Vec CC Enabled", True), ("Vec CC Brightness", params["cc_brightness"]),
+        fields += [("Vec CC Enabled", True), ("Vec CC Alt", alt_on(params)),
+                   ("Vec CC Brightness", params["cc_brightness"]),
                    ("Vec CC Contrast", params["cc_contrast"]), ("Vec CC Saturation", params["cc_saturation"]),
                    ("Vec CC R", params["cc_r"]), ("Vec CC G", params["cc_g"]), ("Vec CC B", params["cc_b"]),
                    ("Vec CC Noise", params["cc_method"]), ("Vec CC Scaling", params["cc_scaling"])]
@@ -116,8 +124,10 @@ def infotext_fields(params: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def adjusts_prediction(params: dict[str, Any]) -> bool:
-    """Whether the cell rewrites its guided prediction (CFG rescale, dynamic thresholding, colour grading)."""
-    return float(params.get("cfg_rescale") or 0) > 0 or dynamic_thresholding_on(params) or grading_on(params)
+    """Whether the cell rewrites its guided prediction (CFG rescale, dynamic thresholding, colour grading of x0,
+    or of the latents by x0: Alt. with a Cross source)."""
+    grades_x0 = grading_on(params) and (not alt_on(params) or str(params.get("cc_method", "")).startswith("Cross"))
+    return float(params.get("cfg_rescale") or 0) > 0 or dynamic_thresholding_on(params) or grades_x0
 
 
 def problems(params: dict[str, Any], size: tuple[int, int], kind: str) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ from gridgen.backends.sd.denoise.controls.colour_grading import ColourGrade, col
 from gridgen.backends.sd.denoise.controls.dynamic_threshold import DynamicThreshold
 from gridgen.backends.sd.denoise.controls.guided import CfgRescale
 from gridgen.backends.sd.denoise.controls.latent_hooks import AntiBurn, Mirror
-from gridgen.backends.sd.denoise.controls.options import dynamic_thresholding_on, grading_on, mirroring_on
+from gridgen.backends.sd.denoise.controls.options import EXPOSURE, dynamic_thresholding_on, grading_on, mirroring_on
 from gridgen.backends.sd.denoise.guidance import Adjust, Guided
 from gridgen.backends.sd.denoise.recipe import Recipe, StepHook
 
@@ -36,10 +36,13 @@ class Controls:
         if any(float(cell.get("cfg_rescale") or 0) > 0 for cell in cells):
             self.adjustments.append(CfgRescale([float(cell.get("cfg_rescale") or 0) for cell in cells],
                                                recipe.device))
-        if any(grading_on(cell) for cell in cells):
+        if any(grading_on(cell) or cell.get(EXPOSURE) for cell in cells):
             grade = ColourGrade(cells, recipe, colour_space(vae_folders, sdxl))
-            self.adjustments.append(grade)
-            self.hooks.append(grade.advance)
+            if grade.adjusts:
+                self.adjustments.append(grade)
+                self.hooks.append(grade.advance)
+            if grade.latent_rows or grade.exposures:
+                self.hooks.append(grade.on_latents)
         if any(mirroring_on(cell) for cell in cells):
             self.hooks.append(Mirror(cells, recipe))
         if any(int(cell.get("antiburn_steps") or 1) > 1 for cell in cells):
