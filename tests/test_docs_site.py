@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from gridgen import params as P
-from gridgen.cli import build_parser
+from gridgen.cli import subcommands
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,8 +42,7 @@ def site(tmp_path_factory) -> Path:
 
 def test_every_flag_and_param_is_in_the_reference(site):
     cli = (site / "reference" / "cli.html").read_text(encoding="utf-8")
-    subcommands = next(a for a in build_parser()._actions if a.choices and a.dest == "command").choices
-    for name, parser in subcommands.items():
+    for name, _, parser in subcommands():
         assert f"gridgen {name}" in cli
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction):

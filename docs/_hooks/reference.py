@@ -1,10 +1,10 @@
 """MkDocs hook that writes the reference pages from the code at build time, so they cannot drift from it.
 
 A page that holds the marker `<!-- gridgen:cli -->` gets every `gridgen` subcommand with its usage and each
-argument (flags, default, choices, help) read from `gridgen.cli.build_parser()`; `<!-- gridgen:params -->` gets
-every param of the registry `gridgen params` prints (name, aliases, type, values, default, who reads it, help),
-grouped as the code declares them. A flag or a param without help text is logged as a warning, which
-`mkdocs build --strict` turns into a failed build.
+argument (flags, default, choices, help) read from `gridgen.cli.build_parser()` through `gridgen.cli.subcommands`;
+`<!-- gridgen:params -->` gets every param of the registry `gridgen params` prints (name, aliases, type,
+values, default, who reads it, help), grouped as the code declares them. A flag or a param without help text
+is logged as a warning, which `mkdocs build --strict` turns into a failed build.
 """
 
 from __future__ import annotations
@@ -66,20 +66,11 @@ def _default(action: argparse.Action) -> str:
     return f"`{action.default}`"
 
 
-def _subcommands(parser: argparse.ArgumentParser):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {choice.dest: choice.help for choice in action._choices_actions}
-            for name, sub in action.choices.items():
-                yield name, sub, helps.get(name, "")
-
-
 def cli_markdown() -> str:
-    from gridgen.cli import build_parser
+    from gridgen.cli import build_parser, subcommands
 
-    parser = build_parser()
     lines = []
-    for name, sub, summary in _subcommands(parser):
+    for name, summary, sub in subcommands(build_parser()):
         if not summary:
             log.warning("gridgen %s has no help text: give its add_parser a help=", name)
         lines += [f"## gridgen {name}", "", _text(summary[:1].upper() + summary[1:]) + ".", "", "```text",
