@@ -188,7 +188,10 @@ class DiffusersBackend:
         for field in ("prompt", "negative_prompt"):
             problems += [ParamProblem(field, message)
                          for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
-        problems += regions.problems(params)
+        problems += regions.problems(params, self.inputs.load)
+        if regions.calc(params) == "attention" and ella_setup.enabled(params):
+            problems.append(ParamProblem("region_calc", "region_calc attention splits CLIP's cross-attention and ELLA "
+                                                        "conditions by timestep; use region_calc latent with ELLA"))
         problems += [ParamProblem("lora", message, severity) for severity, message in
                      networks.lora_problems(params.get("lora"), Path(self.context.spec_dir), self._models_dir())]
         problems += [ParamProblem(param, message) for param, message in

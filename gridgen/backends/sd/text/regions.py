@@ -3,6 +3,7 @@
 `regions` names the layout: `Columns` or `Rows` (equal strips, one per region prompt) or a divide ratio:
 `1,2,1` is three columns of widths 1:2:1; with `;` each group is a row whose first number is its height and
 the rest its columns' widths (`2,1,1;3,1,1`: a row of height 2 over one of height 3, each split in halves).
+`Mask` takes the regions from the colours of a `region_mask` image instead (`images/region_masks.py`).
 
 The prompt is split the extension's way: text before `ADDCOMM` is common to every region (prepended to each),
 text before `ADDBASE` is the base prompt applied everywhere at `base_ratio`, and the regions are separated by
@@ -15,12 +16,15 @@ Boxes are fractions of the canvas (x0, y0, x1, y1), so they apply at any latent 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gridgen.backends.base import ParamProblem
+from gridgen.backends.sd.images import region_masks
 
 OFF = "off"
+CALCS = ("latent", "attention")
 Box = tuple[float, float, float, float]
 _SEPARATOR = re.compile(r"\bBREAK\b|\bADDCOL\b|\bADDROW\b")
 
@@ -30,13 +34,13 @@ def canonical(raw: Any) -> str:
     text = str(raw).strip()
     if text.lower() in ("", "off", "false", "none"):
         return OFF
-    if text.lower() in ("columns", "rows"):
+    if text.lower() in ("columns", "rows", "mask"):
         return text.capitalize()
     groups = [group.strip() for group in text.split(";")]
     try:
         numbers = [[float(value) for value in group.split(",")] for group in groups]
     except ValueError:
-        raise ValueError(f"regions {text!r} does not read; use Columns, Rows, or a ratio string such as "
+        raise ValueError(f"regions {text!r} does not read; use Columns, Rows, Mask, or a ratio string such as "
                          f"`1,2,1` or `2,1,1;3,1,1` (rows: height, then column widths)") from None
     if any(value <= 0 for row in numbers for value in row):
         raise ValueError(f"regions {text!r}: ratios must be positive")
@@ -86,15 +90,38 @@ def active(params: dict[str, Any]) -> bool:
     return str(params.get("regions") or OFF) != OFF
 
 
-def problems(params: dict[str, Any]) -> list[ParamProblem]:
-    """A layout whose number of regions differs from the prompt's."""
+def calc(params: dict[str, Any]) -> str:
+    """How a regional cell's regions are combined: `latent` (predictions blended) or `attention` (cross-attention
+    outputs blended inside the UNet); None for a cell without regions."""
+    return str(params.get("region_calc") or "latent") if active(params) else None
+
+
+def problems(params: dict[str, Any], load: Callable[[str, str], Any] | None = None) -> list[ParamProblem]:
+    """A layout whose number of regions differs from the prompt's (a region mask's, read by `load`, too);
+    attention calc where the UNet's cross-attention is not the model's plain one."""
     if not active(params):
         return []
     prompts = split_prompt(str(params.get("prompt") or ""))
     layout = str(params["regions"])
+    found = []
+    if calc(params) == "attention" and params.get("tile_diffusion"):
+        found.append(ParamProblem("region_calc", "region_calc attention splits the whole canvas's cross-attention "
+                                                 "and tile_diffusion denoises tiles; use region_calc latent"))
+    if layout == "Mask":
+        if not params.get("region_mask"):
+            return found + [ParamProblem("region_mask", "regions: Mask takes its regions from a region_mask image; "
+                                                        "give one (its colours, in Regional Prompter's colour "
+                                                        "order, are the regions)")]
+        try:
+            image = load("region_mask", str(params["region_mask"])) if load else None
+        except ValueError:
+            return found  # the image checks report an unreadable file
+        problem = image and region_masks.count_problem(image, len(prompts.regions))
+        return found + ([ParamProblem("region_mask", f"region_mask {params['region_mask']!r}: {problem}")]
+                        if problem else [])
     wanted = len(boxes(layout, len(prompts.regions)))
     if wanted != len(prompts.regions):
-        return [ParamProblem("regions", f"regions {layout!r} has {wanted} regions but the prompt has "
-                                        f"{len(prompts.regions)} (separated by BREAK, ADDCOL or ADDROW); give one "
-                                        f"region prompt per region")]
-    return []
+        return found + [ParamProblem("regions", f"regions {layout!r} has {wanted} regions but the prompt has "
+                                                f"{len(prompts.regions)} (separated by BREAK, ADDCOL or ADDROW); "
+                                                f"give one region prompt per region")]
+    return found
