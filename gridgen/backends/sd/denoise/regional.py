@@ -15,25 +15,19 @@ Cells without regions keep one row of weight 1, so they render as they would alo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gridgen.backends.sd.images import region_masks
 from gridgen.backends.sd.text import regions
-from gridgen.errors import GridError
 
 if TYPE_CHECKING:
     import torch
-    from PIL import Image
 
     from gridgen.backends.sd.denoise.guidance import Context, Denoiser, Guide
 
-# A box of the canvas, or per-pixel weights of any size, stretched to the canvas.
-Area = regions.Box | np.ndarray
-LoadImage = Callable[[str, str], "Image.Image"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +35,7 @@ class Part:
     """One prompt of a cell: its text row, where it counts (None: everywhere) and its weight there."""
 
     text: int
-    area: Area | None
+    area: regions.Area | None
     weight: float
 
 
@@ -60,29 +54,7 @@ class Row:
         return Part(self.parts[0].text, None, 1.0) if self.attention else self.parts[0]
 
 
-def layout(params: dict[str, Any], load: LoadImage) -> list[tuple[str, Area | None, float]]:
-    """A regional cell's (prompt, area, weight) per region, then its base prompt's; raises GridError when a
-    region mask does not fit the prompt."""
-    prompts = regions.split_prompt(str(params["prompt"]))
-    ratio = float(params["base_ratio"]) if prompts.base is not None else 0.0
-    base = [(prompts.base, None, ratio)] if prompts.base is not None else []
-    if str(params["regions"]) != "Mask":
-        boxes = regions.boxes(str(params["regions"]), len(prompts.regions))
-        return [(prompt, box, 1.0 - ratio) for prompt, box in zip(prompts.regions, boxes, strict=True)] + base
-    image = load("region_mask", str(params["region_mask"]))
-    problem = region_masks.count_problem(image, len(prompts.regions))
-    if problem:
-        raise GridError(f"region_mask {params['region_mask']!r}: {problem}")
-    areas, rest = region_masks.areas(image)
-    if prompts.base is None:  # the unpainted pixels follow the first region, as in Regional Prompter
-        areas[0] = areas[0] + rest
-        return [(prompt, area, 1.0) for prompt, area in zip(prompts.regions, areas, strict=True)]
-    # With a base prompt, the unpainted pixels get the base prompt alone.
-    return ([(prompt, area, 1.0 - ratio) for prompt, area in zip(prompts.regions, areas, strict=True)]
-            + [(prompts.base, ratio + (1.0 - ratio) * rest, 1.0)])
-
-
-def expand(batch: Sequence[dict[str, Any]], load: LoadImage) -> tuple[list[dict[str, Any]], list[Row]]:
+def expand(batch: Sequence[dict[str, Any]], load: regions.LoadImage) -> tuple[list[dict[str, Any]], list[Row]]:
     """The params each text row is encoded from, and the batch's guidance rows."""
     params_rows: list[dict[str, Any]] = []
     rows: list[Row] = []
@@ -92,7 +64,7 @@ def expand(batch: Sequence[dict[str, Any]], load: LoadImage) -> tuple[list[dict[
             params_rows.append(params)
             continue
         parts = []
-        for prompt, area, weight in layout(params, load):
+        for prompt, area, weight in regions.layout(params, load):
             parts.append(Part(len(params_rows), area, weight))
             params_rows.append({**params, "prompt": prompt})
         if regions.calc(params) == "attention":
@@ -108,7 +80,7 @@ def per_row(rows: Sequence[Row], cond: Context, uncond: Context, text: dict[str,
     import torch
 
     index = [row.parts[0].text for row in rows]
-    if index == list(range(len(index))):
+    if index == list(range(max(part.text for row in rows for part in row.parts) + 1)):
         return cond, uncond, text
     if callable(cond) or callable(uncond):
         raise ValueError("attention-calc regions need fixed text conditioning")  # validation refuses ELLA with it

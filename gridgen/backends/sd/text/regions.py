@@ -1,4 +1,4 @@
-"""Regional Prompter's matrix mode, read as that extension reads it: the layout and the prompt's regions.
+"""Regional Prompter's matrix and mask modes, read as that extension reads them: the layout and the prompt's regions.
 
 `regions` names the layout: `Columns` or `Rows` (equal strips, one per region prompt) or a divide ratio:
 `1,2,1` is three columns of widths 1:2:1; with `;` each group is a row whose first number is its height and
@@ -10,7 +10,8 @@ text before `ADDBASE` is the base prompt applied everywhere at `base_ratio`, and
 `BREAK`, `ADDCOL` or `ADDROW`, in reading order (left to right, then top to bottom). With `regions` on, BREAK
 separates regions instead of CLIP chunks.
 
-Boxes are fractions of the canvas (x0, y0, x1, y1), so they apply at any latent size. Nothing here needs torch.
+A region's area is a box in fractions of the canvas (x0, y0, x1, y1), so it applies at any latent size, or a region
+mask's per-pixel weights, stretched to the canvas. Nothing here needs torch.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from gridgen.backends.base import ParamProblem
 from gridgen.backends.sd.images import region_masks
+from gridgen.errors import GridError
 
 OFF = "off"
 CALCS = ("latent", "attention")
 Box = tuple[float, float, float, float]
+# A box of the canvas, or per-pixel weights of any size, stretched to the canvas.
+Area = Box | np.ndarray
+LoadImage = Callable[[str, str], Any]  # (param, path) -> the PIL image
 _SEPARATOR = re.compile(r"\bBREAK\b|\bADDCOL\b|\bADDROW\b")
 
 
@@ -125,3 +132,25 @@ def problems(params: dict[str, Any], load: Callable[[str, str], Any] | None = No
                                                 f"{len(prompts.regions)} (separated by BREAK, ADDCOL or ADDROW); "
                                                 f"give one region prompt per region")]
     return found
+
+
+def layout(params: dict[str, Any], load: LoadImage) -> list[tuple[str, Area | None, float]]:
+    """A regional cell's (prompt, area, weight) per region, then its base prompt's; raises GridError when a
+    region mask does not fit the prompt."""
+    prompts = split_prompt(str(params["prompt"]))
+    ratio = float(params["base_ratio"]) if prompts.base is not None else 0.0
+    base = [(prompts.base, None, ratio)] if prompts.base is not None else []
+    if str(params["regions"]) != "Mask":
+        found = boxes(str(params["regions"]), len(prompts.regions))
+        return [(prompt, box, 1.0 - ratio) for prompt, box in zip(prompts.regions, found, strict=True)] + base
+    image = load("region_mask", str(params["region_mask"]))
+    problem = region_masks.count_problem(image, len(prompts.regions))
+    if problem:
+        raise GridError(f"region_mask {params['region_mask']!r}: {problem}")
+    areas, rest = region_masks.areas(image)
+    if prompts.base is None:  # the unpainted pixels follow the first region, as in Regional Prompter
+        areas[0] = areas[0] + rest
+        return [(prompt, area, 1.0) for prompt, area in zip(prompts.regions, areas, strict=True)]
+    # With a base prompt, the unpainted pixels get the base prompt alone.
+    return ([(prompt, area, 1.0 - ratio) for prompt, area in zip(prompts.regions, areas, strict=True)]
+            + [(prompts.base, ratio + (1.0 - ratio) * rest, 1.0)])
