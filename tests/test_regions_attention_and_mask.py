@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from gridgen.backends.sd.images import region_masks
+from gridgen.backends.sd.text import regions
 from gridgen.viewer.specs import path_problem
 from tests.batch_checks import assert_one_batch_renders_as_alone
 from tests.test_regions import BLUE, CIRCLE, RED, SQUARE, cell, halves
@@ -134,3 +136,14 @@ def test_a_regional_cell_carries_its_layout_drawn_over_its_image(backend):
     assert np.abs(layout[:8, :56] - (0.6 * image[:8, :56] + 0.4 * first)).max() <= 1
     assert np.abs(layout[:8, 72:] - (0.6 * image[:8, 72:] + 0.4 * second)).max() <= 1
     assert (layout[:, 64] == 255).all()  # the border between the halves
+
+
+def test_the_regions_example_and_the_region_calc_library_validate(capsys):
+    from gridgen.cli import main
+    from gridgen.resources import data_dir
+
+    root = Path(__file__).resolve().parents[1]
+    assert main(["validate", str(root / "grids" / "regions.yaml")]) == 0, capsys.readouterr().err
+    axis = yaml.safe_load((data_dir("axes") / "region_calc.yaml").read_text(encoding="utf-8"))["axes"]["region_calc"]
+    assert list(axis["values"]) == list(regions.CALCS)
+    assert all(len(value["description"]) > 200 for value in axis["values"].values())
