@@ -237,13 +237,28 @@ OUTPAINT_PARAMS: tuple[Param, ...] = (
           "rises from 0 to 1.", min=1, max=1024),
 )
 
-# Regional Prompter's matrix mode, latent calculation (text/regions.py, denoise/regional.py).
+# Regional Prompter's matrix and mask modes, latent and attention calculation (text/regions.py, denoise/regional.py,
+# denoise/regional_attention.py, images/region_masks.py).
+def _choose_region_calc(text: str) -> str | None:
+    return next((calc for calc in text_regions.CALCS if calc == text.strip().lower()), None)
+
+
 REGION_PARAMS: tuple[Param, ...] = (
-    Param("regions", "str", "off", "Regional prompting: off, Columns, Rows, or a divide ratio (`1,2,1`; rows with "
-          "`;`, each `height,widths...`); region prompts are separated by BREAK, ADDCOL or ADDROW.",
-          aliases=("region_layout", "regional_prompter"), parse=text_regions.canonical),
+    Param("regions", "str", "off", "Regional prompting: off, Columns, Rows, a divide ratio (`1,2,1`; rows with "
+          "`;`, each `height,widths...`), or Mask (the colours of region_mask); region prompts are separated by "
+          "BREAK, ADDCOL or ADDROW.", aliases=("region_layout", "regional_prompter"), parse=text_regions.canonical),
     Param("base_ratio", "float", 0.2, "With ADDBASE: how much of every region's prediction is the base prompt's "
           "(0 none, 1 the base prompt alone).", min=0, max=1),
+    Param("region_calc", "choice", "latent", "How regions combine: latent (each region prompt's noise prediction, "
+          "blended by the region masks at every step; a UNet row per region) or attention (each region's text "
+          "attended to inside the UNet's cross-attention, the outputs blended by the masks at each attention "
+          "resolution; one UNet row per cell, not with ELLA or tile_diffusion). Cells of either kind share batches.",
+          aliases=("calcmode", "region_calculation", "generation_mode"), choose=_choose_region_calc,
+          choices_help=", ".join(text_regions.CALCS)),
+    Param("region_mask", "path", None, "With `regions: Mask`: an image whose colours are the regions, in Regional "
+          "Prompter's colour order (region 0 RGB 128,64,64; 1: 64,128,128; 2: 96,128,64; 3: 96,64,128; ...; save it "
+          "as PNG, colours must be exact within 8); unpainted pixels follow the first region, or the base prompt "
+          "alone with ADDBASE. Any size, stretched to the image's.", aliases=("regional_mask", "region_mask_image")),
 )
 
 TECHNIQUE_PARAMS: tuple[Param, ...] = (

@@ -31,11 +31,14 @@ def test_sdxl_all_white_change_map_is_plain_img2img(backend, maps):  # noqa: F81
     assert np.abs(render(backend, init_image="init.png", denoise=0.8, change_map="white.png") - plain).max() <= 1
 
 
-def test_sdxl_regions_of_one_prompt_are_that_prompt(backend):  # noqa: F811
+@pytest.mark.parametrize("calc", ["latent", "attention"])
+def test_sdxl_regions_of_one_prompt_are_that_prompt(backend, calc):  # noqa: F811
     plain = render(backend, prompt="a red cat")
-    assert np.abs(render(backend, prompt="a red cat BREAK a red cat", regions="Columns") - plain).max() <= 1
+    assert np.abs(render(backend, prompt="a red cat BREAK a red cat", regions="Columns", region_calc=calc)
+                  - plain).max() <= 1
     # The right region's own prompt changes the right half more than the left, which keeps the plain prompt.
-    changed = np.abs(render(backend, prompt="a red cat BREAK a blue dog", regions="Columns") - plain)
+    changed = np.abs(render(backend, prompt="a red cat BREAK a blue dog", regions="Columns", region_calc=calc)
+                     - plain)
     half = changed.shape[1] // 2
     assert changed[:, half:].mean() > changed[:, :half].mean(), (changed[:, :half].mean(), changed[:, half:].mean())
 
@@ -43,7 +46,9 @@ def test_sdxl_regions_of_one_prompt_are_that_prompt(backend):  # noqa: F811
 def test_sdxl_regional_cells_render_alike_alone_and_in_one_batch(backend):  # noqa: F811
     cells = [cell("a", prompt="a red cat BREAK a blue dog", regions="Columns", seed=2),
              cell("b", prompt="a cat ADDBASE a dog BREAK a bird", regions="Rows", base_ratio=0.4, seed=3),
-             cell("c", prompt="a red cat", seed=4)]
+             cell("c", prompt="a red cat", seed=4),
+             cell("d", prompt="a cat ADDBASE a dog BREAK a bird", regions="Rows", base_ratio=0.4, seed=3,
+                  region_calc="attention")]
     together = {result.cell.key: pixels(result.image) for result in backend.render(cells)}
     for one in cells:
         (alone,) = backend.render([one])

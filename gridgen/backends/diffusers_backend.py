@@ -30,6 +30,7 @@ from gridgen.backends.sd.denoise.controls import options as latent_controls
 from gridgen.backends.sd.denoise.samplers import scheduler_choice, unsupported_schedule
 from gridgen.backends.sd.hdr import brackets as hdr
 from gridgen.backends.sd.hdr import options as hdr_options
+from gridgen.backends.sd.images import region_layout
 from gridgen.backends.sd.images.decoding import Decoder
 from gridgen.backends.sd.images.inputs import ImageInputs
 from gridgen.backends.sd.kinds import edit, registry, unclip
@@ -191,7 +192,10 @@ class DiffusersBackend:
         for field in ("prompt", "negative_prompt"):
             problems += [ParamProblem(field, message)
                          for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
-        problems += regions.problems(params)
+        problems += regions.problems(params, self.inputs.load)
+        if regions.calc(params) == "attention" and ella_setup.enabled(params):
+            problems.append(ParamProblem("region_calc", "region_calc attention splits CLIP's cross-attention and ELLA "
+                                                        "conditions by timestep; use region_calc latent with ELLA"))
         problems += [ParamProblem("lora", message, severity) for severity, message in
                      networks.lora_problems(params.get("lora"), Path(self.context.spec_dir), self._models_dir())]
         problems += [ParamProblem(param, message) for param, message in
@@ -310,8 +314,12 @@ class DiffusersBackend:
         for cell, params, key in zip(cells, batch, keys, strict=True):
             base, base_metadata, timings = bases[key]
             if not has_post_stages(params):  # the image goes to the writers as a future: nothing here waits
+                layout = {}
+                if regions.active(params):  # except for the region layout, drawn over the decoded image
+                    base = base.result() if isinstance(base, Future) else base
+                    layout = region_layout.files(base, params, self.inputs.load)
                 results.append(Result(cell, base, metadata={**base_metadata, **self._cell_metadata(params)},
-                                      timings=timings))
+                                      timings=timings, files=layout))
                 continue
             base = base.result() if isinstance(base, Future) else base
             started = time.perf_counter()
@@ -319,8 +327,9 @@ class DiffusersBackend:
             image = self.upscaling.apply(edited.image, edited.key, params)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
             metadata = {**base_metadata, **edited.metadata, **self._cell_metadata(params)}
-            results.append(Result(cell, image, metadata=metadata,
-                                  timings={**timings, "post": time.perf_counter() - started}, files=edited.files))
+            timings = {**timings, "post": time.perf_counter() - started}
+            results.append(Result(cell, image, metadata=metadata, timings=timings,
+                                  files={**edited.files, **region_layout.files(image, params, self.inputs.load)}))
         return results
 
     def _cache_decoded(self, key: str, metadata: dict[str, Any], decoded: Future) -> None:

@@ -14,7 +14,7 @@ from gridgen.backends.sd.models.locate import resolve_model, resolve_vae
 from gridgen.backends.sd.text.ella_setup import resolve_text_encoder
 from gridgen.errors import GridError
 
-_IMAGES = ("init_image", "mask", "depth_map")
+_IMAGES = ("init_image", "mask", "depth_map", "region_mask")
 
 
 def _resolve_sam(value: str, spec_dir: Path, models_dir: Path | None) -> Path:

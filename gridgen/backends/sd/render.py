@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gridgen.backends.sd.adapters import networks
-from gridgen.backends.sd.denoise import multidiffusion, regional, seamless
+from gridgen.backends.sd.denoise import multidiffusion, regional, regional_attention, seamless
 from gridgen.backends.sd.denoise.controls.setup import Controls
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
@@ -73,10 +73,13 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     kind, info = backend._kind(first)
     width, height = backend._size(first)
     clock = Clock(parts.device)
-    text_rows, regions = regional.expand(batch)  # one row per cell, or per region of a regional cell
+    text_rows, regions = regional.expand(batch, backend.inputs.load)  # a text row per cell, or per region prompt
     cond, uncond, text = conditioning(backend, text_rows, parts, width, height)
     text_time = clock.lap()
     factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+    attention = regional_attention.inputs(regions, cond, text["masks"][0], (height // factor, width // factor),
+                                          parts.unet.dtype)
+    cond, uncond, text = regional.per_row(regions, cond, uncond, text)
     recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
                     [int(p["seed"]) for p in batch], parts.device, cells=batch, factor=factor)
     vae_folders = [folder for folder in (backend._vae_path(first), info and info.path / "vae") if folder]
@@ -84,13 +87,15 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     recipe.hooks += controls.hooks
     # Validation keeps prediction adjustments off regional cells, and the backend denoises regional cells apart
     # from adjusted ones, so a batch whose rows regions widened has no adjustment to apply per row.
-    guide = guide_for(parts.unet, cond, uncond, [float(p["cfg_scale"]) for p in text_rows],
-                      adjust=controls.adjust, **text)
+    guide = guide_for(parts.unet, cond, uncond, [float(batch[row.cell]["cfg_scale"]) for row in regions],
+                      adjust=controls.adjust, cross_attention=attention, **text)
     guide = regional.widen(guide, regions, len(batch))
     windows = multidiffusion.windows(first, info.native_size if info else max(width, height))
     if windows is not None:
         guide = multidiffusion.tiled_guide(guide, windows, factor)
-    latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs, backend))
+    with regional_attention.installed(parts.unet, attention is not None):
+        latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs,
+                                             backend))
     denoise_time = clock.lap()
 
     metadata = {"model_path": backend._load_key[0], "vae": backend._load_key[1], "options": backend.speed_options(),

@@ -46,7 +46,8 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
                     added_uncond: dict[str, torch.Tensor] | None = None,
                     image_scales: Sequence[float] | None = None,
                     image_uncond: torch.Tensor | None = None,
-                    uncond_class_labels: torch.Tensor | None = None, adjust: Adjust | None = None) -> Denoiser:
+                    uncond_class_labels: torch.Tensor | None = None, adjust: Adjust | None = None,
+                    cross_attention: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None) -> Denoiser:
     """eps(x, t) with classifier-free guidance at each sample's own scale.
 
     `cond` and `uncond` hold one context row per sample: fixed tensors (CLIP), or functions of the
@@ -71,6 +72,9 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
 
     `adjust` rewrites plain CFG's guided prediction from both halves (`controls`: CFG rescale, dynamic
     thresholding); rows at scale 1 hand it the conditional prediction as both.
+
+    `cross_attention` (cond, uncond) holds per-sample tensors for the attention processors, paired like `added_cond`
+    and handed to the UNet as `cross_attention_kwargs["regional"]` (attention-calc regions, `regional_attention`).
     """
     if image_scales is not None and (image is None or image_uncond is None):
         raise ValueError("image guidance needs `image` and `image_uncond`, its unconditional counterpart")
@@ -101,6 +105,10 @@ def guided_denoiser(unet, cond: Context, uncond: Context, scales: Sequence[float
     if added_cond:
         extra["added_cond_kwargs"] = {name: torch.cat([rows, added_uncond[name][guided], added_uncond[name][bare]])
                                       for name, rows in added_cond.items()}
+    if cross_attention is not None:
+        regional, plain = cross_attention
+        extra["cross_attention_kwargs"] = {"regional": {name: torch.cat([rows, plain[name][guided], plain[name][bare]])
+                                                        for name, rows in regional.items()}}
 
     dtype = unet.dtype  # diffusers looks it up over the parameters on every access
 

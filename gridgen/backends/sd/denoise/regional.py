@@ -1,11 +1,16 @@
-"""Regional prompting in latent mode: each region's noise prediction, blended by its mask at every step.
+"""Regional prompting: where each region prompt of a cell counts, and its latent calculation.
 
-A batch with regional cells is widened before its text is encoded: each regional cell becomes one row per
-region prompt (and one for its base prompt), each row a sample of the guidance with the cell's negative prompt
-and CFG scale. At every step the cell's latents go to all its rows, and the cell's prediction is the sum of
-its rows' predictions weighted per latent pixel: a region's mask times (1 - base_ratio), the base's base_ratio
-everywhere. CFG is linear, so this equals blending the conditional predictions and guiding once. Cells without
-regions keep one row of weight 1, so they render as they would alone and share the batch.
+A batch with regional cells is widened before its text is encoded: each regional cell gets one text row per region
+prompt (and one for its base prompt), each with the cell's negative prompt and CFG scale. Then:
+
+- `region_calc: latent`: each text row is a guidance row. At every step the cell's latents go to all its rows, and
+  the cell's prediction is the sum of its rows' predictions weighted per latent pixel: a region's area times
+  (1 - base_ratio), the base's base_ratio everywhere. CFG is linear, so this equals blending the conditional
+  predictions and guiding once.
+- `region_calc: attention`: the cell keeps one guidance row, and its rows' texts are blended inside the UNet's
+  cross-attention by the same weights (`regional_attention`).
+
+Cells without regions keep one row of weight 1, so they render as they would alone and share the batch.
 """
 
 from __future__ import annotations
@@ -14,46 +19,87 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from gridgen.backends.sd.text import regions
 
 if TYPE_CHECKING:
     import torch
 
-    from gridgen.backends.sd.denoise.guidance import Denoiser, Guide
+    from gridgen.backends.sd.denoise.guidance import Context, Denoiser, Guide
+
+
+
+@dataclass(frozen=True)
+class Part:
+    """One prompt of a cell: its text row, where it counts (None: everywhere) and its weight there."""
+
+    text: int
+    area: regions.Area | None
+    weight: float
 
 
 @dataclass(frozen=True)
 class Row:
-    """One guidance row: the cell it belongs to, its box (None: everywhere) and its weight inside the box."""
+    """One guidance row: its cell and the parts its prediction is made of. A plain or latent-calc row has one
+    part, whose area and weight blend the row into its cell's prediction; an attention-calc row has all its
+    cell's parts, blended in the UNet's cross-attention, and counts everywhere."""
 
     cell: int
-    box: regions.Box | None
-    weight: float
+    parts: tuple[Part, ...]
+    attention: bool = False
+
+    @property
+    def blend(self) -> Part:
+        return Part(self.parts[0].text, None, 1.0) if self.attention else self.parts[0]
 
 
-def expand(batch: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Row]]:
-    """The batch's guidance rows: the params each row's text is encoded from, and where each row counts."""
+def expand(batch: Sequence[dict[str, Any]], load: regions.LoadImage) -> tuple[list[dict[str, Any]], list[Row]]:
+    """The params each text row is encoded from, and the batch's guidance rows."""
     params_rows: list[dict[str, Any]] = []
     rows: list[Row] = []
     for index, params in enumerate(batch):
         if not regions.active(params):
+            rows.append(Row(index, (Part(len(params_rows), None, 1.0),)))
             params_rows.append(params)
-            rows.append(Row(index, None, 1.0))
             continue
-        prompts = regions.split_prompt(str(params["prompt"]))
-        ratio = float(params["base_ratio"]) if prompts.base is not None else 0.0
-        for prompt, box in zip(prompts.regions, regions.boxes(str(params["regions"]), len(prompts.regions)),
-                               strict=True):
+        parts = []
+        for prompt, area, weight in regions.layout(params, load):
+            parts.append(Part(len(params_rows), area, weight))
             params_rows.append({**params, "prompt": prompt})
-            rows.append(Row(index, box, 1.0 - ratio))
-        if prompts.base is not None:
-            params_rows.append({**params, "prompt": prompts.base})
-            rows.append(Row(index, None, ratio))
+        if regions.calc(params) == "attention":
+            rows.append(Row(index, tuple(parts), attention=True))
+        else:
+            rows += [Row(index, (part,)) for part in parts]
     return params_rows, rows
 
 
+def per_row(rows: Sequence[Row], cond: Context, uncond: Context, text: dict[str, Any]
+            ) -> tuple[Context, Context, dict[str, Any]]:
+    """The text conditioning of the text rows as that of the guidance rows (each row's first part's text)."""
+    import torch
+
+    index = [row.parts[0].text for row in rows]
+    if index == list(range(max(part.text for row in rows for part in row.parts) + 1)):
+        return cond, uncond, text
+    if callable(cond) or callable(uncond):
+        raise ValueError("attention-calc regions need fixed text conditioning")  # validation refuses ELLA with it
+    picked = torch.tensor(index, dtype=torch.long, device=cond.device)
+
+    def take(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value[picked.to(value.device)]
+        if isinstance(value, dict):
+            return {name: take(item) for name, item in value.items()}
+        if isinstance(value, tuple):
+            return tuple(take(item) for item in value)
+        return value
+
+    return take(cond), take(uncond), take(text)
+
+
 def widen(guide: Guide, rows: Sequence[Row], cells: int) -> Guide:
-    """`guide` over the widened rows as a guide over the batch's `cells`; unchanged when every cell has one row."""
+    """`guide` over the guidance rows as a guide over the batch's `cells`; unchanged when every cell has one row."""
     if len(rows) == cells:
         return guide
 
@@ -67,8 +113,8 @@ def widen(guide: Guide, rows: Sequence[Row], cells: int) -> Guide:
         def blended(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             shape = tuple(x.shape[2:])
             if shape not in weights:
-                weights[shape] = _weights(rows, shape, x.device)
-            eps = denoise(x[index.to(x.device)], t) * weights[shape]
+                weights[shape] = weight_maps([[row.blend] for row in rows], shape, x.device)
+            eps = denoise(x[index.to(x.device)], t) * weights[shape][:, :1]
             out = torch.zeros_like(x)
             return out.index_add_(0, index.to(x.device), eps)
 
@@ -88,13 +134,21 @@ def _rows_of(value: Any, index: torch.Tensor) -> Any:
     return value
 
 
-def _weights(rows: Sequence[Row], shape: tuple[int, int], device) -> torch.Tensor:
-    """(rows, 1, h, w) weights: each row's weight inside its box (rounded to latent cells), 0 outside."""
+def weight_maps(parts: Sequence[Sequence[Part]], shape: tuple[int, int], device) -> torch.Tensor:
+    """(rows, slots, h, w) weights of each row's parts: a part's weight inside its box (rounded to latent cells)
+    or times its area's pixels (averaged over each latent cell), 0 in the slots a row has no part for."""
     import torch
+    import torch.nn.functional as F
 
     height, width = shape
-    found = torch.zeros((len(rows), 1, height, width), dtype=torch.float32)
-    for number, row in enumerate(rows):
-        x0, y0, x1, y1 = row.box or (0.0, 0.0, 1.0, 1.0)
-        found[number, :, round(y0 * height):round(y1 * height), round(x0 * width):round(x1 * width)] = row.weight
+    found = torch.zeros((len(parts), max(map(len, parts)), height, width), dtype=torch.float32)
+    for number, row in enumerate(parts):
+        for slot, part in enumerate(row):
+            if isinstance(part.area, np.ndarray):
+                pixels = torch.from_numpy(np.ascontiguousarray(part.area, dtype=np.float32))[None, None]
+                found[number, slot] = part.weight * F.adaptive_avg_pool2d(pixels, shape)[0, 0]
+                continue
+            x0, y0, x1, y1 = part.area or (0.0, 0.0, 1.0, 1.0)
+            found[number, slot, round(y0 * height):round(y1 * height), round(x0 * width):round(x1 * width)] = \
+                part.weight
     return found.to(device)

@@ -1,5 +1,5 @@
-"""The image files a cell names (`init_image`, `mask`, `depth_map`, `change_map`): found relative to the spec file,
-checked, read once.
+"""The image files a cell names (`init_image`, `mask`, `depth_map`, `change_map`, `region_mask`): found relative to
+the spec file, checked, read once.
 
 `check` runs at validation, before any model loads: the file exists, decodes as an image, has a
 usable size, and a mask matches its init image's size. Errors name the param and the file.
@@ -18,7 +18,7 @@ from PIL import Image
 
 from gridgen.backends.base import ParamProblem
 
-IMAGE_PARAMS = ("init_image", "mask", "depth_map", "change_map")
+IMAGE_PARAMS = ("init_image", "mask", "depth_map", "change_map", "region_mask")
 # Read as one grey channel.
 GREY_PARAMS = ("mask", "change_map")
 MAX_SIDE = 8192

@@ -1,27 +1,38 @@
-"""Regional Prompter's matrix mode, read as that extension reads it: the layout and the prompt's regions.
+"""Regional Prompter's matrix and mask modes, read as that extension reads them: the layout and the prompt's regions.
 
 `regions` names the layout: `Columns` or `Rows` (equal strips, one per region prompt) or a divide ratio:
 `1,2,1` is three columns of widths 1:2:1; with `;` each group is a row whose first number is its height and
 the rest its columns' widths (`2,1,1;3,1,1`: a row of height 2 over one of height 3, each split in halves).
+`Mask` takes the regions from the colours of a `region_mask` image instead (`images/region_masks.py`).
 
 The prompt is split the extension's way: text before `ADDCOMM` is common to every region (prepended to each),
 text before `ADDBASE` is the base prompt applied everywhere at `base_ratio`, and the regions are separated by
 `BREAK`, `ADDCOL` or `ADDROW`, in reading order (left to right, then top to bottom). With `regions` on, BREAK
 separates regions instead of CLIP chunks.
 
-Boxes are fractions of the canvas (x0, y0, x1, y1), so they apply at any latent size. Nothing here needs torch.
+A region's area is a box in fractions of the canvas (x0, y0, x1, y1), so it applies at any latent size, or a region
+mask's per-pixel weights, stretched to the canvas. Nothing here needs torch.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from gridgen.backends.base import ParamProblem
+from gridgen.backends.sd.images import region_masks
+from gridgen.errors import GridError
 
 OFF = "off"
+CALCS = ("latent", "attention")
 Box = tuple[float, float, float, float]
+# A box of the canvas, or per-pixel weights of any size, stretched to the canvas.
+Area = Box | np.ndarray
+LoadImage = Callable[[str, str], Any]  # (param, path) -> the PIL image
 _SEPARATOR = re.compile(r"\bBREAK\b|\bADDCOL\b|\bADDROW\b")
 
 
@@ -30,13 +41,13 @@ def canonical(raw: Any) -> str:
     text = str(raw).strip()
     if text.lower() in ("", "off", "false", "none"):
         return OFF
-    if text.lower() in ("columns", "rows"):
+    if text.lower() in ("columns", "rows", "mask"):
         return text.capitalize()
     groups = [group.strip() for group in text.split(";")]
     try:
         numbers = [[float(value) for value in group.split(",")] for group in groups]
     except ValueError:
-        raise ValueError(f"regions {text!r} does not read; use Columns, Rows, or a ratio string such as "
+        raise ValueError(f"regions {text!r} does not read; use Columns, Rows, Mask, or a ratio string such as "
                          f"`1,2,1` or `2,1,1;3,1,1` (rows: height, then column widths)") from None
     if any(value <= 0 for row in numbers for value in row):
         raise ValueError(f"regions {text!r}: ratios must be positive")
@@ -86,15 +97,60 @@ def active(params: dict[str, Any]) -> bool:
     return str(params.get("regions") or OFF) != OFF
 
 
-def problems(params: dict[str, Any]) -> list[ParamProblem]:
-    """A layout whose number of regions differs from the prompt's."""
+def calc(params: dict[str, Any]) -> str:
+    """How a regional cell's regions are combined: `latent` (predictions blended) or `attention` (cross-attention
+    outputs blended inside the UNet); None for a cell without regions."""
+    return str(params.get("region_calc") or "latent") if active(params) else None
+
+
+def problems(params: dict[str, Any], load: Callable[[str, str], Any] | None = None) -> list[ParamProblem]:
+    """A layout whose number of regions differs from the prompt's (a region mask's, read by `load`, too);
+    attention calc where the UNet's cross-attention is not the model's plain one."""
     if not active(params):
         return []
     prompts = split_prompt(str(params.get("prompt") or ""))
     layout = str(params["regions"])
+    found = []
+    if calc(params) == "attention" and params.get("tile_diffusion"):
+        found.append(ParamProblem("region_calc", "region_calc attention splits the whole canvas's cross-attention "
+                                                 "and tile_diffusion denoises tiles; use region_calc latent"))
+    if layout == "Mask":
+        if not params.get("region_mask"):
+            return found + [ParamProblem("region_mask", "regions: Mask takes its regions from a region_mask image; "
+                                                        "give one (its colours, in Regional Prompter's colour "
+                                                        "order, are the regions)")]
+        try:
+            image = load("region_mask", str(params["region_mask"])) if load else None
+        except ValueError:
+            return found  # the image checks report an unreadable file
+        problem = image and region_masks.count_problem(image, len(prompts.regions))
+        return found + ([ParamProblem("region_mask", f"region_mask {params['region_mask']!r}: {problem}")]
+                        if problem else [])
     wanted = len(boxes(layout, len(prompts.regions)))
     if wanted != len(prompts.regions):
-        return [ParamProblem("regions", f"regions {layout!r} has {wanted} regions but the prompt has "
-                                        f"{len(prompts.regions)} (separated by BREAK, ADDCOL or ADDROW); give one "
-                                        f"region prompt per region")]
-    return []
+        return found + [ParamProblem("regions", f"regions {layout!r} has {wanted} regions but the prompt has "
+                                                f"{len(prompts.regions)} (separated by BREAK, ADDCOL or ADDROW); "
+                                                f"give one region prompt per region")]
+    return found
+
+
+def layout(params: dict[str, Any], load: LoadImage) -> list[tuple[str, Area | None, float]]:
+    """A regional cell's (prompt, area, weight) per region, then its base prompt's; raises GridError when a
+    region mask does not fit the prompt."""
+    prompts = split_prompt(str(params["prompt"]))
+    ratio = float(params["base_ratio"]) if prompts.base is not None else 0.0
+    base = [(prompts.base, None, ratio)] if prompts.base is not None else []
+    if str(params["regions"]) != "Mask":
+        found = boxes(str(params["regions"]), len(prompts.regions))
+        return [(prompt, box, 1.0 - ratio) for prompt, box in zip(prompts.regions, found, strict=True)] + base
+    image = load("region_mask", str(params["region_mask"]))
+    problem = region_masks.count_problem(image, len(prompts.regions))
+    if problem:
+        raise GridError(f"region_mask {params['region_mask']!r}: {problem}")
+    areas, rest = region_masks.areas(image)
+    if prompts.base is None:  # the unpainted pixels follow the first region, as in Regional Prompter
+        areas[0] = areas[0] + rest
+        return [(prompt, area, 1.0) for prompt, area in zip(prompts.regions, areas, strict=True)]
+    # With a base prompt, the unpainted pixels get the base prompt alone.
+    return ([(prompt, area, 1.0 - ratio) for prompt, area in zip(prompts.regions, areas, strict=True)]
+            + [(prompts.base, ratio + (1.0 - ratio) * rest, 1.0)])
