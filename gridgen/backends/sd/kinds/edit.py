@@ -262,6 +262,8 @@ def _inpaint(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int
     full = strength >= 1
     extra_channels = parts.unet.config.in_channels == INPAINT_CHANNELS
     start = None if full and extra_channels else encode(parts.vae, pixels, generators)
+    if len(timesteps) == 0:  # denoise 0: nothing is redrawn, the image is the VAE's round trip
+        return start
     factor = _factor(parts)
     shape = (parts.vae.config.latent_channels, pixels.shape[2] // factor, pixels.shape[3] // factor)
     noise = recipe.start_noise(shape)
