@@ -318,8 +318,9 @@ class DiffusersBackend:
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
             metadata = {**base_metadata, **edited.metadata, **self._cell_metadata(params)}
             files = {name: extra.resize(image.size, Image.Resampling.BILINEAR) for name, extra in files.items()}
-            results.append(Result(cell, image, metadata=metadata, timings={**timings, "post": time.perf_counter() -
-                                                                          started}, files={**files, **edited.files}))
+            post = time.perf_counter() - started
+            results.append(Result(cell, image, metadata=metadata, timings={**timings, "post": post},
+                                  files={**files, **edited.files}))
         return results
 
     def _cache_decoded(self, key: str, metadata: dict[str, Any], decoded: Future) -> None:

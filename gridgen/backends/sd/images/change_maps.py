@@ -1,5 +1,4 @@
-"""Which change-map params fit together, checked at validation from the params alone, and the map a cell's
-given image becomes.
+"""Which change-map params fit together, checked at validation from the params alone (no image is read here).
 
 A `change_map` (or a `mask` made soft by `soft_mask`) turns img2img into differential diffusion
 (`denoise.change_map`); it needs the image it applies to and replaces the hard mask and its crop.
@@ -9,19 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PIL import Image
-
 from gridgen.backends.base import ParamProblem
-
-
-def used_map(given: Image.Image, params: dict[str, Any]) -> Image.Image:
-    """The change map a differential cell denoises under, at `given`'s size: a `change_map` or an outpaint
-    gradient as it is, a `mask` (with `soft_mask`) blurred by `mask_blur`."""
-    from gridgen.backends.sd.images import masks as mask_ops
-
-    if params.get("mask") and not params.get("change_map"):
-        return mask_ops.blur(given, int(params.get("mask_blur") or 0))
-    return given
 
 
 def problems(params: dict[str, Any]) -> list[ParamProblem]:

@@ -4,7 +4,7 @@ denoising, and pasting the result back.
 Modes: `txt2img` (no image), `img2img` (`init_image`), `masked` (`init_image` + `mask`), `differential`
 (`init_image` + a `change_map`, or a `mask` with `soft_mask`: differential diffusion, `denoise.change_map`) and
 `input` (a SAM edit's `init_image`, used as it is). Outpainting (`images.outpaint`) extends the init image into a
-canvas and redraws it in the differential or, for its `poor_man` baseline, the masked mode.
+canvas and redraws it in the differential or, for its `poor_man` and `mk2` baselines, the masked mode.
 Two kinds run here: `img2img` on a txt2img UNet (masks blended
 in after every step) and `inpaint`, a 9-channel inpainting UNet; "inpaint" names that kind only. A batch
 shares mode, model and `denoise` (the strength decides the step the schedule starts at, so it is part of
@@ -116,18 +116,16 @@ class Prepared:
 def _prepare_one(image: Image.Image, mask: Image.Image | None, params: dict[str, Any], size: tuple[int, int],
                  out_size: tuple[int, int]) -> tuple[Image.Image, Image.Image | None, Callable]:
     from gridgen.backends.sd.images import masks as mask_ops
-    from gridgen.backends.sd.images.change_maps import used_map
 
     padding = crop_padding(params)
     if params.get("change_map"):  # redrawn where the map says, so nothing is pasted back
-        work_map = used_map(mask, params).resize(size, Image.Resampling.BILINEAR)
+        work_map = mask.resize(size, Image.Resampling.BILINEAR)
         return image.resize(size, Image.Resampling.LANCZOS), work_map, lambda decoded: decoded.resize(out_size)
     if mask is None:
         return image.resize(size, Image.Resampling.LANCZOS), None, lambda decoded: decoded.resize(out_size)
     # An outpaint mask other than poor man's is already as soft as it should be (see `outpaint.canvas`).
     shaped = outpaint.active(params) and outpaint.method(params) != "poor_man"
-    soft = mask if shaped else used_map(mask, params) if mode_of(params) == "differential" else \
-        mask_ops.blur(mask, int(params["mask_blur"]))
+    soft = mask if shaped else mask_ops.blur(mask, int(params["mask_blur"]))
     if padding is not None:
         box = mask_ops.crop_region(mask, padding, size[0] / size[1])
         box_size = (box[2] - box[0], box[3] - box[1])
@@ -215,20 +213,21 @@ def prepare_cells(batch: Sequence[dict[str, Any]], inputs: ImageInputs, size: tu
 
 
 def change_map_file(params: dict[str, Any], inputs: ImageInputs, size: tuple[int, int]) -> dict[str, Image.Image]:
-    """`{"change_map": map}` for a cell denoised under a change map: the map it used, at its output's size."""
-    from gridgen.backends.sd.images.change_maps import used_map
+    """`{"change_map": map}` for a cell denoised under a change map, as `prepare_cells` makes it (a `change_map`
+    as given, outpaint's gradient, a soft mask blurred by `mask_blur`), at the cell's output size; else {}."""
+    from gridgen.backends.sd.images import masks as mask_ops
 
     if mode_of(params) != "differential":
         return {}
     image_size = inputs.size(params["init_image"])
     if outpaint.active(params):
-        mask = outpaint.change_map(image_size, params)
-        image_size = mask.size
+        change = outpaint.change_map(image_size, params)
+        image_size = change.size
+    elif params.get("change_map"):
+        change = inputs.load("change_map", params["change_map"])
     else:
-        name = "change_map" if params.get("change_map") else "mask"
-        mask = inputs.load(name, params[name])
-    return {"change_map": used_map(mask, params).resize(_out_size(params, image_size, size),
-                                                        Image.Resampling.BILINEAR)}
+        change = mask_ops.blur(inputs.load("mask", params["mask"]), int(params["mask_blur"]))
+    return {"change_map": change.resize(_out_size(params, image_size, size), Image.Resampling.BILINEAR)}
 
 
 def denoise(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int, strength: float) -> torch.Tensor:
@@ -335,7 +334,6 @@ class Inpaint(Img2Img):
             return [ParamProblem("model", "this is an inpainting model (a 9-channel UNet); give it init_image and "
                                           "mask (or change_map), or use a txt2img model")]
         return outpaint.lama_problems(params, services._resolve)
-
 
 
 IMG2IMG = Img2Img()
