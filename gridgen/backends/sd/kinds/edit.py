@@ -198,7 +198,8 @@ def _out_size(params: dict[str, Any], image_size: tuple[int, int], size: tuple[i
 def prepare_cells(batch: Sequence[dict[str, Any]], inputs: ImageInputs, size: tuple[int, int],
                   device: torch.device, lama_path: Callable[[str], Path] | None = None) -> Prepared:
     """A batch's init images and masks at `size`; outputs keep the init image's size unless width/height say.
-    `lama_path` finds the file of an outpaint fill `lama:<file>`."""
+    `lama_path` finds the file of an outpaint fill `lama:<file>` (by default next to the spec only)."""
+    lama_path = lama_path or partial(outpaint.resolve_lama_fill, spec_dir=inputs.spec_dir, models_dir=None)
     items, out_sizes = [], []
     for params in batch:
         image = inputs.load("init_image", params["init_image"])
