@@ -210,15 +210,20 @@ CHANGE_MAP_PARAMS: tuple[Param, ...] = (
 
 
 def _choose_outpaint_fill(text: str) -> str | None:
-    value = str(text).strip().lower()
-    return {"telea": "opencv-telea", "opencv": "opencv-telea"}.get(value, value) if value in (
-        *outpaint.FILLS, "telea", "opencv") else None
+    try:
+        return outpaint.canonical_fill(text)
+    except ValueError:
+        return None
+
+
+_METHOD_SYNONYMS = {"poor_mans": "poor_man", "poor_mans_outpainting": "poor_man", "differential": "gradient",
+                    "mk_2": "mk2", "outpainting_mk2": "mk2", "outpainting_mk_2": "mk2"}
 
 
 def _choose_outpaint_method(text: str) -> str | None:
     value = str(text).strip().lower().replace("'", "").replace(" ", "_").replace("-", "_")
-    return {"poor_mans": "poor_man", "poor_mans_outpainting": "poor_man", "differential": "gradient"}.get(
-        value, value) if value in (*outpaint.METHODS, "poor_mans", "poor_mans_outpainting", "differential") else None
+    value = _METHOD_SYNONYMS.get(value, value)
+    return value if value in outpaint.METHODS else None
 
 
 # Outpainting: the init image extended per side, filled, and redrawn (images/outpaint.py).
@@ -228,10 +233,14 @@ OUTPAINT_PARAMS: tuple[Param, ...] = (
     *(Param(f"outpaint_{side}", "int", None, f"Pixels to add on the {side} side (wins over `outpaint`'s {side}).",
             min=0, max=outpaint.MAX_EXTENT) for side in outpaint.SIDES),
     Param("outpaint_fill", "choice", "opencv-telea", "What the new area starts from before it is redrawn: "
-          "opencv-telea (filled inward from the image) or edge (the border pixels stretched outward).",
-          choose=_choose_outpaint_fill, choices_help=", ".join(outpaint.FILLS)),
+          "opencv-telea (filled inward from the image), edge (the border pixels stretched outward), "
+          "lama:<file> (a LaMa inpainting model file) or latent_noise (A1111's masked content: fresh noise in "
+          "latent space, for high denoise). The mk2 method uses its own matched noise instead.",
+          choose=_choose_outpaint_fill, choices_help=", ".join(outpaint.FILLS) + ", lama:<file>"),
     Param("outpaint_method", "choice", "gradient", "gradient: differential diffusion under a change map that ramps "
-          "from the old border (no seam); poor_man: A1111's poor man's outpainting, a hard-mask inpaint.",
+          "from the old border (no seam); poor_man: A1111's poor man's outpainting, a hard-mask inpaint; mk2: "
+          "A1111's outpainting mk2, noise matched to the image's spectrum and colours inpainted under a mask "
+          "grown and blurred by mask_blur (its script recommends denoise 0.8).",
           choose=_choose_outpaint_method, choices_help=", ".join(outpaint.METHODS)),
     Param("outpaint_feather", "int", 32, "Pixels past the old border over which the gradient method's change "
           "rises from 0 to 1.", min=1, max=1024),

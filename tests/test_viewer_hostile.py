@@ -46,6 +46,7 @@ def test_paths_hidden_in_choice_params_prompts_and_models_dir_stay_inside_the_ro
         "inpainter-folder": base.replace(params, f"{params}, sam_prompt: point 8 8, inpainter: {outside / 'model'}"),
         "inpainter-lama": base.replace(params, f"{params}, sam_prompt: point 8 8, "
                                                f"inpainter: 'lama:{outside / 'big-lama.pt'}'"),
+        "outpaint-lama": base.replace(params, f"{params}, outpaint_fill: 'lama:{outside / 'big-lama.pt'}'"),
         "upscaler-x4": base.replace(params, f"{params}, upscaler: 'sd-x4:{outside / 'model'}'"),
         "upscaler-file": base.replace(params, f"{params}, upscaler: {outside / 'up.pth'}"),
         "upscaler-hires": base.replace(params, f"{params}, upscaler: 'hires:{outside / 'up.pth'}'"),

@@ -313,13 +313,14 @@ class DiffusersBackend:
         results = []
         for cell, params, key in zip(cells, batch, keys, strict=True):
             base, base_metadata, timings = bases[key]
+            files = edit.change_map_file(params, self.inputs, self._size(params))  # the map a differential cell used
             if not has_post_stages(params):  # the image goes to the writers as a future: nothing here waits
                 layout = {}
                 if regions.active(params):  # except for the region layout, drawn over the decoded image
                     base = base.result() if isinstance(base, Future) else base
                     layout = region_layout.files(base, params, self.inputs.load)
                 results.append(Result(cell, base, metadata={**base_metadata, **self._cell_metadata(params)},
-                                      timings=timings, files=layout))
+                                      timings=timings, files={**files, **layout}))
                 continue
             base = base.result() if isinstance(base, Future) else base
             started = time.perf_counter()
@@ -327,9 +328,10 @@ class DiffusersBackend:
             image = self.upscaling.apply(edited.image, edited.key, params)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
             metadata = {**base_metadata, **edited.metadata, **self._cell_metadata(params)}
+            files = {name: extra.resize(image.size, Image.Resampling.BILINEAR) for name, extra in files.items()}
             timings = {**timings, "post": time.perf_counter() - started}
-            results.append(Result(cell, image, metadata=metadata, timings=timings,
-                                  files={**edited.files, **region_layout.files(image, params, self.inputs.load)}))
+            files = {**files, **edited.files, **region_layout.files(image, params, self.inputs.load)}
+            results.append(Result(cell, image, metadata=metadata, timings=timings, files=files))
         return results
 
     def _cache_decoded(self, key: str, metadata: dict[str, Any], decoded: Future) -> None:

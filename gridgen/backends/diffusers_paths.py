@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gridgen.backends.base import BackendContext
 from gridgen.backends.sd.adapters import embeddings, lora
+from gridgen.backends.sd.images import outpaint
 from gridgen.backends.sd.images.inputs import ImageInputs
 from gridgen.backends.sd.kinds.depth import resolve_depth_model
 from gridgen.backends.sd.models.locate import resolve_model, resolve_vae
@@ -38,6 +39,12 @@ def locate(context: BackendContext, param: str, value: str) -> Path | None:
         return lora.resolve(lora.parse(value).name, spec_dir, models_dir)
     if param == "embedding":
         return embeddings.resolve(value, spec_dir, embeddings.folders(spec_dir, models_dir))
+    if param == "outpaint_fill":  # a LaMa file, `lama:<file>`; the other fills read none
+        try:
+            name = outpaint.lama_file({"outpaint_fill": value})
+        except ValueError as exc:
+            raise GridError(str(exc)) from None
+        return outpaint.resolve_lama_fill(name, spec_dir, models_dir) if name else None
     if param in _IMAGES:
         path = ImageInputs(spec_dir).path(value)
         if not path.is_file():

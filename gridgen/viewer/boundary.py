@@ -4,8 +4,8 @@
 models folder) is the boundary for every file a run opens. Params of kind path or model are checked
 in `specs`; this module finds the paths hidden elsewhere, so the same check covers them:
 - choice params whose value may name a file or folder: `upscaler` (a model file, `sd-x4:<folder>`,
-  `hires:<file>`), `inpainter` (`lama:<file>`, an SD inpainting model), `ella` (a checkpoint, or
-  `on`, which names the official file);
+  `hires:<file>`), `inpainter` (`lama:<file>`, an SD inpainting model), `outpaint_fill` (`lama:<file>`),
+  `ella` (a checkpoint, or `on`, which names the official file);
 - A1111 `<lora:name:weight>` tags in the prompts, which become `lora` values;
 - the spec's own `models_dir:`, which moves where bare names, wildcards and networks are found;
 - wildcard files (`__name__` in a prompt, and the wildcards their lines name) and embeddings a
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gridgen.backends.sd.images import outpaint
 from gridgen.backends.sd.stages.segment_params import parse_inpainter
 from gridgen.backends.sd.stages.upscalers import parse_upscaler
 from gridgen.errors import Location, Problem
@@ -57,6 +58,13 @@ def hidden_paths(name: str, value: Any) -> Iterator[Request]:
             return
         if parsed.family != "telea":
             yield "inpainter", "path" if parsed.family == "lama" else "model", parsed.name
+    elif name == "outpaint_fill":
+        try:
+            chosen = outpaint.canonical_fill(text)
+        except ValueError:
+            return
+        if chosen.startswith(outpaint.LAMA):  # the whole value: the backend's `locate` finds its file
+            yield "outpaint_fill", "path", chosen
     elif name == "ella" and text.lower() != "off":
         yield "ella", "path", ELLA_OFFICIAL_FILE if text.lower() == "on" else text
     elif name in _PROMPTS:

@@ -130,9 +130,10 @@ def path_problem(backend: Backend, name: str, kind: str, value: str, allowed: li
 
 def _hidden_problem(opened: Opened, name: str, kind: str, value: str, allowed: list[Path]) -> str | None:
     """`path_problem` for a path hidden in another param's value (see `boundary`). A `<lora:...>` tag is found
-    by the backend's own `locate`; the others (upscaler and inpainter files, ELLA checkpoints) are params the
-    backend does not locate, so their files are looked for where the upscaler and inpainter loaders look."""
-    if name == "lora":
+    and an outpaint fill's `lama:<file>` are found by the backend's own `locate`; the others (upscaler and
+    inpainter files, ELLA checkpoints) are params the backend does not locate, so their files are looked for where
+    the upscaler and inpainter loaders look."""
+    if name in ("lora", "outpaint_fill"):
         return path_problem(opened.backend, name, kind, value, allowed)
     if kind == "model" and (tiny_folder(value) is not None or value.lower() == "auto"):
         return None

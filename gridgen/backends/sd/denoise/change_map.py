@@ -13,6 +13,7 @@ diffusers' inpainting pipeline gives them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -52,23 +53,27 @@ def latent_change(change: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 
 def denoise(parts, pixels: torch.Tensor, change: torch.Tensor, recipe: Recipe, guide: Guide, steps: int,
-            strength: float) -> torch.Tensor:
+            strength: float, fills: Sequence[str] | None = None) -> torch.Tensor:
     """The batch's latents redrawn from (N, 3, H, W) `pixels` under (N, 1, H, W) `change` in [0, 1], the run
     covering the last `strength` of `steps`. Draws come in img2img's order (the image's posterior, then the
-    noise), then the blanked image's posterior for a 9-channel UNet, as diffusers' inpainting pipeline draws."""
+    noise), then, for a row whose fill (A1111's masked content) is `latent_noise`, fresh latents over its map's
+    non-zero part, then the blanked image's posterior for a 9-channel UNet, as diffusers' inpainting pipeline
+    draws."""
     import torch
 
-    from gridgen.backends.sd.denoise.img2img import encode
+    from gridgen.backends.sd.denoise.img2img import encode, masked_content
     from gridgen.backends.sd.kinds.channels import CHANNELS
 
     start = encode(parts.vae, pixels, recipe.generators)
     if len(recipe.partial_schedule(steps, strength)) == 0:
         return start
     noise = recipe.draw(start.shape[1:])
+    if fills is not None:  # (a row that draws no fill draws the blanked image's posterior next, as before)
+        start = masked_content(start, latent_change((change > 0).float(), start.shape[2:]), fills,
+                               recipe.generators)
     small = latent_change(change, start.shape[2:])
-    hook = FollowOriginal(recipe, start, noise, small)
     denoiser = guide()
     if parts.unet.config.in_channels == CHANNELS["inpaint"]:
         blanked = encode(parts.vae, pixels * (change <= 0), recipe.generators)
         denoiser = guide(image=torch.cat([(small > 0).float(), blanked], dim=1).to(parts.unet.dtype))
-    return recipe.run(denoiser, recipe.noised(start, noise), hooks=[hook])
+    return recipe.run(denoiser, recipe.noised(start, noise), hooks=[FollowOriginal(recipe, start, noise, small)])

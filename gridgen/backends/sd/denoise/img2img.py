@@ -35,3 +35,18 @@ def img2img(recipe: Recipe, denoise: Denoiser, start: torch.Tensor, steps: int, 
     if len(recipe.partial_schedule(steps, strength)) == 0:
         return start
     return recipe.run(denoise, recipe.noised(start, recipe.start_noise(start.shape[1:])))
+
+
+def masked_content(start: torch.Tensor, area: torch.Tensor, fills: Sequence[str],
+                   generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """A1111's masked content in latent space, over (N, 1, h, w) `area` (weights in [0, 1]): `latent_noise`
+    starts it from fresh noise of the cell's generator, `latent_nothing` from zeros; other fills (`original`, and
+    `fill`, done on the pixels) keep the encoded image."""
+    start = start.clone()
+    for row, (fill, generator) in enumerate(zip(fills, generators, strict=True)):
+        if fill in ("latent_noise", "latent_nothing"):
+            content = torch.zeros_like(start[row])
+            if fill == "latent_noise":
+                content = torch.randn(start.shape[1:], generator=generator, dtype=torch.float32).to(start.device)
+            start[row] = start[row] * (1 - area[row]) + content * area[row]
+    return start

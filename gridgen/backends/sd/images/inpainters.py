@@ -1,9 +1,10 @@
-"""The weight-free and LaMa inpainters of a SAM edit: OpenCV's Telea and LaMa model files through spandrel.
+"""The weight-free and LaMa inpainters of a SAM edit and of outpainting's fill: OpenCV's Telea and LaMa model
+files through spandrel.
 
 Both fill the white part of a mask from the rest of the image and take no prompt. (The third kind
 of inpainter, a Stable Diffusion model, runs through `gridgen.backends.sd.kinds.edit`.) LaMa files are
-resolved like upscaler files and identified by spandrel; anything it cannot identify, or that is
-not an inpainting model, is a `ModelError` naming the file.
+found next to the spec or in the models folder (and its LaMa subfolders) and identified by spandrel;
+a missing file, or one it cannot identify or that is not an inpainting model, is a `ModelError` naming it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from PIL import Image
 
 from gridgen.backends.sd.denoise.inference import inference_mode
 from gridgen.backends.sd.stages.upscale_models import load_model_file
+from gridgen.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
 
 TELEA_RADIUS = 3  # px of neighbourhood each filled pixel is estimated from
+LAMA_SUBFOLDERS = ("LaMa", "lama", "inpaint")
 
 
 def telea(image: Image.Image, mask: Image.Image) -> Image.Image:
@@ -32,9 +35,21 @@ def telea(image: Image.Image, mask: Image.Image) -> Image.Image:
     return Image.fromarray(filled, "RGB")
 
 
-def load_lama(path: Path):
+def resolve_lama(name: str, spec_dir: Path, models_dir: Path | None, param: str = "inpainter") -> Path:
+    """The LaMa file `lama:<name>` names: as written (absolute, or next to the spec), then in the models folder
+    and its LaMa subfolders; raises ModelError saying where it looked, under `param`'s name."""
+    raw = Path(name).expanduser()
+    roots = [Path(spec_dir)] + ([models_dir, *(models_dir / sub for sub in LAMA_SUBFOLDERS)] if models_dir else [])
+    candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ModelError(f"{param} lama:{name}: no such file; looked for {', '.join(map(str, candidates))}")
+
+
+def load_lama(path: Path, param: str = "inpainter"):
     """The spandrel descriptor of the LaMa model in `path` (CPU, fp32), cached per modification time."""
-    return load_model_file(path, f"inpainter lama:{path}", "use a LaMa model file (big-lama.pt, .pth or "
+    return load_model_file(path, f"{param} lama:{path}", "use a LaMa model file (big-lama.pt, .pth or "
                            ".safetensors)", "MaskedImageModelDescriptor")
 
 

@@ -1,14 +1,19 @@
 """Outpainting's canvas: the init image extended by pixels per side, the new area filled, and what to redraw.
 
 `outpaint: left 64, right 64` (or `outpaint_left` ... `outpaint_down`, which win over it) names the sides.
-The new area is first filled from the image (`outpaint_fill`: OpenCV's Telea, or the edge pixels stretched
-outward) so the model starts from colours that continue the picture, then redrawn by one of two methods:
+The new area is first filled (`outpaint_fill`) so the model starts from something that continues the picture:
+OpenCV's Telea (filled inward from the image), the edge pixels stretched outward, a LaMa model file
+(`lama:<file>`, through spandrel), or `latent_noise` (A1111's masked content "latent noise": the edge stretch in
+pixels, its latents replaced by fresh noise before denoising). Then one of three methods redraws it:
 
 - `gradient`: differential diffusion under a change map that is 0 on the original, ramps to 1 over
   `outpaint_feather` pixels past the old border and is 1 beyond, so the redrawn part grows out of the fill
   with no seam; the result is pasted back through the same map, so the original stays exact.
 - `poor_man`: A1111's "poor man's outpainting": an ordinary inpaint of the new area with a hard mask
   (softened by `mask_blur`), the baseline the gradient method is compared with.
+- `mk2`: A1111's "outpainting mk2": the new area filled with noise matched to the image's spectrum and colours
+  (`images.matched_noise`, whatever `outpaint_fill` says), then inpainted under the new area's mask grown
+  `mask_blur` pixels into the original and blurred by as much, so the old border is redrawn too.
 
 Parsing and sizes need no image, so validation and planning use them; the canvas itself is built from PIL images.
 """
@@ -16,13 +21,20 @@ Parsing and sizes need no image, so validation and planning use them; the canvas
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from gridgen.backends.base import ParamProblem
+from gridgen.errors import ModelError
+
 SIDES = ("left", "right", "up", "down")
-FILLS = ("opencv-telea", "edge")
-METHODS = ("gradient", "poor_man")
+FILLS = ("opencv-telea", "edge", "latent_noise")  # and `lama:<file>`
+METHODS = ("gradient", "poor_man", "mk2")
+LAMA = "lama:"
 MAX_EXTENT = 4096
 _SIDE = re.compile(r"^(left|right|up|down|top|bottom)\s*[:=]?\s*(\d+)(?:\s*px)?$")
 _SYNONYMS = {"top": "up", "bottom": "down"}
@@ -66,30 +78,92 @@ def method(params: dict[str, Any]) -> str:
     return str(params.get("outpaint_method") or METHODS[0])
 
 
+def canonical_fill(raw: Any) -> str:
+    """`outpaint_fill` written one way: a name of FILLS, or `lama:<file>` with the file as given; raises
+    ValueError saying what to write."""
+    text = str(raw).strip()
+    family, colon, rest = text.partition(":")
+    if colon and family.strip().lower() == "lama":
+        if not rest.strip():
+            raise ValueError("outpaint_fill 'lama:' needs a model file after the colon, e.g. lama:big-lama.pt")
+        return LAMA + rest.strip()
+    value = text.lower().replace(" ", "_")
+    value = {"telea": "opencv-telea", "opencv": "opencv-telea", "latent-noise": "latent_noise"}.get(value, value)
+    if value not in FILLS:
+        raise ValueError(f"outpaint_fill {text!r} is none of {', '.join(FILLS)} or lama:<file>")
+    return value
+
+
+def fill(params: dict[str, Any]) -> str:
+    """The cell's fill as it is used: mk2 fills with its matched noise whatever `outpaint_fill` says."""
+    return "matched_noise" if method(params) == "mk2" else canonical_fill(params.get("outpaint_fill") or FILLS[0])
+
+
+def lama_file(params: dict[str, Any]) -> str | None:
+    """The LaMa model file the cell's fill reads, or None."""
+    chosen = fill(params)
+    return chosen.removeprefix(LAMA) if chosen.startswith(LAMA) else None
+
+
 def extended_size(size: tuple[int, int], params: dict[str, Any]) -> tuple[int, int]:
     """The canvas size of an image of `size` once extended."""
     sides = extents(params)
     return size[0] + sides["left"] + sides["right"], size[1] + sides["up"] + sides["down"]
 
 
-def canvas(image: Image.Image, params: dict[str, Any]) -> tuple[Image.Image, Image.Image]:
-    """The extended, filled canvas and the mask of what to redraw: the gradient change map or the hard mask of
-    the new area, by the cell's `outpaint_method`."""
+@dataclass
+class Canvas:
+    """The extended, filled image; the mask of what to redraw (the gradient change map, or the mask of the new
+    area, hard for poor_man and grown and blurred for mk2); the new area itself (white)."""
+
+    image: Image.Image
+    mask: Image.Image
+    new_area: Image.Image
+
+
+# Fills the white part of a mask from the rest of the image: how a caller gives a LaMa model to `canvas`.
+Inpaint = Callable[[Image.Image, Image.Image], Image.Image]
+
+
+def canvas(image: Image.Image, params: dict[str, Any], lama: Inpaint | None = None) -> Canvas:
+    """The cell's canvas; `lama` runs the cell's LaMa file when its fill is `lama:<file>`."""
     import numpy as np
+
+    from gridgen.backends.sd.images import masks as mask_ops
 
     sides = extents(params)
     pixels = np.asarray(image.convert("RGB"))
     pad = ((sides["up"], sides["down"]), (sides["left"], sides["right"]), (0, 0))
-    stretched = np.pad(pixels, pad, mode="edge")
-    new_area = np.pad(np.zeros(pixels.shape[:2], dtype=np.uint8), pad[:2], constant_values=255)
-    filled = Image.fromarray(stretched, "RGB")
-    if str(params.get("outpaint_fill") or FILLS[0]) == "opencv-telea":
+    new_area = Image.fromarray(np.pad(np.zeros(pixels.shape[:2], dtype=np.uint8), pad[:2], constant_values=255),
+                               "L")
+    filled = Image.fromarray(np.pad(pixels, pad, mode="edge"), "RGB")
+    chosen = fill(params)
+    if chosen == "opencv-telea":
         from gridgen.backends.sd.images.inpainters import telea
 
-        filled = telea(filled, Image.fromarray(new_area, "L"))
+        filled = telea(filled, new_area)
+    elif chosen.startswith(LAMA):
+        if lama is None:
+            raise ValueError("outpaint_fill lama:<file> needs its model; the caller passes `lama`")
+        filled = mask_ops.paste_back(filled, lama(filled, new_area), new_area)
+    elif chosen == "matched_noise":
+        from gridgen.backends.sd.images.matched_noise import matched_noise
+
+        noise = matched_noise(np.asarray(filled) / 255, np.asarray(new_area) > 0)
+        filled = Image.fromarray((noise * 255).round().astype(np.uint8), "RGB")
     if method(params) == "poor_man":
-        return filled, Image.fromarray(new_area, "L")
-    return filled, _gradient(pixels.shape[1], pixels.shape[0], sides, int(params.get("outpaint_feather") or 1))
+        mask = new_area
+    elif method(params) == "mk2":
+        blur = int(params.get("mask_blur") or 0)
+        mask = mask_ops.blur(mask_ops.dilate(new_area, blur), blur)
+    else:
+        mask = change_map(image.size, params)
+    return Canvas(filled, mask, new_area)
+
+
+def change_map(size: tuple[int, int], params: dict[str, Any]) -> Image.Image:
+    """The gradient method's change map for an image of `size`, at the canvas size."""
+    return _gradient(*size, extents(params), int(params.get("outpaint_feather") or 1))
 
 
 def _gradient(width: int, height: int, sides: dict[str, int], feather: int) -> Image.Image:
@@ -105,6 +179,41 @@ def _gradient(width: int, height: int, sides: dict[str, int], feather: int) -> I
     distance = np.maximum.reduce([np.broadcast_to(np.clip(d, 0, None), (rows.size, columns.size)) for d in past])
     change = np.clip(distance / max(1, feather), 0, 1)
     return Image.fromarray((change * 255).round().astype(np.uint8), "L")
+
+
+def resolve_lama_fill(name: str, spec_dir: Path, models_dir: Path | None) -> Path:
+    """Where a fill `lama:<name>` is, found as the SAM edit's LaMa inpainter finds its file."""
+    from gridgen.backends.sd.images.inpainters import resolve_lama
+
+    return resolve_lama(name, spec_dir, models_dir, "outpaint_fill")
+
+
+def lama_fill(params: dict[str, Any], lama_path: Callable[[str], Path] | None, device) -> Inpaint | None:
+    """The cell's LaMa model as `canvas` takes it, on `device`; None when its fill is no `lama:<file>`.
+    `lama_path` finds the file (`resolve_lama_fill` with the run's folders)."""
+    from functools import partial
+
+    from gridgen.backends.sd.images import inpainters
+
+    name = lama_file(params)
+    if name is None or lama_path is None:
+        return None
+    return partial(inpainters.lama, inpainters.load_lama(lama_path(name), "outpaint_fill"), device=device)
+
+
+def lama_problems(params: dict[str, Any], resolve: Callable) -> list[ParamProblem]:
+    """A fill `lama:<file>` must name a LaMa file spandrel reads; `resolve(resolver, name)` runs a resolver with
+    the run's folders (the backend's `_resolve`, which remembers answers)."""
+    from gridgen.backends.sd.images import inpainters
+
+    name = lama_file(params) if active(params) else None
+    if name is None:
+        return []
+    try:
+        inpainters.load_lama(resolve(resolve_lama_fill, name), "outpaint_fill")
+    except ModelError as exc:
+        return [ParamProblem("outpaint_fill", str(exc))]
+    return []
 
 
 def problems(params: dict[str, Any]) -> list[tuple[str, str]]:

@@ -4,7 +4,7 @@ denoising, and pasting the result back.
 Modes: `txt2img` (no image), `img2img` (`init_image`), `masked` (`init_image` + `mask`), `differential`
 (`init_image` + a `change_map`, or a `mask` with `soft_mask`: differential diffusion, `denoise.change_map`) and
 `input` (a SAM edit's `init_image`, used as it is). Outpainting (`images.outpaint`) extends the init image into a
-canvas and redraws it in the differential or, for its `poor_man` baseline, the masked mode.
+canvas and redraws it in the differential or, for its `poor_man` and `mk2` baselines, the masked mode.
 Two kinds run here: `img2img` on a txt2img UNet (masks blended
 in after every step) and `inpaint`, a 9-channel inpainting UNet; "inpaint" names that kind only. A batch
 shares mode, model and `denoise` (the strength decides the step the schedule starts at, so it is part of
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ def mode_of(params: dict[str, Any]) -> str:
         return "input" if params.get("init_image") else "txt2img"
     if params.get("init_image"):
         if outpaint.active(params):
-            return "masked" if outpaint.method(params) == "poor_man" else "differential"
+            return "differential" if outpaint.method(params) == "gradient" else "masked"
         if params.get("change_map") or params.get("mask") and params.get("soft_mask"):
             return "differential"
         return "masked" if params.get("mask") else "img2img"
@@ -108,7 +109,7 @@ class Prepared:
     pixels: torch.Tensor  # (N, 3, H, W) in [-1, 1]
     masks: torch.Tensor | None  # (N, 1, H, W), 0 or 1
     finish: list[Callable[[Image.Image], Image.Image]]
-    fills: list[str]  # each cell's `inpainting_fill`: what the masked part starts from
+    fills: list[str]  # each cell's `inpainting_fill` (or outpaint's latent_noise): what the masked part starts from
     change: torch.Tensor | None = None  # (N, 1, H, W) in [0, 1]: a differential batch's change maps
 
 
@@ -122,9 +123,9 @@ def _prepare_one(image: Image.Image, mask: Image.Image | None, params: dict[str,
         return image.resize(size, Image.Resampling.LANCZOS), work_map, lambda decoded: decoded.resize(out_size)
     if mask is None:
         return image.resize(size, Image.Resampling.LANCZOS), None, lambda decoded: decoded.resize(out_size)
-    # An outpaint gradient is already the soft map it should be; blurring it would reach into the original.
-    gradient = outpaint.active(params) and mode_of(params) == "differential"
-    soft = mask_ops.blur(mask, 0 if gradient else int(params["mask_blur"]))
+    # An outpaint mask other than poor man's is already as soft as it should be (see `outpaint.canvas`).
+    shaped = outpaint.active(params) and outpaint.method(params) != "poor_man"
+    soft = mask if shaped else mask_ops.blur(mask, int(params["mask_blur"]))
     if padding is not None:
         box = mask_ops.crop_region(mask, padding, size[0] / size[1])
         box_size = (box[2] - box[0], box[3] - box[1])
@@ -143,6 +144,12 @@ def _prepare_one(image: Image.Image, mask: Image.Image | None, params: dict[str,
     return work, work_mask, lambda decoded: mask_ops.paste_back(original, decoded.resize(out_size), soft_out)
 
 
+def _fill_of(params: dict[str, Any]) -> str:
+    if outpaint.active(params) and outpaint.fill(params) == "latent_noise":
+        return "latent_noise"
+    return str(params.get("inpainting_fill") or "original")
+
+
 def prepare(items: Sequence[tuple[Image.Image, Image.Image | None, dict[str, Any]]], size: tuple[int, int],
             out_sizes: Sequence[tuple[int, int]], device: torch.device) -> Prepared:
     """Images (and masks) at the working `size`; each cell's finish maps its decoded image to `out_sizes[i]`."""
@@ -155,7 +162,7 @@ def prepare(items: Sequence[tuple[Image.Image, Image.Image | None, dict[str, Any
     works, work_masks, finishes, fills = [], [], [], []
     for (image, mask, params), out_size in zip(items, out_sizes, strict=True):
         work, work_mask, finish = _prepare_one(image, mask, params, size, out_size)
-        fills.append(str(params.get("inpainting_fill") or "original"))
+        fills.append(_fill_of(params))
         if work_mask is not None and fills[-1] == "fill":
             work = telea(work, mask_ops.binary(work_mask))
         works.append(to_tensor(work, device) * 2 - 1)
@@ -182,20 +189,46 @@ def init_size(params: dict[str, Any], inputs: ImageInputs, factor: int) -> tuple
     return tuple(max(factor, round(side / factor) * factor) for side in found) if found else None
 
 
+def _out_size(params: dict[str, Any], image_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """A cell's output size: its (extended) init image's, unless width/height say otherwise."""
+    explicit = params.get("width") and params.get("height") and crop_padding(params) is None
+    return size if explicit else image_size
+
+
 def prepare_cells(batch: Sequence[dict[str, Any]], inputs: ImageInputs, size: tuple[int, int],
-                  device: torch.device) -> Prepared:
-    """A batch's init images and masks at `size`; outputs keep the init image's size unless width/height say."""
+                  device: torch.device, lama_path: Callable[[str], Path] | None = None) -> Prepared:
+    """A batch's init images and masks at `size`; outputs keep the init image's size unless width/height say.
+    `lama_path` finds the file of an outpaint fill `lama:<file>` (by default next to the spec only)."""
+    lama_path = lama_path or partial(outpaint.resolve_lama_fill, spec_dir=inputs.spec_dir, models_dir=None)
     items, out_sizes = [], []
     for params in batch:
         image = inputs.load("init_image", params["init_image"])
         mask_param = "change_map" if params.get("change_map") else "mask"
         mask = inputs.load(mask_param, params[mask_param]) if params.get(mask_param) else None
         if outpaint.active(params):
-            image, mask = outpaint.canvas(image, params)
+            built = outpaint.canvas(image, params, outpaint.lama_fill(params, lama_path, device))
+            image, mask = built.image, built.mask
         items.append((image, mask, params))
-        explicit = params.get("width") and params.get("height") and crop_padding(params) is None
-        out_sizes.append(size if explicit else image.size)
+        out_sizes.append(_out_size(params, image.size, size))
     return prepare(items, size, out_sizes, device)
+
+
+def change_map_file(params: dict[str, Any], inputs: ImageInputs, size: tuple[int, int]) -> dict[str, Image.Image]:
+    """`{"change_map": map}` for a cell denoised under a change map, as `prepare_cells` makes it (a `change_map`
+    as given, outpaint's gradient, a soft mask blurred by `mask_blur`), at the cell's output size; else {}."""
+    from gridgen.backends.sd.images import masks as mask_ops
+
+    if mode_of(params) != "differential":
+        return {}
+    image_size = inputs.size(params["init_image"])
+    if outpaint.active(params):
+        change = outpaint.change_map(image_size, params)
+        image_size = change.size
+    elif params.get("change_map"):
+        change = inputs.load("change_map", params["change_map"])
+    else:
+        change = mask_ops.blur(inputs.load("mask", params["mask"]), int(params["mask_blur"]))
+    return {"change_map": change.resize(_out_size(params, image_size, size), Image.Resampling.BILINEAR)}
 
 
 def denoise(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int, strength: float) -> torch.Tensor:
@@ -205,7 +238,8 @@ def denoise(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int,
     from gridgen.backends.sd.denoise.img2img import encode, img2img
 
     if prepared.change is not None:
-        return change_map.denoise(parts, prepared.pixels, prepared.change, recipe, guide, steps, strength)
+        return change_map.denoise(parts, prepared.pixels, prepared.change, recipe, guide, steps, strength,
+                                  prepared.fills)
     if prepared.masks is None:
         start = encode(parts.vae, prepared.pixels, recipe.generators)
         return img2img(recipe, guide(), start, steps, strength)
@@ -221,13 +255,15 @@ def _inpaint(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int
     import torch.nn.functional as F
 
     from gridgen.backends.sd.denoise import mask_weights
-    from gridgen.backends.sd.denoise.img2img import encode
+    from gridgen.backends.sd.denoise.img2img import encode, masked_content
 
     pixels, generators = prepared.pixels, recipe.generators
     timesteps = recipe.partial_schedule(steps, strength)
     full = strength >= 1
     extra_channels = parts.unet.config.in_channels == INPAINT_CHANNELS
     start = None if full and extra_channels else encode(parts.vae, pixels, generators)
+    if len(timesteps) == 0:  # denoise 0: nothing is redrawn, the image is the VAE's round trip
+        return start
     factor = _factor(parts)
     shape = (parts.vae.config.latent_channels, pixels.shape[2] // factor, pixels.shape[3] // factor)
     noise = recipe.start_noise(shape)
@@ -237,7 +273,7 @@ def _inpaint(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int
     if full:
         latents = noise * recipe.scheduler.init_noise_sigma
     else:
-        start = _masked_content(start, small_mask, prepared.fills, generators)
+        start = masked_content(start, small_mask, prepared.fills, generators)
         latents = recipe.noised(start, noise)
     if extra_channels:
         return recipe.run(guide(image=torch.cat([small_mask, masked], dim=1).to(parts.unet.dtype)), latents)
@@ -247,22 +283,6 @@ def _inpaint(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int
         return (1 - small_mask) * known + small_mask * step.latents
 
     return recipe.run(guide(), latents, hooks=[keep_outside])
-
-
-def _masked_content(start: torch.Tensor, small_mask: torch.Tensor, fills: Sequence[str],
-                    generators: list[torch.Generator]) -> torch.Tensor:
-    """A1111's masked content in latent space: `latent_noise` starts the masked part from fresh noise,
-    `latent_nothing` from zeros; `original` and `fill` (done on the pixels) keep the encoded image."""
-    import torch
-
-    start = start.clone()
-    for row, (fill, generator) in enumerate(zip(fills, generators, strict=True)):
-        if fill in ("latent_noise", "latent_nothing"):
-            content = torch.zeros_like(start[row])
-            if fill == "latent_noise":
-                content = torch.randn(start.shape[1:], generator=generator, dtype=torch.float32).to(start.device)
-            start[row] = start[row] * (1 - small_mask[row]) + content * small_mask[row]
-    return start
 
 
 def _factor(parts) -> int:
@@ -286,7 +306,12 @@ class Img2Img(Kind):
         if mode_of(params) == "txt2img" and not params.get("sam_prompt"):  # only `pipeline: img2img` gets here
             return [ParamProblem("init_image", "pipeline img2img edits a given image; set init_image, or drop "
                                                "`pipeline` to draw from noise")]
-        return []
+        return outpaint.lama_problems(params, services._resolve)
+
+    def as_read(self, params):
+        if outpaint.active(params) and outpaint.method(params) == "mk2":  # it fills with its own matched noise
+            return {**params, "outpaint_fill": None}
+        return params
 
     def size(self, params, info, inputs):
         return init_size(params, inputs, info.vae_factor if info else 8)
@@ -294,7 +319,8 @@ class Img2Img(Kind):
     def denoise(self, batch: Batch):
         if mode_of(batch.cells[0]) not in IMAGE_MODES:  # a SAM edit's base image: txt2img
             return txt2img.KIND.denoise(batch)
-        prepared = prepare_cells(batch.cells, batch.inputs, batch.size, batch.parts.device)
+        prepared = prepare_cells(batch.cells, batch.inputs, batch.size, batch.parts.device,
+                                 partial(batch.services._resolve, outpaint.resolve_lama_fill))
         strength = float(batch.cells[0]["denoise"])
         return denoise(batch.parts, prepared, batch.recipe, batch.guide, batch.steps, strength), prepared.finish
 
@@ -308,7 +334,7 @@ class Inpaint(Img2Img):
         if mode_of(params) not in ("masked", "differential") and not params.get("sam_prompt"):
             return [ParamProblem("model", "this is an inpainting model (a 9-channel UNet); give it init_image and "
                                           "mask (or change_map), or use a txt2img model")]
-        return []
+        return outpaint.lama_problems(params, services._resolve)
 
 
 IMG2IMG = Img2Img()

@@ -40,7 +40,6 @@ _MASK_PARAMS = ("sam_model", "sam_prompt", "sam_mask", "dilate", "inpaint_mode",
 # What an SD inpainter reads besides the mask: the cell's own generation settings.
 _SD_PARAMS = ("prompt", "negative_prompt", "seed", "steps", "cfg_scale", "sampler", "schedule", "clip_skip",
               "denoise", "padding_mask_crop", "inpaint_full_res", "inpainting_fill")
-_LAMA_SUBFOLDERS = ("LaMa", "lama", "inpaint")
 
 
 @dataclass
@@ -79,14 +78,9 @@ class SamStage:
         return segment.resolve_sam(str(params["sam_model"]), *self._dirs())
 
     def _lama_path(self, name: str) -> Path:
-        spec_dir, models_dir = self._dirs()
-        raw = Path(name).expanduser()
-        roots = [spec_dir] + ([models_dir, *(models_dir / sub for sub in _LAMA_SUBFOLDERS)] if models_dir else [])
-        candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate.resolve()
-        raise ModelError(f"inpainter lama:{name}: no such file; looked for {', '.join(map(str, candidates))}")
+        from gridgen.backends.sd.images.inpainters import resolve_lama
+
+        return resolve_lama(name, *self._dirs())
 
     def _sd_path(self, inpainter: Inpainter) -> Path:
         shipped = tiny_folder(inpainter.name)
