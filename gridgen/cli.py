@@ -85,8 +85,10 @@ def _validate_json(args) -> int:
     try:
         prepared = prepare(Path(args.spec), _options(args))
         spec, problems = prepared.plan.spec, prepared.warnings
-    except SpecError as err:  # the grid is still shown where it was read (InvalidSpec), only refused
+    except SpecError as err:
         problems, spec = err.problems, getattr(err, "spec", None)
+        if spec is not None and spec.problems:
+            spec = None  # the grid is shown only where the spec itself is sound (the backend refused a cell)
     except GridError as err:  # an unknown backend, say: still one JSON document
         problems, spec = [Problem(str(err), None)], None
     report = grid_report(str(args.spec), spec, problems)

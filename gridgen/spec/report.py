@@ -29,12 +29,15 @@ def in_file_order(problems: list[Problem], spec_path: Path) -> list[Problem]:
     """`problems` in the order a user reads them: the command line's (`--set`) first, then the spec's by line and
     column, then included files' by name and line; problems at one place keep the order they were found in."""
     spec_path = Path(spec_path).resolve()
+    own_files: dict[Path, bool] = {}  # a file named by many problems is resolved once
 
     def place(problem: Problem) -> tuple:
         where = problem.location
         if where is None or where.file is None:
             return (0, "", 0, 0)
-        own = Path(where.file).resolve() == spec_path
+        if where.file not in own_files:
+            own_files[where.file] = Path(where.file).resolve() == spec_path
+        own = own_files[where.file]
         return (1 if own else 2, "" if own else str(where.file), where.line, where.col)
 
     return sorted(problems, key=place)
