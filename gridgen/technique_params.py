@@ -14,8 +14,11 @@ from gridgen.param_decl import Param
 # A1111's sampler options, applied once in the denoising recipe so every kind and stage honours them.
 SAMPLER_OPTION_PARAMS: tuple[Param, ...] = (
     Param("eta", "float", None,
-          "DDIM's eta: 0 is deterministic DDIM, 1 adds DDPM's full step noise (default: the sampler's own, 0). "
-          "Honoured by DDIM; one value per batch.", aliases=("ddim_eta", "eta_ddim"), min=0, max=1),
+          "Eta: how much fresh noise each step adds. DDIM: 0 (its default) is deterministic DDIM, 1 adds DDPM's "
+          "full step noise; one value per batch. Ancestral samplers (Euler a, DPM2 a, DPM2 a Karras): 1 (their "
+          "default) is their usual step, 0 a deterministic Euler/DPM2 step; per cell inside a batch for Euler a, "
+          "one value per batch for DPM2 a (its midpoint timesteps depend on it). Other samplers ignore it (warned).",
+          aliases=("ddim_eta", "eta_ddim", "eta_ancestral"), min=0, max=1),
     Param("eta_noise_seed_delta", "int", 0,
           "ENSD: the step noise of ancestral and SDE samplers (Euler a, DPM2 a, DPM++ SDE, ...) is drawn from "
           "seed + this instead of the seed's own stream; 31337 matches the NovelAI-era A1111 setting. 0: off.",

@@ -2,7 +2,9 @@
 scheduler's `step` gets for them, and the warning for a sampler that would ignore one.
 
 diffusers takes these as `step` arguments, one value for the whole batch, so they are part of the batch key.
-Whether a sampler honours an option is read from its scheduler's `step` signature, not kept in a list.
+Whether a sampler honours an option is read from its scheduler's `step` signature, not kept in a list; the
+ancestral samplers' eta is the exception, honoured by the schedulers of `ancestral_eta` (per row where the
+sampler allows it, so it leaves the batch key).
 """
 
 from __future__ import annotations
@@ -25,10 +27,22 @@ def _step_arguments(class_name: str) -> frozenset[str]:
     return frozenset(inspect.signature(getattr(diffusers, class_name).step).parameters)
 
 
+@functools.cache
+def _ancestral_eta(class_name: str) -> str | None:
+    """How an ancestral scheduler honours eta: "row" (per row of a batch), "batch" (one per batch) or None."""
+    from gridgen.backends.sd.denoise import ancestral_eta
+
+    variant = ancestral_eta.VARIANTS.get(class_name)
+    return None if variant is None else "row" if variant.eta_per_row else "batch"
+
+
 def honours(sampler_name: str, option: str) -> bool:
     """Whether the sampler's diffusers scheduler takes `option` in its `step`."""
     sampler = find_sampler(sampler_name)
-    return sampler is not None and STEP_OPTIONS[option] in _step_arguments(sampler.scheduler)
+    if sampler is None:
+        return False
+    return STEP_OPTIONS[option] in _step_arguments(sampler.scheduler) or (
+        option == "eta" and _ancestral_eta(sampler.scheduler) is not None)
 
 
 def honouring(option: str) -> list[str]:
@@ -37,9 +51,14 @@ def honouring(option: str) -> list[str]:
 
 
 def batch_part(params: dict[str, Any]) -> tuple:
-    """The options' values as the cell's sampler reads them: a batch shares one of each."""
+    """The options' values as the cell's sampler reads them: a batch shares one of each, except an eta its sampler
+    takes per row."""
+    sampler = str(params["sampler"])
+    found = find_sampler(sampler)
+    per_row_eta = found is not None and _ancestral_eta(found.scheduler) == "row"
     return tuple((option, params.get(option)) for option in STEP_OPTIONS
-                 if params.get(option) is not None and honours(str(params["sampler"]), option))
+                 if params.get(option) is not None and honours(sampler, option)
+                 and not (option == "eta" and per_row_eta))
 
 
 def step_kwargs(params: dict[str, Any], step_arguments: frozenset[str] | set[str]) -> dict[str, Any]:
