@@ -50,6 +50,7 @@ def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = N
         ("Sigma noise", params.get("s_noise")),
         ("Tiling", True if params.get("tiling") else None),
         ("Conditional mask weight", None if params.get("image_mask_weight", 1) == 1 else params["image_mask_weight"]),
+        ("Token merging ratio", params.get("token_merging_ratio") or None),
         *infotext_fields(params),  # the latent controls, under their extensions' names
     ]
     # A backend that rewrote the prompts (wildcards) reports the text it rendered.

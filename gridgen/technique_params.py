@@ -58,6 +58,12 @@ SAMPLER_OPTION_PARAMS: tuple[Param, ...] = (
           "part of init_image the UNet's image input hides; 1 hides it all, 0 shows the whole image (keeping its "
           "composition in img2img). Per cell inside a batch.",
           aliases=("inpainting_mask_weight", "conditioning_mask_strength", "inpaint_mask_weight"), min=0, max=1),
+    Param("token_merging_ratio", "float", 0.0,
+          "Token merging (ToMe, through tomesd, as A1111 applies it): the share of image tokens merged before each "
+          "self-attention of the UNet's full-resolution blocks; faster, less detail. 0: off; above 0.75 merges as "
+          "0.75 does (every token but one in four). A model with no attention at full resolution (gridgen-tiny) is "
+          "unchanged. Also applies to hires fix, which redraws with the same model. One value per batch.",
+          aliases=("tome_ratio", "tome"), min=0, max=0.9),
 )
 # Latent controls (A1111 extensions' knobs), each per sample in a batch: the `[Extension] Name` spellings of
 # their X/Y/Z options resolve, since brackets and spaces do not count in a name.
