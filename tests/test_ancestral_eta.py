@@ -79,3 +79,10 @@ def test_png_parameters_write_ancestral_eta_as_a1111_does():
 
     assert fields("Euler a")["Eta"] == "0.5" and "Eta DDIM" not in fields("Euler a")
     assert fields("DDIM")["Eta DDIM"] == "0.5" and "Eta" not in fields("DDIM")
+
+
+def test_the_torch_free_table_names_the_eta_schedulers_and_how_they_take_it():
+    assert set(sampler_options.ANCESTRAL_ETA) == set(ancestral_eta.VARIANTS)
+    # Per row where the timesteps do not depend on eta.
+    assert sampler_options.ANCESTRAL_ETA["EulerAncestralDiscreteScheduler"] == "row"
+    assert sampler_options.ANCESTRAL_ETA["KDPM2AncestralDiscreteScheduler"] == "batch"

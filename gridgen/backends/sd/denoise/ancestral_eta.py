@@ -7,9 +7,9 @@ noise of sigma_up; k-diffusion (and so A1111) scales the fresh noise by eta:
     sigma_down = sqrt(sigma_next^2 - sigma_up^2)
 
 eta 1 is diffusers' own step (A1111's default for these samplers), eta 0 a deterministic Euler/DPM2 step.
-This module owns a subclass of each ancestral scheduler that reads per-row etas (`etas`, None where no cell set
-one), and `with_etas`, which the denoising recipe calls once: a batch in which no cell sets eta keeps diffusers'
-own scheduler, so its images do not change.
+This module owns a subclass of each ancestral scheduler (`sampler_options.ANCESTRAL_ETA` names them without
+importing torch) that reads per-row etas (`etas`), and `with_etas`, which the denoising recipe calls once: a batch
+in which no cell sets eta keeps diffusers' own scheduler, so its images do not change.
 
 - Euler a takes its eta per row: each row's sigma_up and sigma_down are its own, its timesteps are shared.
 - DPM2 a (and DPM2 a Karras) evaluates the model at a midpoint between sigma and sigma_down, so eta moves the
@@ -41,7 +41,6 @@ def ancestral_sigmas(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: torch.T
 class EtaEulerAncestralDiscreteScheduler(EulerAncestralDiscreteScheduler):
     """Euler a with A1111's eta per row (`etas`, one per row of the batch)."""
 
-    eta_per_row = True
     etas: torch.Tensor | None = None
 
     def step(self, model_output: torch.Tensor, timestep: float | torch.Tensor, sample: torch.Tensor,
@@ -67,7 +66,6 @@ class EtaEulerAncestralDiscreteScheduler(EulerAncestralDiscreteScheduler):
 class EtaKDPM2AncestralDiscreteScheduler(KDPM2AncestralDiscreteScheduler):
     """DPM2 a with A1111's eta, one for the batch (`etas`, all equal): its midpoint timesteps depend on it."""
 
-    eta_per_row = False
     etas: torch.Tensor | None = None
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None,

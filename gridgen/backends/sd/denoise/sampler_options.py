@@ -18,6 +18,10 @@ from gridgen.backends.sd.denoise.samplers import SAMPLERS, find_sampler
 
 # The param each option is set by, and the `step` argument diffusers names it.
 STEP_OPTIONS = {"eta": "eta", "s_churn": "s_churn", "s_tmin": "s_tmin", "s_tmax": "s_tmax", "s_noise": "s_noise"}
+# Every param a denoising recipe reads from its cells' params: a stage that hands its recipe the cell's params
+# depends on these (its cache key holds them).
+RECIPE_READS = (*STEP_OPTIONS, "eta_noise_seed_delta", "var_seed", "var_seed_strength", "seed_resize_from_w",
+                "seed_resize_from_h")
 
 
 @functools.cache
@@ -27,13 +31,8 @@ def _step_arguments(class_name: str) -> frozenset[str]:
     return frozenset(inspect.signature(getattr(diffusers, class_name).step).parameters)
 
 
-@functools.cache
-def _ancestral_eta(class_name: str) -> str | None:
-    """How an ancestral scheduler honours eta: "row" (per row of a batch), "batch" (one per batch) or None."""
-    from gridgen.backends.sd.denoise import ancestral_eta
-
-    variant = ancestral_eta.VARIANTS.get(class_name)
-    return None if variant is None else "row" if variant.eta_per_row else "batch"
+# The ancestral schedulers `ancestral_eta` gives A1111's eta, and how: per row of a batch, or one per batch.
+ANCESTRAL_ETA = {"EulerAncestralDiscreteScheduler": "row", "KDPM2AncestralDiscreteScheduler": "batch"}
 
 
 def honours(sampler_name: str, option: str) -> bool:
@@ -42,7 +41,7 @@ def honours(sampler_name: str, option: str) -> bool:
     if sampler is None:
         return False
     return STEP_OPTIONS[option] in _step_arguments(sampler.scheduler) or (
-        option == "eta" and _ancestral_eta(sampler.scheduler) is not None)
+        option == "eta" and sampler.scheduler in ANCESTRAL_ETA)
 
 
 def honouring(option: str) -> list[str]:
@@ -55,7 +54,7 @@ def batch_part(params: dict[str, Any]) -> tuple:
     takes per row."""
     sampler = str(params["sampler"])
     found = find_sampler(sampler)
-    per_row_eta = found is not None and _ancestral_eta(found.scheduler) == "row"
+    per_row_eta = found is not None and ANCESTRAL_ETA.get(found.scheduler) == "row"
     return tuple((option, params.get(option)) for option in STEP_OPTIONS
                  if params.get(option) is not None and honours(sampler, option)
                  and not (option == "eta" and per_row_eta))
