@@ -15,9 +15,10 @@ from gridgen.param_decl import Param
 SAMPLER_OPTION_PARAMS: tuple[Param, ...] = (
     Param("eta", "float", None,
           "Eta: how much fresh noise each step adds. DDIM: 0 (its default) is deterministic DDIM, 1 adds DDPM's "
-          "full step noise; one value per batch. Ancestral samplers (Euler a, DPM2 a, DPM2 a Karras): 1 (their "
-          "default) is their usual step, 0 a deterministic Euler/DPM2 step; per cell inside a batch for Euler a, "
-          "one value per batch for DPM2 a (its midpoint timesteps depend on it). Other samplers ignore it (warned).",
+          "full step noise; one value per batch. Ancestral and SDE samplers (Euler a, DPM2 a, DPM++ SDE, DPM++ 2M "
+          "SDE and their Karras variants): 1 (their default) is their usual step, 0 adds no noise (Euler a becomes "
+          "Euler, DPM2 a DPM2, DPM++ 2M SDE DPM++ 2M); per cell inside a batch, except DPM2 a: one value per batch "
+          "(its midpoint timesteps depend on it). Other samplers ignore it (warned).",
           aliases=("ddim_eta", "eta_ddim", "eta_ancestral"), min=0, max=1),
     Param("eta_noise_seed_delta", "int", 0,
           "ENSD: the step noise of ancestral and SDE samplers (Euler a, DPM2 a, DPM++ SDE, ...) is drawn from "

@@ -1,5 +1,5 @@
-"""A1111's eta on the ancestral samplers (Euler a, DPM2 a), measured on the embedded gridgen-tiny model: eta 1 is
-diffusers' own step, eta 0 the deterministic step of the sampler's non-ancestral twin."""
+"""A1111's eta on the ancestral samplers (Euler a, DPM2 a, DPM++ SDE, DPM++ 2M SDE), measured on the embedded
+gridgen-tiny model: eta 1 is diffusers' own step, eta 0 the deterministic step of the sampler's twin."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from tests.batch_checks import assert_one_batch_renders_as_alone
 from tests.test_sampler_options import cell, differ, folder, render, same  # noqa: F401 (folder is a fixture)
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DPM2 a Karras"])
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM2 a Karras", "DPM++ SDE", "DPM++ 2M SDE Karras"])
 def test_eta_1_renders_exactly_as_the_sampler_does_without_eta(backend, sampler):
     assert np.array_equal(render(backend, sampler=sampler, eta=1.0), render(backend, sampler=sampler))
 
 
-@pytest.mark.parametrize(("ancestral", "deterministic"), [("Euler a", "Euler"), ("DPM2 a", "DPM2")])
+@pytest.mark.parametrize(("ancestral", "deterministic"), [("Euler a", "Euler"), ("DPM2 a", "DPM2"),
+                                                           ("DPM++ 2M SDE", "DPM++ 2M")])
 def test_eta_0_is_the_deterministic_twin_and_half_is_neither(backend, ancestral, deterministic):
     twin = render(backend, sampler=deterministic)
     usual = render(backend, sampler=ancestral)
@@ -49,6 +50,16 @@ def test_euler_a_step_scales_the_fresh_noise_by_each_rows_eta():
     assert torch.allclose(stepped[2], sample[2] + output[2] * (down - sigma) + noise * up, atol=1e-5)
 
 
+def test_dpm_sde_at_eta_0_adds_no_noise(backend):
+    # Its step noise is gone, so moving it to another stream (ENSD) changes nothing.
+    zero = render(backend, sampler="DPM++ SDE", eta=0.0)
+    assert same(render(backend, sampler="DPM++ SDE", eta=0.0, eta_noise_seed_delta=31337), zero)
+    usual = render(backend, sampler="DPM++ SDE")
+    assert differ(render(backend, sampler="DPM++ SDE", eta_noise_seed_delta=31337), usual)
+    half = render(backend, sampler="DPM++ SDE", eta=0.5)
+    assert differ(zero, usual) and differ(half, zero) and differ(half, usual)
+
+
 def test_euler_a_eta_is_per_cell_in_a_mixed_batch(folder, monkeypatch):  # noqa: F811
     cells = [cell("a", sampler="Euler a"), cell("b", sampler="Euler a", seed=3, eta=0.0),
              cell("c", sampler="Euler a", seed=4, eta=0.5, eta_noise_seed_delta=31337),
@@ -56,20 +67,31 @@ def test_euler_a_eta_is_per_cell_in_a_mixed_batch(folder, monkeypatch):  # noqa:
     assert_one_batch_renders_as_alone(folder, cells, monkeypatch)
 
 
+@pytest.mark.parametrize("sampler", ["DPM++ SDE", "DPM++ 2M SDE"])
+def test_sde_eta_is_per_cell_in_a_mixed_batch(folder, monkeypatch, sampler):  # noqa: F811
+    cells = [cell("a", sampler=sampler), cell("b", sampler=sampler, seed=3, eta=0.0),
+             cell("c", sampler=sampler, seed=4, eta=0.5, eta_noise_seed_delta=31337)]
+    assert_one_batch_renders_as_alone(folder, cells, monkeypatch)
+
+
 def test_dpm2_a_eta_splits_batches_and_euler_a_eta_does_not(backend):
     def key(**params):
         return backend.batch_key(cell(**params).params)
 
-    assert key(sampler="Euler a", eta=0.3) == key(sampler="Euler a")
+    for sampler in ("Euler a", "DPM++ SDE", "DPM++ 2M SDE"):
+        assert key(sampler=sampler, eta=0.3) == key(sampler=sampler)
     assert len({key(sampler="DPM2 a"), key(sampler="DPM2 a", eta=0.3), key(sampler="DPM2 a", eta=0.6)}) == 3
 
 
 def test_ancestral_samplers_no_longer_warn_about_eta(backend):
-    for sampler in ("Euler a", "DPM2 a", "DPM2 a Karras"):
+    for sampler in ("Euler a", "DPM2 a", "DPM2 a Karras", "DPM++ SDE", "DPM++ 2M SDE Karras"):
         assert not [p for p in backend.validate(cell(sampler=sampler, eta=0.5).params) if p.param == "eta"]
     (warning,) = [p for p in backend.validate(cell(sampler="LMS", eta=0.5).params) if p.param == "eta"]
     assert {"DDIM", "Euler a", "DPM2 a"} <= set(warning.message.split("honoured by ", 1)[1].split(", "))
-    assert {"DDIM", "Euler a", "DPM2 a", "DPM2 a Karras"} <= set(sampler_options.honouring("eta"))
+    assert {"DDIM", "Euler a", "DPM2 a", "DPM2 a Karras", "DPM++ SDE", "DPM++ 2M SDE"} <= set(
+        sampler_options.honouring("eta"))
+    assert not [p for p in backend.validate(cell(sampler="DPM++ 2M").params) if p.param == "eta"]
+    assert [p for p in backend.validate(cell(sampler="DPM++ 2M", eta=0.5).params) if p.param == "eta"]
 
 
 def test_png_parameters_write_ancestral_eta_as_a1111_does():
@@ -81,8 +103,9 @@ def test_png_parameters_write_ancestral_eta_as_a1111_does():
     assert fields("DDIM")["Eta DDIM"] == "0.5" and "Eta" not in fields("DDIM")
 
 
-def test_the_torch_free_table_names_the_eta_schedulers_and_how_they_take_it():
-    assert set(sampler_options.ANCESTRAL_ETA) == set(ancestral_eta.VARIANTS)
-    # Per row where the timesteps do not depend on eta.
-    assert sampler_options.ANCESTRAL_ETA["EulerAncestralDiscreteScheduler"] == "row"
-    assert sampler_options.ANCESTRAL_ETA["KDPM2AncestralDiscreteScheduler"] == "batch"
+def test_every_sampler_the_table_gives_an_ancestral_eta_has_an_eta_scheduler():
+    from gridgen.backends.sd.denoise.samplers import SAMPLERS
+
+    takers = {sampler.scheduler for sampler in SAMPLERS if sampler.eta}
+    assert takers == set(ancestral_eta.VARIANTS)
+    assert all(sampler.ancestral for sampler in SAMPLERS if sampler.eta)

@@ -3,8 +3,8 @@ scheduler's `step` gets for them, and the warning for a sampler that would ignor
 
 diffusers takes these as `step` arguments, one value for the whole batch, so they are part of the batch key.
 Whether a sampler honours an option is read from its scheduler's `step` signature, not kept in a list; the
-ancestral samplers' eta is the exception, honoured by the schedulers of `ancestral_eta` (per row where the
-sampler allows it, so it leaves the batch key).
+ancestral samplers' eta is the exception, honoured by the schedulers of `ancestral_eta` as the sampler table's
+`eta` says (per row where the sampler allows it, so it leaves the batch key).
 """
 
 from __future__ import annotations
@@ -31,17 +31,13 @@ def _step_arguments(class_name: str) -> frozenset[str]:
     return frozenset(inspect.signature(getattr(diffusers, class_name).step).parameters)
 
 
-# The ancestral schedulers `ancestral_eta` gives A1111's eta, and how: per row of a batch, or one per batch.
-ANCESTRAL_ETA = {"EulerAncestralDiscreteScheduler": "row", "KDPM2AncestralDiscreteScheduler": "batch"}
-
-
 def honours(sampler_name: str, option: str) -> bool:
     """Whether the sampler's diffusers scheduler takes `option` in its `step`."""
     sampler = find_sampler(sampler_name)
     if sampler is None:
         return False
     return STEP_OPTIONS[option] in _step_arguments(sampler.scheduler) or (
-        option == "eta" and sampler.scheduler in ANCESTRAL_ETA)
+        option == "eta" and sampler.eta is not None)
 
 
 def honouring(option: str) -> list[str]:
@@ -54,7 +50,7 @@ def batch_part(params: dict[str, Any]) -> tuple:
     takes per row."""
     sampler = str(params["sampler"])
     found = find_sampler(sampler)
-    per_row_eta = found is not None and ANCESTRAL_ETA.get(found.scheduler) == "row"
+    per_row_eta = found is not None and found.eta == "row"
     return tuple((option, params.get(option)) for option in STEP_OPTIONS
                  if params.get(option) is not None and honours(sampler, option)
                  and not (option == "eta" and per_row_eta))
