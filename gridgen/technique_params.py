@@ -62,8 +62,9 @@ SAMPLER_OPTION_PARAMS: tuple[Param, ...] = (
     Param("token_merging_ratio", "float", 0.0,
           "Token merging (ToMe, through tomesd, as A1111 applies it): the share of image tokens merged before each "
           "self-attention of the UNet's full-resolution blocks; faster, less detail. 0: off; above 0.75 merges as "
-          "0.75 does (every token but one in four). A model with no attention at full resolution (gridgen-tiny) is "
-          "unchanged. Also applies to hires fix, which redraws with the same model. One value per batch.",
+          "0.75 does (every token but one in four). A model with no attention at full resolution (SDXL, "
+          "gridgen-tiny) is unchanged. Also applies to hires fix, which redraws with the same model. One value per "
+          "batch.",
           aliases=("tome_ratio", "tome"), min=0, max=0.9),
 )
 # Latent controls (A1111 extensions' knobs), each per sample in a batch: the `[Extension] Name` spellings of

@@ -6,8 +6,8 @@ destinations would make a cell's image depend on its batch) and merges for self-
 Each row's tokens are matched within the row, so a cell renders the same alone or in a batch.
 
 The patch belongs to the loaded UNet, shared by every batch, so `use_ratio` sets it for the cells about to run and
-removes it when the next cells do not merge. A model without attention at full resolution (gridgen-tiny attends
-only at lower ones) has nothing to merge and renders unchanged.
+removes it when the next cells do not merge. A model without attention at full resolution (SDXL and gridgen-tiny
+attend only at lower ones) has nothing to merge and renders unchanged.
 """
 
 from __future__ import annotations
