@@ -16,9 +16,9 @@ a script that loads the pipeline and loops) and times them from start to exit: t
 ratio, start-up included, is what a small grid waits for. Figures depend on the machine: run it,
 don't quote it.
 
-`cpu-tiny-options` mixes A1111's per-cell sampler options (variation seeds, ENSD, seed resize, styles) across one
-grid of the embedded model; no plain diffusers pipeline takes them, so its baseline is gridgen rendering one cell
-per batch, as the X/Y/Z plot does, and it prints how many denoising batches each side ran.
+`cpu-tiny-options` mixes A1111's per-cell sampler options (variation seeds, ENSD, seed resize, styles, Euler a's
+eta) across one grid of the embedded model; no plain diffusers pipeline takes them, so its baseline is gridgen
+rendering one cell per batch, as the X/Y/Z plot does, and it prints how many denoising batches each side ran.
 `--latent-controls` instead renders one grid whose cells mix the latent controls (CFG rescale, dynamic
 thresholding, colour grading, mirroring, anti-burn, none) and the same number of cells that differ only in
 CFG scale, and prints the denoising batches and the time of each: equal batch counts show the controls share
@@ -146,6 +146,7 @@ OPTION_AXES = {
     "prompt": " || ".join(PROMPTS[:2]),
     "var_seed_strength": "0, 0.3, 0.7",
     "eta_noise_seed_delta": "0, 31337",
+    "eta": "1, 0.5",  # Euler a's eta is per cell: it splits no batch
     "seed_resize_from_w": "0, 48",
     "styles": {"values": {"none": {"params": {"styles": ""}}, "framed": {"params": {"styles": "framed"}}}},
 }

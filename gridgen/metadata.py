@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from gridgen.backends.sd.denoise.controls.options import infotext_fields
+from gridgen.backends.sd.denoise.samplers import find_sampler
 from gridgen.backends.sd.hdr.options import infotext_fields as hdr_fields
 
 _EXIF_IFD = 0x8769
@@ -41,8 +42,8 @@ def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = N
         ("Model", params.get("model")),
         ("VAE", params.get("vae") if params.get("vae") not in (None, "auto") else None),
         ("Clip skip", params.get("clip_skip") if (params.get("clip_skip") or 1) > 1 else None),
-        # A1111's sampler options under the names its PNG Info reads back (eta is DDIM's here, so "Eta DDIM").
-        ("Eta DDIM", params.get("eta")),
+        # A1111's sampler options under the names its PNG Info reads back.
+        (_eta_field(params), params.get("eta")),
         ("ENSD", params.get("eta_noise_seed_delta") or None),
         ("Sigma churn", params.get("s_churn")),
         ("Sigma tmin", params.get("s_tmin")),
@@ -50,6 +51,7 @@ def a1111_parameters(params: dict[str, Any], metadata: dict[str, Any] | None = N
         ("Sigma noise", params.get("s_noise")),
         ("Tiling", True if params.get("tiling") else None),
         ("Conditional mask weight", None if params.get("image_mask_weight", 1) == 1 else params["image_mask_weight"]),
+        ("Token merging ratio", params.get("token_merging_ratio") or None),
         *infotext_fields(params),  # the latent controls, under their extensions' names
         *hdr_fields(params),
     ]
@@ -91,6 +93,12 @@ def _variation_fields(params: dict[str, Any]) -> list[tuple[str, Any]]:
     if min(resize) > 0:
         fields.append(("Seed resize from", f"{resize[0]}x{resize[1]}"))
     return fields
+
+
+def _eta_field(params: dict[str, Any]) -> str:
+    """A1111 writes the ancestral samplers' eta as "Eta" and DDIM's (its timestep samplers') as "Eta DDIM"."""
+    sampler = find_sampler(str(params.get("sampler") or ""))
+    return "Eta" if sampler is not None and sampler.ancestral else "Eta DDIM"
 
 
 def _format(value: Any) -> str:

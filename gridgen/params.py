@@ -273,7 +273,6 @@ KNOWN_UNSUPPORTED: dict[str, str] = {
     for name in (
         "hypernetwork", "hypernetwork_strength", "restore_faces", "codeformer_weight",
         "face_restoration", "code_former_weight", "enable_hr",
-        "token_merging_ratio",
     )
 }
 

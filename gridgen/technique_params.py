@@ -15,8 +15,12 @@ from gridgen.param_decl import Param
 # A1111's sampler options, applied once in the denoising recipe so every kind and stage honours them.
 SAMPLER_OPTION_PARAMS: tuple[Param, ...] = (
     Param("eta", "float", None,
-          "DDIM's eta: 0 is deterministic DDIM, 1 adds DDPM's full step noise (default: the sampler's own, 0). "
-          "Honoured by DDIM; one value per batch.", aliases=("ddim_eta", "eta_ddim"), min=0, max=1),
+          "Eta: how much fresh noise each step adds. DDIM: 0 (its default) is deterministic DDIM, 1 adds DDPM's "
+          "full step noise; one value per batch. Ancestral and SDE samplers (Euler a, DPM2 a, DPM++ SDE, DPM++ 2M "
+          "SDE and their Karras variants): 1 (their default) is their usual step, 0 adds no noise (Euler a becomes "
+          "Euler, DPM2 a DPM2, DPM++ 2M SDE DPM++ 2M); per cell inside a batch, except DPM2 a: one value per batch "
+          "(its midpoint timesteps depend on it). Other samplers ignore it (warned).",
+          aliases=("ddim_eta", "eta_ddim", "eta_ancestral"), min=0, max=1),
     Param("eta_noise_seed_delta", "int", 0,
           "ENSD: the step noise of ancestral and SDE samplers (Euler a, DPM2 a, DPM++ SDE, ...) is drawn from "
           "seed + this instead of the seed's own stream; 31337 matches the NovelAI-era A1111 setting. 0: off.",
@@ -56,6 +60,13 @@ SAMPLER_OPTION_PARAMS: tuple[Param, ...] = (
           "part of init_image the UNet's image input hides; 1 hides it all, 0 shows the whole image (keeping its "
           "composition in img2img). Per cell inside a batch.",
           aliases=("inpainting_mask_weight", "conditioning_mask_strength", "inpaint_mask_weight"), min=0, max=1),
+    Param("token_merging_ratio", "float", 0.0,
+          "Token merging (ToMe, through tomesd, as A1111 applies it): the share of image tokens merged before each "
+          "self-attention of the UNet's full-resolution blocks; faster, less detail. 0: off; above 0.75 merges as "
+          "0.75 does (every token but one in four). A model with no attention at full resolution (SDXL, "
+          "gridgen-tiny) is unchanged. Also applies to hires fix, which redraws with the same model. One value per "
+          "batch.",
+          aliases=("tome_ratio", "tome"), min=0, max=0.9),
 )
 # Latent controls (A1111 extensions' knobs), each per sample in a batch: the `[Extension] Name` spellings of
 # their X/Y/Z options resolve, since brackets and spaces do not count in a name.

@@ -118,7 +118,7 @@ def test_unsupported_params_warn_once_and_the_other_axes_render(tmp_path):
         grid: {params: {Restore Faces: true}}
         axes:
           CodeFormer Weight: 0, 0.5
-          Token merging ratio: 0, 0.5
+          Face restoration: CodeFormer, GFPGAN
           Hypernet str.: 0, 1
           Use Result Index: 1, 2
           seed: 1, 2
@@ -131,10 +131,10 @@ def test_unsupported_params_warn_once_and_the_other_axes_render(tmp_path):
     assert list(axes) == ["seed", "x"] and spec.cell_count == 2
     assert axes["x"].values[0].params == {"steps": 3}
     messages = [w.message for w in spec.warnings]
-    assert len(messages) == 6  # one per param: restore_faces, codeformer_weight, token_merging_ratio,
+    assert len(messages) == 6  # one per param: restore_faces, codeformer_weight, face_restoration,
     # hypernetwork_strength, result_index, hypernetwork
     assert "parameter 'restore_faces' is not supported by this backend and is ignored" in messages
-    assert "parameter 'token_merging_ratio' is not supported by this backend and the axis is left out" in messages
+    assert "parameter 'face_restoration' is not supported by this backend and the axis is left out" in messages
     assert "parameter 'hypernetwork_strength' ('Hypernet str.') is not supported by this backend and the axis is " \
            "left out" in messages
     assert any("result_index" in m and "one image per cell" in m for m in messages)
@@ -194,8 +194,8 @@ def test_every_value_skipped_is_a_warning_with_zero_cells_to_render(tmp_path):
 
 
 def test_a_grid_of_ignored_axes_only_says_why_it_is_empty(tmp_path):
-    (problem,) = problems_of(write_spec(tmp_path, "axes:\n  Restore Faces: true, false\n  Token merging ratio: 0, 1\n"))
-    assert "the grid has no axes (axes Restore Faces, Token merging ratio vary only ignored parameters)" \
+    (problem,) = problems_of(write_spec(tmp_path, "axes:\n  Restore Faces: true, false\n  Hypernetwork: a, b\n"))
+    assert "the grid has no axes (axes Restore Faces, Hypernetwork vary only ignored parameters)" \
         in problem.message
 
 

@@ -25,7 +25,7 @@ from gridgen.backends import diffusers_paths
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
 from gridgen.backends.sd.adapters import networks
 from gridgen.backends.sd.adapters.lora import LoraError
-from gridgen.backends.sd.denoise import multidiffusion, sampler_options, seamless
+from gridgen.backends.sd.denoise import multidiffusion, sampler_options, seamless, token_merging
 from gridgen.backends.sd.denoise.controls import options as latent_controls
 from gridgen.backends.sd.denoise.samplers import scheduler_choice, unsupported_schedule
 from gridgen.backends.sd.hdr import brackets as hdr
@@ -256,7 +256,7 @@ class DiffusersBackend:
         # windows and the VAE's tiling apply to the whole batch too.
         return (self.load_key(params), self._lora_set(params), choice, str(params["prediction"]), int(params["steps"]),
                 *self._size(params), ella_setup.batch_part(params, self._resolve), kind.batch_part(params),
-                sampler_options.batch_part(params), seamless.batch_part(params),
+                sampler_options.batch_part(params), seamless.batch_part(params), token_merging.batch_part(params),
                 multidiffusion.batch_part(params), str(params["vae_tiling"]))
 
     def render(self, cells: list[Cell]) -> Iterator[Result]:

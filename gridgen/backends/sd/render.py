@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gridgen.backends.sd.adapters import networks
-from gridgen.backends.sd.denoise import multidiffusion, regional, regional_attention, seamless
+from gridgen.backends.sd.denoise import multidiffusion, regional, regional_attention, seamless, token_merging
 from gridgen.backends.sd.denoise.controls.setup import Controls
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
@@ -60,6 +60,7 @@ def ensure_loaded(backend: DiffusersBackend, params: dict[str, Any]) -> Componen
         backend._loaded = loaded
     backend._load_key = key
     seamless.use_tiling(backend._components, bool(params.get("tiling")), before_change=backend.decoder.drain)
+    token_merging.use_ratio(backend._components.unet, token_merging.ratio_of(params))
     return backend._components
 
 

@@ -8,8 +8,9 @@ A `Recipe` owns, each in one place:
   sets all its steps and `partial_schedule` the tail a strength covers (img2img);
 - the start latents: pure noise (`start_from_noise`) or given latents noised to the first step (`noised`);
 - the step-noise arguments that make ancestral and SDE samplers draw per sample, and A1111's sampler options
-  (eta, the sigma settings, ENSD's step-noise seeds, variation seeds in the start noise: `noise`,
-  `sampler_options`) when the recipe is given its cells' params (`_step_kwargs`, `start_noise`);
+  (eta: DDIM's as a step argument, the ancestral samplers' through `ancestral_eta`'s schedulers; the sigma
+  settings, ENSD's step-noise seeds, variation seeds in the start noise: `noise`, `sampler_options`) when the
+  recipe is given its cells' params (`_step_kwargs`, `start_noise`);
 - the loop (`run`) and its per-step hooks: each `hook(step) -> latents` sees the latents after a scheduler
   step and may rewrite them (inpainting keeps the known part).
 
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from gridgen.backends.sd.denoise import noise, sampler_options
+from gridgen.backends.sd.denoise import ancestral_eta, noise, sampler_options
 from gridgen.backends.sd.denoise.guidance import Denoiser
 from gridgen.backends.sd.denoise.samplers import make_scheduler, scheduler_choice
 
@@ -56,7 +57,8 @@ class Recipe:
 
     def __init__(self, scheduler, seeds: Sequence[int], device: torch.device, hooks: Iterable[StepHook] = (),
                  cells: Sequence[dict[str, Any]] = (), factor: int = 8):
-        self.scheduler = scheduler
+        # Ancestral samplers honour eta through a scheduler of their own, chosen once the rows' etas are known.
+        self.scheduler = ancestral_eta.with_etas(scheduler, cells)
         self.seeds = [int(seed) for seed in seeds]
         self.device = device
         self.generators = [torch.Generator("cpu").manual_seed(seed) for seed in self.seeds]

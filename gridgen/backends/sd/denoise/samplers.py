@@ -21,6 +21,8 @@ class Sampler:
     config: dict[str, Any] = field(default_factory=dict)
     karras: bool = False  # the A1111 name implies the Karras schedule
     ancestral: bool = False  # injects fresh noise every step
+    # How the sampler takes A1111's ancestral eta (`ancestral_eta`): per row of a batch, one per batch, or not.
+    eta: str | None = None
     aliases: tuple[str, ...] = ()
     # The step count the sampler is normally run at: A1111's default of 20, except where the
     # sampler's home code set another (CompVis's txt2img script ran DDIM and PLMS at 50, and
@@ -31,16 +33,16 @@ class Sampler:
 
 SAMPLERS: tuple[Sampler, ...] = (
     Sampler("Euler", "EulerDiscreteScheduler", aliases=("k_euler",)),
-    Sampler("Euler a", "EulerAncestralDiscreteScheduler", ancestral=True,
+    Sampler("Euler a", "EulerAncestralDiscreteScheduler", ancestral=True, eta="row",
             aliases=("euler ancestral", "k_euler_a", "k_euler_ancestral", "euler_ancestral")),
     Sampler("Heun", "HeunDiscreteScheduler", aliases=("k_heun",)),
     Sampler("LMS", "LMSDiscreteScheduler", aliases=("k_lms",), usual_steps=50),
     Sampler("LMS Karras", "LMSDiscreteScheduler", karras=True),
     Sampler("DPM2", "KDPM2DiscreteScheduler", aliases=("k_dpm_2", "dpm_2")),
-    Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", ancestral=True,
+    Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", ancestral=True, eta="batch",
             aliases=("k_dpm_2_a", "dpm_2_ancestral", "dpm2 ancestral")),
     Sampler("DPM2 Karras", "KDPM2DiscreteScheduler", karras=True),
-    Sampler("DPM2 a Karras", "KDPM2AncestralDiscreteScheduler", karras=True, ancestral=True),
+    Sampler("DPM2 a Karras", "KDPM2AncestralDiscreteScheduler", karras=True, ancestral=True, eta="batch"),
     # diffusers has no ancestral single-step solver; the second-order single-step DPM-Solver++
     # is the closest deterministic relative, and the sampler's description says so.
     Sampler("DPM++ 2S a", "DPMSolverSinglestepScheduler",
@@ -51,12 +53,13 @@ SAMPLERS: tuple[Sampler, ...] = (
     Sampler("DPM++ 2M Karras", "DPMSolverMultistepScheduler",
             {"algorithm_type": "dpmsolver++", "solver_order": 2}, karras=True, aliases=("dpmpp_2m_karras",)),
     Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler",
-            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, ancestral=True, aliases=("dpmpp_2m_sde",)),
+            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, ancestral=True, eta="row",
+            aliases=("dpmpp_2m_sde",)),
     Sampler("DPM++ 2M SDE Karras", "DPMSolverMultistepScheduler",
-            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, karras=True, ancestral=True,
+            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, karras=True, ancestral=True, eta="row",
             aliases=("dpmpp_2m_sde_karras",)),
-    Sampler("DPM++ SDE", "DPMSolverSDEScheduler", ancestral=True, aliases=("dpmpp_sde",)),
-    Sampler("DPM++ SDE Karras", "DPMSolverSDEScheduler", karras=True, ancestral=True,
+    Sampler("DPM++ SDE", "DPMSolverSDEScheduler", ancestral=True, eta="row", aliases=("dpmpp_sde",)),
+    Sampler("DPM++ SDE Karras", "DPMSolverSDEScheduler", karras=True, ancestral=True, eta="row",
             aliases=("dpmpp_sde_karras",)),
     Sampler("DDIM", "DDIMScheduler", usual_steps=50),
     Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, aliases=("pndm",), usual_steps=50),

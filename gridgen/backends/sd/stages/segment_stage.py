@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageOps
 
 from gridgen.backends.base import BackendContext, ParamProblem
+from gridgen.backends.sd.denoise import sampler_options
 from gridgen.backends.sd.denoise.inference import inference_mode
 from gridgen.backends.sd.kinds import edit
 from gridgen.backends.sd.kinds.channels import CHANNELS
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 _MASK_PARAMS = ("sam_model", "sam_prompt", "sam_mask", "dilate", "inpaint_mode", "inpainter", "mask_blur")
 # What an SD inpainter reads besides the mask: the cell's own generation settings.
 _SD_PARAMS = ("prompt", "negative_prompt", "seed", "steps", "cfg_scale", "sampler", "schedule", "clip_skip",
-              "denoise", "padding_mask_crop", "inpaint_full_res", "inpainting_fill")
+              "denoise", "padding_mask_crop", "inpaint_full_res", "inpainting_fill", "image_mask_weight",
+              *sampler_options.RECIPE_READS)
 
 
 @dataclass
@@ -209,7 +211,9 @@ class SamStage:
         skip = int(params["clip_skip"])
         requests = [(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)]
         text = prompts.conditioning(*requests)
-        recipe = Recipe(scheduler_for(params, parts.scheduler_config), [int(params["seed"])], parts.device)
+        # The cell's sampler options (eta, ENSD, the sigma settings, variation seeds) reach this pass as the base's.
+        recipe = Recipe(scheduler_for(params, parts.scheduler_config), [int(params["seed"])], parts.device,
+                        cells=[params], factor=factor)
         guide = guide_for(parts.unet, text.cond, text.uncond, [float(params["cfg_scale"])],
                           masks=(text.cond_mask, text.uncond_mask), **added_pair(prompts, *requests, *size))
         latents = edit.denoise(parts, prepared, recipe, guide, int(params["steps"]), float(params["denoise"]))

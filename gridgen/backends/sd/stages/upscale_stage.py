@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from gridgen.backends.base import BackendContext, ParamProblem
+from gridgen.backends.sd.denoise import sampler_options
 from gridgen.backends.sd.images.resample import model_upscale, resample, target_size
 from gridgen.backends.sd.models.locate import resolve_upscale_pipeline
 from gridgen.backends.sd.stages import x4
@@ -33,7 +34,10 @@ _SIZE_PARAMS = ("upscale_by", "upscale_width", "upscale_height")
 _FAMILY_PARAMS = {
     "pixel": (),
     "model": ("tile_size", "tile_overlap"),
-    "sd-x4": ("noise_level", "upscale_prompt", "upscale_steps", "upscale_cfg_scale"),
+    # The x4 model redraws with the cell's seed, sampler and prompts too: with an input image they are not in the
+    # base image's key.
+    "sd-x4": ("noise_level", "upscale_prompt", "upscale_steps", "upscale_cfg_scale", "prompt", "negative_prompt",
+              "seed", "sampler", "schedule", *sampler_options.RECIPE_READS),
     "latent": ("hires_steps", "hires_denoise"),
     "hires": ("hires_steps", "hires_denoise", "tile_size", "tile_overlap"),
     "sd-upscale": ("hires_steps", "hires_denoise", "tile_size", "tile_overlap"),

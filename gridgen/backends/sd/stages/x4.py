@@ -134,7 +134,7 @@ def denoise(parts, low_res_scheduler, pixels: torch.Tensor, levels: Sequence[int
 
     unet = parts.unet
     image_noise = recipe.draw(pixels.shape[1:])
-    noise = recipe.draw((parts.vae.config.latent_channels, *pixels.shape[2:]))
+    noise = recipe.start_noise((parts.vae.config.latent_channels, *pixels.shape[2:]))
     level = torch.tensor([int(n) for n in levels], dtype=torch.long, device=recipe.device)
     noised = low_res_scheduler.add_noise(pixels.float().to(recipe.device), image_noise, level)
     recipe.full_schedule(steps)
@@ -154,7 +154,9 @@ def x4_upscale(model: X4Model, image: Image.Image, params: dict[str, Any]) -> Im
     pipe = model.pipe
     prompt = params.get("upscale_prompt") or str(params["prompt"])
     text = model.prompts.conditioning([(prompt, 1)], [(str(params.get("negative_prompt") or ""), 1)])
-    recipe = Recipe(scheduler_for(params, dict(pipe.scheduler.config)), [int(params["seed"])], pipe.unet.device)
+    # The cell's sampler options (eta, ENSD, the sigma settings, variation seeds) reach this pass as the base's.
+    recipe = Recipe(scheduler_for(params, dict(pipe.scheduler.config)), [int(params["seed"])], pipe.unet.device,
+                    cells=[params], factor=2 ** (len(pipe.vae.config.block_out_channels) - 1))
     guide = guide_for(pipe.unet, text.cond, text.uncond, [float(params["upscale_cfg_scale"])],
                       masks=(text.cond_mask, text.uncond_mask))
     latents = denoise(pipe, pipe.low_res_scheduler, to_tensor(image, torch.device("cpu")) * 2 - 1,
