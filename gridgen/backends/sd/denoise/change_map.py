@@ -59,9 +59,11 @@ def denoise(parts, pixels: torch.Tensor, change: torch.Tensor, recipe: Recipe, g
     import torch
 
     from gridgen.backends.sd.denoise.img2img import encode
+    from gridgen.backends.sd.images import vae_tiling
     from gridgen.backends.sd.kinds.channels import CHANNELS
 
-    start = encode(parts.vae, pixels, recipe.generators)
+    tiling = vae_tiling.batch_mode(recipe.cells)
+    start = encode(parts.vae, pixels, recipe.generators, tiling)
     if len(recipe.partial_schedule(steps, strength)) == 0:
         return start
     noise = recipe.draw(start.shape[1:])
@@ -69,6 +71,6 @@ def denoise(parts, pixels: torch.Tensor, change: torch.Tensor, recipe: Recipe, g
     hook = FollowOriginal(recipe, start, noise, small)
     denoiser = guide()
     if parts.unet.config.in_channels == CHANNELS["inpaint"]:
-        blanked = encode(parts.vae, pixels * (change <= 0), recipe.generators)
+        blanked = encode(parts.vae, pixels * (change <= 0), recipe.generators, tiling)
         denoiser = guide(image=torch.cat([(small > 0).float(), blanked], dim=1).to(parts.unet.dtype))
     return recipe.run(denoiser, recipe.noised(start, noise), hooks=[hook])
