@@ -1,5 +1,6 @@
-"""DemoFusion (Du et al., CVPR 2024) as the `demofusion` upscaler: the base image grown in phases by the cell's own
-model, each phase redrawing the previous one at one more multiple of the base size.
+"""DemoFusion (Du et al., CVPR 2024) as the `demofusion` upscaler and as `demofusion_scale`, its txt2img mode: the
+base image grown in phases by the cell's own model, each phase redrawing the previous one at one more multiple of
+the base size.
 
 Phase 1 is the base image. Phase k starts from phase k-1's latents enlarged (bicubic) to k times the base size and
 fully noised, and is denoised over the cell's whole schedule with three guides of the composition:
@@ -20,7 +21,8 @@ its crop coordinates and the dilated views an uncropped (0, 0), as the reference
 Each mix is taken over the noise predictions rather than over each view's stepped latents (as the reference
 pipeline does with DDIM), which is the same for deterministic samplers and lets any scheduler run the loop. Each
 phase's latents are matched to the base image's latent mean and spread, as the reference does. Every phase's image
-is kept in the stage cache, so upscale_by 2, 3 and 4 of one base image compute phase 2 once.
+is kept in the stage cache, so upscale_by (or demofusion_scale) 2, 3 and 4 of one base image compute each phase
+once.
 """
 
 from __future__ import annotations
