@@ -7,9 +7,11 @@ high-resolution method at 2x and 4x the native size, measured in one run.
 
 --memory decodes latents of 256, 512, 768 and 1024 px with gridgen-tiny's VAE in a fresh process per size and
 mode, and reads the child's peak RSS (VmHWM) less its RSS just before the decode: the memory the decode itself
-needed. Tiled decode grows no faster than linearly in the pixel count when its growth from 256 to 1024 px is at
-most the pixel ratio (16). --speed renders each method's cell from its own seed (so no base image is shared
-through the stage cache) and prints seconds per image. Figures depend on the machine: run it, don't quote it.
+needed (for the tiled decode, its GroupNorm estimate on the shrunk whole latents included). Tiled decode grows no
+faster than linearly in the pixel count when its growth from 256 to 1024 px is at most the pixel ratio (16).
+--speed renders each method's cell from its own seed (so no base image is shared through the stage cache) and
+prints seconds per image; `demofusion_scale` is DemoFusion's txt2img mode. Figures depend on the machine: run it,
+don't quote it.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def methods(side: int) -> dict[str, dict]:
         "hires+tiled diff.": {"upscaler": "hires:lanczos", "upscale_by": scale, "tile_diffusion": True},
         "sd-upscale": {"upscaler": "sd-upscale", "upscale_by": scale, "tile_size": 64, "tile_overlap": 16},
         "demofusion": {"upscaler": "demofusion", "upscale_by": scale},
+        "demofusion_scale": {"demofusion_scale": side // 64},  # the txt2img mode: native render, then phases
     }
 
 

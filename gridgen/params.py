@@ -130,11 +130,11 @@ CORE_PARAMS: tuple[Param, ...] = (
     # The upscaler's parser raises its own ValueError, with a did-you-mean, for a value it cannot place.
     Param("upscaler", "choice", "none",
           "How the base image is enlarged: a resampler (none, nearest, bilinear, bicubic, lanczos), a model file "
-          "(.pth/.safetensors), sd-x4, a latent hires fix (latent, latent-bicubic, ...), hires:<upscaler> "
-          "or sd-upscale.",
+          "(.pth/.safetensors), sd-x4, a latent hires fix (latent, latent-bicubic, ...), hires:<upscaler>, "
+          "sd-upscale or demofusion (or demofusion_scale, which overrides this).",
           choose=upscalers.canonical_upscaler, choices_help="see the README's upscaler section", stage="post"),
-    Param("upscale_by", "float", 2.0, "The upscaler's scale factor.", aliases=("upscale", "scale_by"),
-          min=1, max=8, stage="post"),
+    Param("upscale_by", "float", 2.0, "The upscaler's scale factor (demofusion_scale, when set, overrides it).",
+          aliases=("upscale", "scale_by"), min=1, max=8, stage="post"),
     Param("upscale_width", "int", None, "Upscale to this width instead of by a factor (alone: keeps the aspect).",
           aliases=("hr_resize_x",), min=8, max=16384, stage="post"),
     Param("upscale_height", "int", None, "Upscale to this height instead of by a factor (alone: keeps the aspect).",

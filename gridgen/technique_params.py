@@ -193,7 +193,12 @@ HIGHRES_PARAMS: tuple[Param, ...] = (
           "Pixels neighbouring tiled-diffusion windows share (default: half a window).", min=0, max=16384),
     Param("tile_diffusion_batch", "int", 4, "Tiled-diffusion windows sent through the UNet together.",
           min=1, max=256),
-    # DemoFusion (`upscaler: demofusion`), with the reference pipeline's names and defaults.
+    Param("demofusion_scale", "int", 0,
+          "DemoFusion as a txt2img mode: the cell's image (width x height) is phase 1 and phases 2..N redraw it at "
+          "2..N times that size, so the result is N times it; 1 keeps phase 1; 0 (off) leaves `upscaler` in charge. "
+          "Set, it wins over upscale_by/upscale_width/upscale_height, and upscaler must be none or demofusion. "
+          "Phases are cached, so a grid over 2, 3, 4 renders each phase once.", min=0, max=16, stage="post"),
+    # DemoFusion (`upscaler: demofusion` or `demofusion_scale`), with the reference pipeline's names and defaults.
     Param("cosine_scale_1", "float", 3.0,
           "DemoFusion's skip residuals: how long each phase follows the previous one (higher: fewer steps).",
           min=0, max=100, stage="post"),

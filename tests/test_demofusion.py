@@ -90,3 +90,39 @@ def test_demofusion_draws_one_object_where_txt2img_at_4x_repeats_it(backend):
         fused.append(_objects(_render(backend, seed=seed, upscaler="demofusion", upscale_by=4)))
     assert sum(count == 1 for count in fused) >= 2, fused
     assert np.mean(fused) < np.mean(plain), (fused, plain)
+
+
+def test_a_grid_over_demofusion_scale_renders_the_base_and_each_phase_once(monkeypatch):
+    backend = DiffusersBackend(BackendContext(spec_dir=".", device="cpu"))
+    try:
+        denoised: list[int] = []  # cells per base denoising pass
+        original = backend._denoise
+        monkeypatch.setattr(backend, "_denoise", lambda batch: denoised.append(len(batch)) or original(batch))
+        scales = (2, 3, 4)
+        cells = [Cell(index=i, key=str(s), coords=(str(s),), params={**BASE, "seed": 4, "demofusion_scale": s})
+                 for i, s in enumerate(scales)]
+        images = {s: result.image for s, result in zip(scales, backend.render(cells), strict=True)}
+        assert {s: image.size for s, image in images.items()} == {2: (128, 128), 3: (192, 192), 4: (256, 256)}
+        assert sum(denoised) == 1  # phase 1, the native txt2img render, once for the three cells
+        # Phases 2, 3 and 4 once each; without the phase cache it would be 1 + 2 + 3.
+        assert backend.upscaling.phases_rendered == 3
+        assert "demofusion: 3 phases rendered" in backend.stats()
+        # `upscaler: demofusion` reaches the same phases from the same base image: nothing more is rendered.
+        (same,) = backend.render([Cell(index=3, key="u", coords=("u",),
+                                       params={**BASE, "seed": 4, "upscaler": "demofusion", "upscale_by": 3})])
+        assert backend.upscaling.phases_rendered == 3 and sum(denoised) == 1
+        assert np.array_equal(np.asarray(same.image), np.asarray(images[3]))
+    finally:
+        backend.close()
+
+
+def test_demofusion_scale_1_is_the_plain_native_render(backend):
+    plain = np.asarray(_render(backend, seed=6))
+    assert np.array_equal(np.asarray(_render(backend, seed=6, demofusion_scale=1)), plain)
+
+
+def test_demofusion_scale_wins_over_the_upscale_params_and_refuses_other_upscalers(backend):
+    assert not backend.validate({"demofusion_scale": 3, "upscaler": "demofusion", "upscale_by": 2})
+    (problem,) = backend.validate({"demofusion_scale": 3, "upscaler": "lanczos"})
+    assert problem.param == "demofusion_scale" and "lanczos" in problem.message
+    assert _render(backend, seed=6, demofusion_scale=2, upscaler="demofusion", upscale_by=4).size == (128, 128)

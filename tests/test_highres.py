@@ -12,7 +12,7 @@ from gridgen.backends.base import Cell
 from gridgen.backends.diffusers_backend import DiffusersBackend
 from gridgen.backends.sd.denoise import multidiffusion
 from gridgen.backends.sd.denoise.guidance import guide_for
-from gridgen.backends.sd.images import vae_tiling
+from gridgen.backends.sd.images import tile_norms, vae_tiling
 from gridgen.tiny import TINY_MODEL_DIR
 
 
@@ -143,3 +143,93 @@ def test_many_windows_leave_no_seam_at_window_borders(backend):
     borders = [x - 1 for x in range(32, 256, 32)]
     inside = np.delete(steps, borders)
     assert steps[borders].mean() <= 1.1 * inside.mean(), (steps[borders].mean(), inside.mean())
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_edit_kinds_encode_with_the_cells_vae_tiling(tmp_path, monkeypatch, mode):
+    """img2img, inpaint and differential diffusion encode their images as the cell's vae_tiling says, not auto."""
+    from tests.test_image_modes import picture, rectangle_mask
+
+    picture(64, 64).save(tmp_path / "init.png")
+    rectangle_mask((64, 64), (16, 16, 48, 48)).save(tmp_path / "mask.png")
+    asked: list[str] = []
+    encode = vae_tiling.encode
+    monkeypatch.setattr(vae_tiling, "encode", lambda vae, pixels, tiling="auto": asked.append(tiling) or
+                        encode(vae, pixels, tiling))
+    backend = DiffusersBackend(BackendContext(spec_dir=tmp_path, device="cpu", cache_bytes=0))
+    try:
+        edits = [{}, {"mask": "mask.png"}, {"change_map": "mask.png"}]
+        for index, extra in enumerate(edits):
+            params = {"prompt": "a red circle", "seed": 1, "steps": 4, "sampler": "Euler", "init_image": "init.png",
+                      "denoise": 0.6, "vae_tiling": mode, **extra}
+            list(backend.render([Cell(index=index, key=str(index), coords=(str(index),), params=params)]))
+    finally:
+        backend.close()
+    assert len(asked) >= len(edits) and set(asked) == {mode}, asked
+
+
+def _recording_sdxl_guide(canvas_px: tuple[int, int]):
+    """A guide on a tiny random SDXL UNet conditioned on a canvas of `canvas_px` (width, height), and the list
+    each UNet call's size ids land in."""
+    from gridgen.backends.sd.text.clip_xl import added_conditioning
+    from tests.tiny_models import sdxl_unet
+
+    torch.manual_seed(0)
+    unet = sdxl_unet().eval()
+    seen: list[torch.Tensor] = []
+    unet.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["added_cond_kwargs"]["time_ids"]),
+                                   with_kwargs=True)
+    cond, uncond = torch.randn(1, 77, 72), torch.randn(1, 77, 72)
+    added = [added_conditioning(torch.randn(1, 32), *canvas_px) for _ in range(2)]
+    return guide_for(unet, cond, uncond, [5.0], added_cond=added[0], added_uncond=added[1]), seen
+
+
+@torch.inference_mode()
+def test_sdxl_windows_carry_their_own_crop_coordinates():
+    """Each window's rows are conditioned as a crop at the window's top-left corner of the canvas (SDXL DemoFusion's
+    per-window size conditioning); original and target size stay the canvas's."""
+    factor, canvas = 8, (24, 40)  # latent cells: 192 x 320 px
+    guide, seen = _recording_sdxl_guide((canvas[1] * factor, canvas[0] * factor))
+    windows = multidiffusion.Windows(16 * factor, 8 * factor, 2)
+    multidiffusion.tiled_guide(guide, windows, factor)()(torch.randn(1, 4, *canvas), torch.tensor(500))
+    ids = torch.cat(seen)
+    expected = {(y * factor, x * factor) for y, x, _, _ in multidiffusion.boxes(*canvas, 16, 8)}
+    assert {tuple(int(v) for v in row[2:4]) for row in ids} == expected and len(expected) == 8
+    assert (ids[:, [0, 4]] == canvas[0] * factor).all() and (ids[:, [1, 5]] == canvas[1] * factor).all()
+
+
+@torch.inference_mode()
+def test_demofusion_patches_carry_their_crop_and_global_views_none():
+    from gridgen.backends.sd.stages import demofusion
+
+    factor, scale = 8, 2
+    guide, seen = _recording_sdxl_guide((32 * factor, 32 * factor))
+    settings = {"cosine_scale_1": 3.0, "cosine_scale_2": 1.0, "cosine_scale_3": 1.0, "sigma": 0.8}
+    denoise = demofusion.fused_denoiser(guide, scale, 16, 8, 4, settings, 1000, factor)
+    denoise(torch.randn(1, 4, 32, 32), torch.tensor(500))
+    corners = [tuple(int(v) for v in row[2:4]) for row in torch.cat(seen)]
+    local = {(y * factor, x * factor) for y, x, _, _ in multidiffusion.boxes(32, 32, 16, 8)}
+    assert set(corners) == local  # the patches' own corners; (0, 0) is the first patch's and the global views'
+    assert corners.count((0, 0)) > corners.count((8 * factor, 8 * factor))  # ... so it is there more often
+
+
+def _fields(side: int) -> dict[str, torch.Tensor]:
+    """A flat colour and a smooth gradient, (1, 3, side, side) in [-1, 1]."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, side), torch.linspace(0, 1, side), indexing="ij")
+    flat = torch.stack([torch.full_like(x, 0.8), torch.full_like(x, 0.3), torch.full_like(x, 0.2)])
+    gradient = torch.stack([0.2 + 0.6 * x, 0.3 + 0.4 * y, 0.7 - 0.5 * x])
+    return {"flat": flat[None] * 2 - 1, "gradient": gradient[None] * 2 - 1}
+
+
+@pytest.mark.parametrize("field", ["flat", "gradient"])
+@torch.inference_mode()
+def test_tiled_decode_of_flat_fields_shares_the_whole_images_group_norm_statistics(vae, field):
+    """Per-tile GroupNorm statistics (diffusers' own tiled_decode) tint each tile of a flat colour or a gradient
+    apart; statistics shared by every tile stay close to the untiled decode, and the VAE is left as it was."""
+    latents = vae.encode(_fields(384)[field]).latent_dist.mean  # 96 latent cells a side: 3 x 3 tiles
+    whole = vae_tiling.decode(vae, latents, "off")
+    shared = (vae_tiling.decode(vae, latents, "on") - whole).abs().mean()
+    per_tile = (vae.tiled_decode(latents).sample - whole).abs().mean()  # the tile size decode() just set
+    assert shared < 0.02 and shared < 0.5 * per_tile, (float(shared), float(per_tile))
+    assert not any(isinstance(module, tile_norms.RecordedGroupNorm) for module in vae.modules())
+    assert torch.equal(vae_tiling.decode(vae, latents, "off"), whole)

@@ -61,6 +61,13 @@ def _unet(in_channels: int, cross: int, **extra):
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **extra)
 
 
+def sdxl_unet(in_channels: int = 4):
+    """A tiny random SDXL UNet: 72-wide text context, 32-wide pooled text and six size ids as added conditioning."""
+    return _unet(in_channels, 72, attention_head_dim=(2, 4), use_linear_projection=True,
+                 addition_embed_type="text_time", addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+                 projection_class_embeddings_input_dim=6 * 8 + 32)
+
+
 def _vae():
     from diffusers import AutoencoderKL
 
@@ -81,9 +88,7 @@ def build(folder: Path, family: str, in_channels: int = 4, seed: int = 0) -> Tin
     if family.startswith("sdxl"):
         first = CLIPTextModel(_text_config(32, "quick_gelu"))
         second = CLIPTextModelWithProjection(_text_config(40, "gelu"))
-        unet = _unet(in_channels, 72, attention_head_dim=(2, 4), use_linear_projection=True,
-                     addition_embed_type="text_time", addition_time_embed_dim=8,
-                     transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=6 * 8 + 32)
+        unet = sdxl_unet(in_channels)
         pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=first, text_encoder_2=second,
                                          tokenizer=load_tokenizer(shipped, "tokenizer"),
                                          tokenizer_2=load_tokenizer(shipped, "tokenizer_2"), unet=unet,

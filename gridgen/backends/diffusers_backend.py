@@ -42,7 +42,7 @@ from gridgen.backends.sd.stages import x4
 from gridgen.backends.sd.stages.cache import StageCache, stage_key
 from gridgen.backends.sd.stages.segment_stage import SamStage
 from gridgen.backends.sd.stages.upscale_stage import UpscaleStage
-from gridgen.backends.sd.stages.upscalers import parse_upscaler
+from gridgen.backends.sd.stages.upscalers import cell_upscaler
 from gridgen.backends.sd.text import ella_setup, regions, styles, wildcards
 from gridgen.errors import ModelError
 from gridgen.params import CORE_PARAMS, Registry, params_of_stage
@@ -65,7 +65,7 @@ _DEFAULTS = Registry().defaults()
 def has_post_stages(params: dict[str, Any]) -> bool:
     """Whether a cell's image goes on from its base render: a SAM edit, an upscaler or a resize."""
     return bool(params.get("sam_prompt") or params.get("out_width") or params.get("out_height")
-                or parse_upscaler(str(params["upscaler"])).name != "none")
+                or cell_upscaler(params).name != "none")
 
 
 def base_params(params: dict[str, Any], kind_reads: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -391,7 +391,7 @@ class DiffusersBackend:
         lines = [self.cache.stats.line(), f"models: {self.models.loads} loaded, {self.models.hits} reused from memory"]
         if self.prompts is not None:
             lines.append(f"text embeddings: {self.prompts.cache.hits} cached, {self.prompts.cache.misses} encoded")
-        return lines + self.ella.stats() + self.depths.stats() + self.variations.stats()
+        return lines + self.ella.stats() + self.depths.stats() + self.variations.stats() + self.upscaling.stats()
 
     def close(self) -> None:
         self.decoder.close()

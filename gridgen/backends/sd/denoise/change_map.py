@@ -62,9 +62,11 @@ def denoise(parts, pixels: torch.Tensor, change: torch.Tensor, recipe: Recipe, g
     import torch
 
     from gridgen.backends.sd.denoise.img2img import encode, masked_content
+    from gridgen.backends.sd.images import vae_tiling
     from gridgen.backends.sd.kinds.channels import CHANNELS
 
-    start = encode(parts.vae, pixels, recipe.generators)
+    tiling = vae_tiling.batch_mode(recipe.cells)
+    start = encode(parts.vae, pixels, recipe.generators, tiling)
     if len(recipe.partial_schedule(steps, strength)) == 0:
         return start
     noise = recipe.draw(start.shape[1:])
@@ -74,6 +76,6 @@ def denoise(parts, pixels: torch.Tensor, change: torch.Tensor, recipe: Recipe, g
     small = latent_change(change, start.shape[2:])
     denoiser = guide()
     if parts.unet.config.in_channels == CHANNELS["inpaint"]:
-        blanked = encode(parts.vae, pixels * (change <= 0), recipe.generators)
+        blanked = encode(parts.vae, pixels * (change <= 0), recipe.generators, tiling)
         denoiser = guide(image=torch.cat([(small > 0).float(), blanked], dim=1).to(parts.unet.dtype))
     return recipe.run(denoiser, recipe.noised(start, noise), hooks=[FollowOriginal(recipe, start, noise, small)])

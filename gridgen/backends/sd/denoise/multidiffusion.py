@@ -8,6 +8,9 @@ returns the mean of the windows' noise predictions at each latent cell. Averagin
 window's stepped latents (as the paper's DDIM formulation does) gives the same fixed point for deterministic
 samplers and keeps one scheduler state, so multistep and ancestral samplers work too. What the UNet reads beside
 the latents that has the canvas's size (an inpainting mask, a depth map, an edited image) is cut with the window.
+SDXL's size conditioning follows each window as the SDXL DemoFusion pipeline gives it: a window's rows say they
+are a crop whose top-left corner (`crops_coords_top_left`) is the window's, in pixels, of an image whose original
+and target size are the canvas's.
 
 Memory is bounded by the window batch, not the canvas. With one window as large as the canvas the wrapper calls
 the plain denoiser, so the image is exactly the untiled one.
@@ -112,13 +115,30 @@ def _repeat(value: Any, times: int, crops: Sequence[tuple[int, int, int, int]] |
     return value
 
 
+def _window_corners(added: Any, crops: Sequence[tuple[int, int, int, int]], factor: int) -> Any:
+    """SDXL's `added_cond_kwargs` (repeated view-major for `crops`) with each window's rows cropped at the
+    window's top-left corner in pixels; other values (no SDXL conditioning) as they are."""
+    import torch
+
+    if not isinstance(added, dict) or "time_ids" not in added:
+        return added
+    ids = added["time_ids"].clone()
+    rows = ids.shape[0] // len(crops)
+    corners = torch.tensor([(y * factor, x * factor) for y, x, _, _ in crops], dtype=ids.dtype, device=ids.device)
+    ids[:, 2:4] = corners.repeat_interleave(rows, dim=0)
+    return {**added, "time_ids": ids}
+
+
 def repeated(guide: Guide, times: int, extra: dict[str, Any], crops: Sequence[tuple[int, int, int, int]] | None,
-             canvas: tuple[int, int]) -> Denoiser:
+             canvas: tuple[int, int], factor: int = 1) -> Denoiser:
     """The denoiser of `guide` with `extra` for `times` views of every row stacked view-major (all rows of the
     first view, then of the second, ...): the text and scales repeated, `extra`'s canvas-sized tensors cut to
-    `crops` (None: repeated too)."""
+    `crops` and SDXL's crop corner set to each crop's (`factor` pixels per latent cell); with `crops` None, all
+    repeated as they are."""
     args = [_repeat(arg, times, None, canvas) for arg in guide.args[1:]]
     text = {name: _repeat(value, times, None, canvas) for name, value in guide.keywords.items()}
+    if crops is not None:
+        text = {name: _window_corners(value, crops, factor) for name, value in text.items()}
     cut = {name: _repeat(value, times, crops, canvas) for name, value in extra.items()}
     return partial(guide.func, guide.args[0], *args, **text)(**cut)
 
@@ -141,7 +161,7 @@ def tiled_guide(guide: Guide, found: Windows, factor: int) -> Guide:
             count = torch.zeros((1, 1, height, width), device=x.device)
             rows = x.shape[0]
             for chunk in chunks(every, found.batch):
-                windowed = repeated(guide, len(chunk), extra, chunk, (height, width))
+                windowed = repeated(guide, len(chunk), extra, chunk, (height, width), factor)
                 eps = windowed(torch.cat([x[:, :, y:y + h, x0:x0 + w] for y, x0, h, w in chunk]), t)
                 for index, (y, x0, h, w) in enumerate(chunk):
                     total[:, :, y:y + h, x0:x0 + w] += eps[index * rows:(index + 1) * rows].float()

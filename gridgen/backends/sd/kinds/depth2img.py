@@ -61,8 +61,9 @@ def denoise(parts, pixels: torch.Tensor, depth: torch.Tensor, recipe: Recipe, gu
             strength: float) -> torch.Tensor:
     """The batch's denoised latents from its (N, 3, H, W) `pixels` in [-1, 1] and (N, 1, h, w) latent-size `depth`."""
     from gridgen.backends.sd.denoise.img2img import encode, img2img
+    from gridgen.backends.sd.images import vae_tiling
 
-    start = encode(parts.vae, pixels, recipe.generators)
+    start = encode(parts.vae, pixels, recipe.generators, vae_tiling.batch_mode(recipe.cells))
     return img2img(recipe, guide(image=depth), start, steps, strength)
 
 

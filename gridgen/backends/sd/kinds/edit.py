@@ -236,12 +236,13 @@ def denoise(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int,
     the batch's guided denoiser from what the UNet reads besides the latents."""
     from gridgen.backends.sd.denoise import change_map
     from gridgen.backends.sd.denoise.img2img import encode, img2img
+    from gridgen.backends.sd.images import vae_tiling
 
     if prepared.change is not None:
         return change_map.denoise(parts, prepared.pixels, prepared.change, recipe, guide, steps, strength,
                                   prepared.fills)
     if prepared.masks is None:
-        start = encode(parts.vae, prepared.pixels, recipe.generators)
+        start = encode(parts.vae, prepared.pixels, recipe.generators, vae_tiling.batch_mode(recipe.cells))
         return img2img(recipe, guide(), start, steps, strength)
     return _inpaint(parts, prepared, recipe, guide, steps, strength)
 
@@ -256,19 +257,22 @@ def _inpaint(parts, prepared: Prepared, recipe: Recipe, guide: Guide, steps: int
 
     from gridgen.backends.sd.denoise import mask_weights
     from gridgen.backends.sd.denoise.img2img import encode, masked_content
+    from gridgen.backends.sd.images import vae_tiling
 
     pixels, generators = prepared.pixels, recipe.generators
+    tiling = vae_tiling.batch_mode(recipe.cells)
     timesteps = recipe.partial_schedule(steps, strength)
     full = strength >= 1
     extra_channels = parts.unet.config.in_channels == INPAINT_CHANNELS
-    start = None if full and extra_channels else encode(parts.vae, pixels, generators)
+    start = None if full and extra_channels else encode(parts.vae, pixels, generators, tiling)
     if len(timesteps) == 0:  # denoise 0: nothing is redrawn, the image is the VAE's round trip
         return start
     factor = _factor(parts)
     shape = (parts.vae.config.latent_channels, pixels.shape[2] // factor, pixels.shape[3] // factor)
     noise = recipe.start_noise(shape)
     # Drawn for a 4-channel UNet too, which does not read it: the step noise after it must be diffusers'.
-    masked = encode(parts.vae, mask_weights.conditioning_image(pixels, prepared.masks, recipe.cells), generators)
+    masked = encode(parts.vae, mask_weights.conditioning_image(pixels, prepared.masks, recipe.cells), generators,
+                    tiling)
     small_mask = F.interpolate(prepared.masks, size=shape[1:])
     if full:
         latents = noise * recipe.scheduler.init_noise_sigma

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from gridgen.backends.base import ParamProblem
 from gridgen.backends.sd.kinds import edit
 from gridgen.backends.sd.kinds.base import Batch, Kind
-from gridgen.backends.sd.stages.upscalers import parse_upscaler
+from gridgen.backends.sd.stages.upscalers import cell_upscaler
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +31,7 @@ DEFAULT_IMAGE_CFG_SCALE = 1.5
 # The start of the schedule is fixed: a `denoise` param is not read, so it must not tell cells apart.
 FULL_STRENGTH = 1.0
 # Upscalers that rerun the cell's model as img2img, which an instruct-pix2pix UNet does not do.
-_REDRAWING_UPSCALERS = ("latent", "hires", "sd-upscale")
+_REDRAWING_UPSCALERS = ("latent", "hires", "sd-upscale", "demofusion")
 
 
 def image_cfg_scale(params: dict[str, Any]) -> float:
@@ -50,7 +50,7 @@ def problems(params: dict[str, Any], model: str) -> list[ParamProblem]:
         found.append(ParamProblem("mask", f"model {model!r} is an instruct-pix2pix model: it edits the whole image "
                                           f"and reads no mask; drop mask, or use an inpainting model to redraw a part"))
     try:
-        upscaler = parse_upscaler(str(params.get("upscaler") or "none"))
+        upscaler = cell_upscaler(params)
     except ValueError:
         return found  # the upscale stage reports it
     if upscaler.family in _REDRAWING_UPSCALERS:
@@ -60,11 +60,15 @@ def problems(params: dict[str, Any], model: str) -> list[ParamProblem]:
     return found
 
 
-def image_latents(vae, pixels: torch.Tensor) -> torch.Tensor:
-    """The (N, 4, h, w) conditioning latents of (N, 3, H, W) `pixels` in [-1, 1]: the posterior's mode, unscaled."""
+def image_latents(vae, pixels: torch.Tensor, tiling: str = "auto") -> torch.Tensor:
+    """The (N, 4, h, w) conditioning latents of (N, 3, H, W) `pixels` in [-1, 1]: the posterior's mode, unscaled;
+    encoded in tiles as `tiling` (a `vae_tiling` value) says."""
     import torch
 
-    rows = [vae.encode(row[None].to(device=vae.device, dtype=vae.dtype)).latent_dist.mode().float() for row in pixels]
+    from gridgen.backends.sd.images import vae_tiling
+
+    rows = [vae_tiling.encode(vae, row[None].to(device=vae.device, dtype=vae.dtype), tiling).mode().float()
+            for row in pixels]
     return torch.cat(rows)
 
 
@@ -73,7 +77,10 @@ def denoise(parts, pixels: torch.Tensor, recipe: Recipe, guide: Guide, image_sca
     """The batch's denoised latents, edits of `pixels` (one init image per cell, at the batch's size)."""
     import torch
 
-    condition = image_latents(parts.vae, pixels).to(device=pixels.device, dtype=parts.unet.dtype)
+    from gridgen.backends.sd.images import vae_tiling
+
+    condition = image_latents(parts.vae, pixels, vae_tiling.batch_mode(recipe.cells))
+    condition = condition.to(device=pixels.device, dtype=parts.unet.dtype)
     recipe.full_schedule(steps)
     latents = recipe.start_from_noise((parts.vae.config.latent_channels, *condition.shape[2:]))
     return recipe.run(guide(image=condition, image_scales=image_scales, image_uncond=torch.zeros_like(condition)),

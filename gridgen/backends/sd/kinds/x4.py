@@ -27,7 +27,7 @@ from gridgen.backends.sd.images.inputs import ImageInputs
 from gridgen.backends.sd.kinds.base import Batch, Kind, unchanged
 from gridgen.backends.sd.models.locate import ModelInfo
 from gridgen.backends.sd.stages import x4
-from gridgen.backends.sd.stages.upscalers import parse_upscaler
+from gridgen.backends.sd.stages.upscalers import cell_upscaler
 from gridgen.errors import ModelError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 CHANNELS = x4.X4_IN_CHANNELS
 FULL_STRENGTH = 1.0
 # Upscalers that rerun the cell's own model as img2img, which an x4 UNet does not do.
-_REDRAWING_UPSCALERS = ("latent", "hires", "sd-upscale")
+_REDRAWING_UPSCALERS = ("latent", "hires", "sd-upscale", "demofusion")
 
 
 def output_size(params: dict[str, Any], inputs: ImageInputs, factor: int) -> tuple[int, int] | None:
@@ -66,7 +66,7 @@ def problems(params: dict[str, Any], info: ModelInfo) -> list[ParamProblem]:
         found.append(ParamProblem("sam_prompt", f"sam_prompt is set, but {described} and cannot inpaint what SAM "
                                                 f"finds; drop sam_prompt, or run the SAM edit on another model"))
     try:
-        upscaler = parse_upscaler(str(params.get("upscaler") or "none"))
+        upscaler = cell_upscaler(params)
     except ValueError:
         upscaler = None  # the upscale stage reports the value
     if upscaler is not None and upscaler.family in _REDRAWING_UPSCALERS:

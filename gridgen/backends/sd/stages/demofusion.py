@@ -1,5 +1,6 @@
-"""DemoFusion (Du et al., CVPR 2024) as the `demofusion` upscaler: the base image grown in phases by the cell's own
-model, each phase redrawing the previous one at one more multiple of the base size.
+"""DemoFusion (Du et al., CVPR 2024) as the `demofusion` upscaler and as `demofusion_scale`, its txt2img mode: the
+base image grown in phases by the cell's own model, each phase redrawing the previous one at one more multiple of
+the base size.
 
 Phase 1 is the base image. Phase k starts from phase k-1's latents enlarged (bicubic) to k times the base size and
 fully noised, and is denoised over the cell's whole schedule with three guides of the composition:
@@ -14,10 +15,14 @@ fully noised, and is denoised over the cell's whole schedule with three guides o
   (kernel 2k-1, spread `sigma` times a cosine ** `cosine_scale_3`) and mixed in with weight cosine **
   `cosine_scale_2`: a global view that keeps one composition where windows alone would each draw the subject.
 
+On SDXL every phase is conditioned on its canvas's size; each local patch carries its own top-left corner as
+its crop coordinates and the dilated views an uncropped (0, 0), as the reference pipeline does.
+
 Each mix is taken over the noise predictions rather than over each view's stepped latents (as the reference
 pipeline does with DDIM), which is the same for deterministic samplers and lets any scheduler run the loop. Each
 phase's latents are matched to the base image's latent mean and spread, as the reference does. Every phase's image
-is kept in the stage cache, so upscale_by 2, 3 and 4 of one base image compute phase 2 once.
+is kept in the stage cache, so upscale_by (or demofusion_scale) 2, 3 and 4 of one base image compute each phase
+once.
 """
 
 from __future__ import annotations
@@ -65,10 +70,11 @@ def gaussian_blur(latents: torch.Tensor, size: int, sigma: float) -> torch.Tenso
 
 
 def fused_denoiser(guide: Guide, scale: int, window: int, stride: int, batch: int, settings: dict[str, float],
-                   train_steps: int) -> Denoiser:
+                   train_steps: int, factor: int) -> Denoiser:
     """eps(x, t) over a canvas `scale` times the base latents: local windows of `window` latent cells `stride`
-    apart, mixed with the dilated global views by cosine ** cosine_scale_2."""
-    local = multidiffusion.tiled_guide(guide, multidiffusion.Windows(window, window - stride, batch), 1)()
+    apart (`factor` pixels per latent cell), mixed with the dilated global views by cosine ** cosine_scale_2."""
+    windows = multidiffusion.Windows(window * factor, (window - stride) * factor, batch)
+    local = multidiffusion.tiled_guide(guide, windows, factor)()
     offsets = [(dy, dx) for dy in range(scale) for dx in range(scale)]
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -84,7 +90,7 @@ def fused_denoiser(guide: Guide, scale: int, window: int, stride: int, batch: in
         rows = x.shape[0]
         for chunk in multidiffusion.chunks(offsets, batch):
             views = torch.cat([blurred[:, :, dy::scale, dx::scale] for dy, dx in chunk])
-            eps = multidiffusion.repeated(guide, len(chunk), {}, None, tuple(x.shape[-2:]))(views, t)
+            eps = multidiffusion.repeated(guide, len(chunk), {}, None, tuple(x.shape[-2:]))(views, t)  # uncropped
             for index, (dy, dx) in enumerate(chunk):
                 eps_global[:, :, dy::scale, dx::scale] = eps[index * rows:(index + 1) * rows].float()
         return eps_local * (1 - weight) + eps_global * weight
@@ -97,9 +103,10 @@ def _settings(params: dict[str, Any]) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def next_phase(parts, guide: Guide, previous: Image.Image, phase: int, base_size: tuple[int, int],
-               anchor: tuple[float, float], params: dict[str, Any]) -> Image.Image:
-    """Phase `phase` (2 and up) of DemoFusion from phase `phase - 1`'s image `previous`."""
+def next_phase(parts, guide_at: Callable[[int, int], Guide], previous: Image.Image, phase: int,
+               base_size: tuple[int, int], anchor: tuple[float, float], params: dict[str, Any]) -> Image.Image:
+    """Phase `phase` (2 and up) of DemoFusion from phase `phase - 1`'s image `previous`; `guide_at(width, height)`
+    is the cell's guide conditioned on a canvas of that size."""
     factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
     native = parts.unet.config.sample_size
     tiling = str(params["vae_tiling"])
@@ -120,7 +127,9 @@ def next_phase(parts, guide: Guide, previous: Image.Image, phase: int, base_size
         return step.latents * (1 - weight) + recipe.noised(enlarged, noise, following) * weight
 
     stride = int(params.get("stride") or native * factor // 2) // factor
-    denoise = fused_denoiser(guide, phase, native, stride, int(params["view_batch_size"]), settings, train_steps)
+    guide = guide_at(width * factor, height * factor)
+    denoise = fused_denoiser(guide, phase, native, stride, int(params["view_batch_size"]), settings, train_steps,
+                             factor)
     latents = recipe.run(denoise, recipe.noised(enlarged, noise), hooks=[skip_residual])
     mean, spread = anchor
     latents = (latents - latents.mean()) / latents.std() * spread + mean
@@ -138,9 +147,10 @@ def upscale(parts, prompts, base: Image.Image, size: tuple[int, int], params: di
     skip = int(params["clip_skip"])
     requests = [(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)]
     text = prompts.conditioning(*requests)
-    native = parts.unet.config.sample_size * factor
-    guide = guide_for(parts.unet, text.cond, text.uncond, [float(params["cfg_scale"])],
-                      masks=(text.cond_mask, text.uncond_mask), **added_pair(prompts, *requests, native, native))
+
+    def guide_at(width: int, height: int) -> Guide:
+        return guide_for(parts.unet, text.cond, text.uncond, [float(params["cfg_scale"])],
+                         masks=(text.cond_mask, text.uncond_mask), **added_pair(prompts, *requests, width, height))
     first = resample(base, base_size)
     anchor_latents = encode(parts.vae, to_tensor(first, parts.device) * 2 - 1,
                             [torch.Generator("cpu").manual_seed(int(params["seed"]))], str(params["vae_tiling"]))
@@ -148,6 +158,6 @@ def upscale(parts, prompts, base: Image.Image, size: tuple[int, int], params: di
     image = first
     for phase in range(2, phase_count(base_size, size) + 1):
         previous = image
-        image = cached(phase, lambda p=phase, prev=previous: next_phase(parts, guide, prev, p, base_size, anchor,
+        image = cached(phase, lambda p=phase, prev=previous: next_phase(parts, guide_at, prev, p, base_size, anchor,
                                                                         params))
     return resample(image, size)

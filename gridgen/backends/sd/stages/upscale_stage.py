@@ -6,6 +6,11 @@ own model. Everything but pixel resampling is kept in the stage cache under (bas
 params that upscaler reads), so a grid that varies a later stage, or a param this upscaler ignores
 (say `noise_level` next to a Lanczos value), computes each upscaled image once. Pixel resampling
 is cheaper to redo than to keep, so it is not cached.
+
+`demofusion_scale` is DemoFusion as a mode of the cell rather than a value of the upscaler axis: set, it wins over
+`upscaler` (which must then be none or demofusion) and over the upscale size params, and the result is that many
+times the base image. DemoFusion's phases are cached apart from the target size, so a grid over
+`demofusion_scale: 2, 3, 4` computes each phase once; `phases_rendered` counts the phases actually computed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from gridgen.backends.sd.images.resample import model_upscale, resample, target_
 from gridgen.backends.sd.models.locate import resolve_upscale_pipeline
 from gridgen.backends.sd.stages import x4
 from gridgen.backends.sd.stages.cache import StageCache, stage_key
-from gridgen.backends.sd.stages.upscalers import Upscaler, parse_upscaler
+from gridgen.backends.sd.stages.upscalers import Upscaler, cell_upscaler, parse_upscaler
 from gridgen.errors import ModelError
 
 if TYPE_CHECKING:
@@ -47,9 +52,26 @@ _FAMILY_PARAMS = {
 _TILED = ("model", "hires", "sd-upscale")
 
 
-def reads(upscaler: Upscaler) -> tuple[str, ...]:
-    """The params an upscaler's output depends on, besides the base image."""
-    return (*_SIZE_PARAMS, *_FAMILY_PARAMS[upscaler.family])
+def reads(upscaler: Upscaler, params: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The params an upscaler's output depends on, besides the base image: with `demofusion_scale` set in `params`,
+    that scale stands for the size params, which it overrides."""
+    size = ("demofusion_scale",) if params and params.get("demofusion_scale") else _SIZE_PARAMS
+    return (*size, *_FAMILY_PARAMS[upscaler.family])
+
+
+def demofusion_scale_problems(params: dict[str, Any]) -> list[ParamProblem]:
+    """`demofusion_scale` beside an upscaler other than none or demofusion: the cell would silently drop one."""
+    if not params.get("demofusion_scale"):
+        return []
+    try:
+        upscaler = parse_upscaler(str(params["upscaler"]))
+    except ValueError:
+        return []  # the upscaler's own check reports it
+    if upscaler.name in ("none", "demofusion"):
+        return []
+    return [ParamProblem("demofusion_scale", f"demofusion_scale {params['demofusion_scale']} runs DemoFusion on the "
+                                             f"cell's image, so it cannot be combined with upscaler {upscaler.text}; "
+                                             f"set upscaler to none (or demofusion), or drop demofusion_scale")]
 
 
 class UpscaleStage:
@@ -60,6 +82,7 @@ class UpscaleStage:
         self.base_model = base_model
         self._found: dict[tuple, Path | ModelError] = {}
         self._x4: x4.X4Model | None = None
+        self.phases_rendered = 0  # DemoFusion phases computed rather than found in the stage cache
 
     def _resolve(self, resolver, value: str) -> Path:
         # Remembered per value, failures too: every cell of a grid names the same few files.
@@ -88,10 +111,11 @@ class UpscaleStage:
         from gridgen.backends.sd.stages.upscale_models import load_upscale_model
 
         try:
-            upscaler = parse_upscaler(str(params["upscaler"]))
+            parse_upscaler(str(params["upscaler"]))
         except ValueError as exc:
             return [ParamProblem("upscaler", str(exc))]
-        problems = []
+        upscaler = cell_upscaler(params)
+        problems = demofusion_scale_problems(params)
         inner = upscaler.inner or upscaler
         if inner.is_model_file:
             try:
@@ -115,16 +139,18 @@ class UpscaleStage:
         return problems
 
     def key(self, upscaler: Upscaler, params: dict[str, Any], base_key: str) -> str:
-        read = {name: params.get(name) for name in reads(upscaler)}
+        read = {name: params.get(name) for name in reads(upscaler, params)}
         return stage_key("upscale", {"upscaler": upscaler.text, **read}, base_key)
 
     def apply(self, base: Image.Image, base_key: str, params: dict[str, Any]) -> Image.Image:
         """The cell's upscaled image, from the cache when another cell already computed it."""
         from gridgen.backends.sd.stages import demofusion, second_pass
 
-        upscaler = parse_upscaler(str(params["upscaler"]))
-        size = target_size(base.width, base.height, float(params["upscale_by"]),
-                           params.get("upscale_width"), params.get("upscale_height"))
+        upscaler = cell_upscaler(params)
+        scale = int(params.get("demofusion_scale") or 0)
+        size = (base.width * scale, base.height * scale) if scale else target_size(
+            base.width, base.height, float(params["upscale_by"]), params.get("upscale_width"),
+            params.get("upscale_height"))
         if upscaler.family == "pixel":
             return base if upscaler.name == "none" else resample(base, size, upscaler.name)
         key = self.key(upscaler, params, base_key)
@@ -160,6 +186,7 @@ class UpscaleStage:
             image = self.cache.get(key)
             if image is None:
                 image = compute()
+                self.phases_rendered += 1
                 self.cache.put(key, image)
             return image
 
@@ -185,6 +212,10 @@ class UpscaleStage:
             device = pick_device(self.context.device)
             self._x4 = x4.load_x4(path, device, pick_dtype(self.context.dtype, device))
         return self._x4
+
+    def stats(self) -> list[str]:
+        """Lines for the run summary."""
+        return [f"demofusion: {self.phases_rendered} phases rendered"] if self.phases_rendered else []
 
     def close(self) -> None:
         self._x4 = None

@@ -10,7 +10,9 @@ One `upscaler` axis can compare every family on the same base image:
     sd-upscale  or  sd-upscale:models/x.pth            A1111's SD upscale: tiled img2img over an enlarged image
     demofusion                                         DemoFusion: progressive phases redrawn by the cell's model
 
-Names compare case-insensitively and A1111's spellings are accepted (`Latent (nearest-exact)`).
+Names compare case-insensitively and A1111's spellings are accepted (`Latent (nearest-exact)`). A cell with
+`demofusion_scale` set runs DemoFusion whatever its `upscaler` says (`cell_upscaler`); validation rejects any other
+upscaler beside it, so the two never disagree silently.
 """
 
 from __future__ import annotations
@@ -109,6 +111,14 @@ def parse_upscaler(value: str) -> Upscaler:
         raise ValueError(f"upscaler {text!r}: say what hires fix enlarges with, e.g. hires:lanczos, "
                          f"hires:models/4x.pth, or latent for the latent hires fix")
     raise _unknown(text)
+
+
+def cell_upscaler(params: dict) -> Upscaler:
+    """The upscaler a cell runs: DemoFusion when its `demofusion_scale` is set, else its `upscaler` (ValueError for
+    a value that names none)."""
+    if int(params.get("demofusion_scale") or 0):
+        return Upscaler("demofusion", "demofusion", text="demofusion")
+    return parse_upscaler(str(params.get("upscaler") or "none"))
 
 
 def canonical_upscaler(value: str) -> str:
