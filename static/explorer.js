@@ -50,6 +50,7 @@
   const MAX_CYCLE_S = 180;
   const IMAGES_PER_FRAME = [24, 128]; // thumbnails a windowed table starts loading per frame: at least, at most
   const SMOOTH_FRAME_MS = [33, 50]; // a frame gap under the first lets the next frame start more, over the second fewer
+  const FILL_FRAME_MS = 40; // a fitted view (nothing to scroll smoothly) starts thumbnails for this long per frame
   const LABEL_MIN_W = 14; // px a column needs for a (rotated) label of its own
   const LABEL_MIN_H = 16; // px a row needs for a label of its own
   const NARROW_W = 56; // columns narrower than this get rotated labels
@@ -938,7 +939,10 @@
     return [lo, Math.max(lo, end)];
   }
 
-  /* Re-window a windowed table when the viewport has moved past what is rendered. */
+  /* Re-window a windowed table as the viewport moves. Rows follow the viewport a few at a time (scrolling down
+     adds the rows coming into the overscan below and drops those leaving it above), so each scroll frame
+     builds a row or two instead of re-building the whole window every few wheel steps; a move to other
+     columns, or a jump past the whole window, builds the table again. */
   function updateWindow() {
     windowFrame = 0;
     if (!view || !view.windowed || !view.win) return;
@@ -946,12 +950,15 @@
     if (!table || !table.tBodies[0] || !table.tBodies[0].rows.length) return;
     const bodyTop = table.tBodies[0].rows[0].getBoundingClientRect().top;
     const colsLeft = table.getBoundingClientRect().left + SPACING * 2 + LABEL_W;
-    const [d0, d1] = rowRange(-bodyTop, innerHeight - bodyTop);
     const v0 = clamp(Math.floor(-colsLeft / view.colPitch), 0, view.cols.length);
     const v1 = clamp(Math.ceil((innerWidth - colsLeft) / view.colPitch), v0, view.cols.length);
     const win = view.win;
-    if (d0 >= win.r0 && d1 <= win.r1 && v0 >= win.c0 && v1 <= win.c1) return;
-    view.win = windowAround(-bodyTop, innerHeight - bodyTop, -colsLeft, innerWidth - colsLeft);
+    const next = windowAround(-bodyTop, innerHeight - bodyTop, -colsLeft, innerWidth - colsLeft);
+    if (v0 >= win.c0 && v1 <= win.c1) {
+      if (next.r0 !== win.r0 || next.r1 !== win.r1) shiftRows(table.tBodies[0], next.r0, next.r1);
+      return;
+    }
+    view.win = next;
     fillTable(table, rendered);
   }
 
@@ -964,6 +971,36 @@
     const reuse = previous;
     rendered = new Map();
     table.replaceChildren(colgroup(), gridHead(), gridBody(reuse));
+  }
+
+  /* Move the body's rendered display rows to [r0, r1): drop the rows that left, build the rows that came in. */
+  function shiftRows(body, r0, r1) {
+    const win = view.win;
+    if (r0 >= win.r1 || r1 <= win.r0) {
+      view.win = Object.assign({}, win, { r0, r1 });
+      rendered = new Map();
+      body.replaceWith(gridBody(null));
+      return;
+    }
+    for (const row of body.querySelectorAll(":scope > tr.spacer-row")) row.remove();
+    const rows = [...body.rows];
+    const dropped = rows.slice(0, Math.max(0, r0 - win.r0)).concat(rows.slice(rows.length - Math.max(0, win.r1 - r1)));
+    for (const tr of dropped) {
+      for (const td of tr.querySelectorAll("td.cell")) rendered.delete(td.dataset.row + ":" + td.dataset.col);
+      tr.remove();
+    }
+    const spacers = spacerWidths();
+    const span = rowSpan(spacers);
+    const above = [];
+    for (let d = r0; d < win.r0; d++) above.push(displayRow(d, spacers, span, null));
+    const below = [];
+    for (let d = win.r1; d < r1; d++) below.push(displayRow(d, spacers, span, null));
+    body.prepend(...above);
+    body.append(...below);
+    view.win = Object.assign({}, win, { r0, r1 });
+    const n = view.display.length;
+    if (r0 > 0) body.prepend(spacerRow(view.offsets[r0] - SPACING, span));
+    if (r1 < n) body.append(spacerRow(view.offsets[n] - view.offsets[r1] - SPACING, span));
   }
 
   function spacerWidths() {
@@ -1064,38 +1101,42 @@
   }
 
   function gridBody(previous) {
-    const { r0, r1, c0, c1 } = view.win;
+    const { r0, r1 } = view.win;
     const spacers = spacerWidths();
-    const span = 1 + (spacers.left ? 1 : 0) + (c1 - c0) + (spacers.right ? 1 : 0);
+    const span = rowSpan(spacers);
     const fragment = document.createDocumentFragment();
     if (r0 > 0) fragment.append(spacerRow(view.offsets[r0] - SPACING, span));
-    const rowStyle = view.windowed ? `height:${view.cellH}px` : null;
-    for (let d = r0; d < r1; d++) {
-      const item = view.display[d];
-      if (typeof item !== "number") {
-        fragment.append(superRow(item.value, span));
-        continue;
-      }
-      const quiet = item % view.rowLabelEvery !== 0;
-      const label = labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }, "y", "row/" + lineKey(view.rows[item]), quiet);
-      const tr = el("tr", { style: rowStyle }, label);
-      if (spacers.left) tr.append(el("td", { class: "spacer" }));
-      for (let c = c0; c < c1; c++) {
-        const id = item + ":" + c;
-        let entry = previous && previous.get(id);
-        if (!entry) entry = { td: el("td", { class: "cell", "data-row": item, "data-col": c }), r: item, c, sig: "" };
-        fillCell(entry);
-        rendered.set(id, entry);
-        tr.append(entry.td);
-      }
-      if (spacers.right) tr.append(el("td", { class: "spacer" }));
-      fragment.append(tr);
-    }
+    for (let d = r0; d < r1; d++) fragment.append(displayRow(d, spacers, span, previous));
     const n = view.display.length;
     if (r1 < n) fragment.append(spacerRow(view.offsets[n] - view.offsets[r1] - SPACING, span));
     const body = el("tbody");
     body.append(fragment);
     return body;
+  }
+
+  function rowSpan(spacers) {
+    return 1 + (spacers.left ? 1 : 0) + (view.win.c1 - view.win.c0) + (spacers.right ? 1 : 0);
+  }
+
+  /* The <tr> of display row d: a Y super-axis header, or a label and the cells of columns c0..c1. */
+  function displayRow(d, spacers, span, previous) {
+    const item = view.display[d];
+    if (typeof item !== "number") return superRow(item.value, span);
+    const { c0, c1 } = view.win;
+    const quiet = item % view.rowLabelEvery !== 0;
+    const label = labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }, "y", "row/" + lineKey(view.rows[item]), quiet);
+    const tr = el("tr", { style: view.windowed ? `height:${view.cellH}px` : null }, label);
+    if (spacers.left) tr.append(el("td", { class: "spacer" }));
+    for (let c = c0; c < c1; c++) {
+      const id = item + ":" + c;
+      let entry = previous && previous.get(id);
+      if (!entry) entry = { td: el("td", { class: "cell", "data-row": item, "data-col": c }), r: item, c, sig: "" };
+      fillCell(entry);
+      rendered.set(id, entry);
+      tr.append(entry.td);
+    }
+    if (spacers.right) tr.append(el("td", { class: "spacer" }));
+    return tr;
   }
 
   function spacerRow(height, span) {
@@ -1183,13 +1224,21 @@
 
   function pumpImages(now) {
     imageFrame = 0;
+    const fill = Boolean(view && view.narrow);
+    if (fill && !imageLastFrame) {
+      // a fitted view paints its cells before its thousands of thumbnails start
+      imageLastFrame = now;
+      imageFrame = requestAnimationFrame(pumpImages);
+      return;
+    }
     const gap = imageLastFrame ? now - imageLastFrame : 0;
     const [least, most] = IMAGES_PER_FRAME;
     const [smooth, long] = SMOOTH_FRAME_MS;
     const grown = gap < smooth ? imageBatch * 1.25 + 1 : gap > long ? imageBatch / 2 : imageBatch;
     imageBatch = clamp(Math.round(grown), least, most);
+    const stop = fill ? performance.now() + FILL_FRAME_MS : Infinity;
     let started = 0;
-    while (imageHead < imageQueue.length && started < imageBatch) {
+    while (imageHead < imageQueue.length && (fill ? performance.now() < stop : started < imageBatch)) {
       const img = imageQueue[imageHead++];
       if (img.isConnected && !img.src) {
         img.alt = img.title || img.parentNode.title;
