@@ -67,7 +67,7 @@
   let rendered = new Map(); // "row:col" -> {td, r, c, sig} for the cells that have DOM
   let popupAt = null; // [row, col] of the cell in the popup
   let popupSig = "";
-  let showMask = false; // the popup shows a SAM edit's mask overlay instead of its image; kept while moving
+  let popupFile = ""; // the extra file the popup shows instead of the image ("": the image); kept while moving
   let pollTimer = 0;
   let loading = false;
   let windowFrame = 0;
@@ -1395,7 +1395,7 @@
     $("popup-title").textContent = values.map((v) => (v ? titleOf(v) : "?")).join(" \u00b7 ");
     $("popup-figure").replaceChildren(cellContent(info, values, true));
     fitPopupImage(info.cell);
-    syncPopupMask(info);
+    syncPopupFiles(info);
     $("popup-params").replaceChildren(...metaRows(values, info.cell));
     $("popup-parameters").textContent = (info.cell && info.cell.parameters) || "";
     $("popup-copy").hidden = !(info.cell && info.cell.parameters);
@@ -1422,23 +1422,72 @@
     requestAnimationFrame(crisp);
   }
 
-  /* A SAM edit's cell has an overlay file (its input, the mask tinted, the prompt marked): a toggle shows it. */
-  function syncPopupMask(info) {
-    const button = $("popup-mask");
-    const overlay = info.cell && info.cell.files && info.cell.files.overlay;
-    button.hidden = !overlay;
-    const shown = Boolean(overlay) && showMask;
-    button.setAttribute("aria-pressed", String(shown));
-    button.textContent = shown ? "Show image" : "Show mask";
-    const img = $("popup-figure").querySelector("img");
-    if (img) img.src = urlOf(shown ? overlay : info.cell.image);
+  /* ---------- the popup's switcher: the image or one of the cell's extra files (entry.files: name -> path) ---------- */
+
+  const FILE_LABELS = { overlay: "Mask" }; // the SAM edit's input with its mask tinted and its prompt marked
+
+  /* "bracket_1" -> "Bracket 1": a name's own words, unless it has a label of its own. */
+  function fileLabel(name) {
+    const words = name.replace(/_/g, " ");
+    return FILE_LABELS[name] || words.charAt(0).toUpperCase() + words.slice(1);
   }
 
-  function onPopupMask() {
+  /* [name, label] of a cell's extra files in name order, the image ("") first; two files that would share a
+     label (a SAM edit's "mask" and its "overlay", labelled Mask) say their names. */
+  function fileChoices(cell) {
+    const names = Object.keys((cell && cell.files) || {}).sort();
+    const labels = names.map(fileLabel);
+    const choices = names.map((name, i) => {
+      const shared = labels.indexOf(labels[i]) !== labels.lastIndexOf(labels[i]) && !FILE_LABELS[name];
+      return [name, shared ? `${labels[i]} (${name})` : labels[i]];
+    });
+    return [["", "Image"], ...choices];
+  }
+
+  /* One button per choice (none for a cell with no extra files); the popup's image shows the chosen file. A
+     choice the cell lacks shows its image, and the choice holds for the next cell that has it. */
+  function syncPopupFiles(info) {
+    const group = $("popup-files");
+    const choices = info.cell ? fileChoices(info.cell) : [];
+    const shown = choices.some(([name]) => name === popupFile) ? popupFile : "";
+    group.hidden = choices.length < 2;
+    const sig = choices.length < 2 ? "" : JSON.stringify(choices);
+    if (group.dataset.sig !== sig) {
+      // the same choices keep their buttons, so a button pressed from the keyboard keeps the focus
+      group.dataset.sig = sig;
+      group.replaceChildren(
+        ...(sig ? choices : []).map(([name, label]) =>
+          el("button", { type: "button", "data-file": name, title: `Show the ${name ? label.toLowerCase() : "image"} (M)` }, label),
+        ),
+      );
+    }
+    for (const button of group.children) button.setAttribute("aria-pressed", String(button.dataset.file === shown));
+    const img = $("popup-figure").querySelector("img");
+    if (!img || !info.cell) return;
+    img.src = urlOf(shown ? info.cell.files[shown] : info.cell.image);
+    const what = choices.find(([name]) => name === shown)[1];
+    img.alt = (shown ? what + ": " : "") + $("popup-title").textContent;
+  }
+
+  function showPopupFile(name) {
     const current = popupCell();
     if (!current) return;
-    showMask = !showMask;
-    syncPopupMask(current.info);
+    popupFile = name;
+    syncPopupFiles(current.info);
+  }
+
+  function onPopupFiles(event) {
+    const button = event.target.closest("button[data-file]");
+    if (button) showPopupFile(button.dataset.file);
+  }
+
+  /* M shows the next choice (Shift+M the previous one), round to the image again. */
+  function stepPopupFile(delta) {
+    const current = popupCell();
+    const choices = current ? fileChoices(current.info.cell) : [];
+    if (choices.length < 2) return;
+    const at = Math.max(0, choices.findIndex(([name]) => name === popupFile));
+    showPopupFile(choices[(at + delta + choices.length) % choices.length][0]);
   }
 
   function syncPopupStar() {
@@ -1499,7 +1548,7 @@
       return;
     }
     if ((event.key === "m" || event.key === "M") && !event.ctrlKey && !event.metaKey && !event.altKey) {
-      if (!$("popup-mask").hidden) onPopupMask();
+      stepPopupFile(event.shiftKey ? -1 : 1);
       return;
     }
     if (!(event.key in ARROWS)) return;
@@ -1624,7 +1673,7 @@
     $("popup-close").addEventListener("click", closePopup);
     $("popup-copy").addEventListener("click", copyParameters);
     $("popup-star").addEventListener("click", onPopupStar);
-    $("popup-mask").addEventListener("click", onPopupMask);
+    $("popup-files").addEventListener("click", onPopupFiles);
     window.addEventListener("hashchange", onHashChange);
     window.addEventListener("scroll", scheduleWindow, { passive: true });
     window.addEventListener("resize", () => (view && view.windowed && state.toggles.scale ? renderGrid() : scheduleWindow()));
