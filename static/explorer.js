@@ -8,8 +8,8 @@
  * landed. Plain browser JavaScript with no dependencies; works opened from file://.
  *
  * Large tables are windowed: only the rows and columns on screen (plus a margin) have DOM, the rest
- * is spacer cells of the same size, re-windowed as the page scrolls; their thumbnails start loading
- * a batch per frame. The page exposes Performance API entries for benchmarks: mark `gridgen:boot`
+ * is spacer cells of the same size; rows follow the scroll a few at a time, and thumbnails start
+ * loading a batch per frame. The page exposes Performance API entries for benchmarks: mark `gridgen:boot`
  * (data.js parsed), mark `gridgen:interactive` (first grid laid out), and a `gridgen:render` measure
  * per grid render.
  *
@@ -1214,9 +1214,11 @@
 
   /* A windowed table's thumbnails start loading a batch per frame, so a view that shows thousands of cells at
      once (fit to the window) paints at once and fills in, instead of freezing while the browser loads every
-     image first. The batch grows while frames stay smooth and halves when one runs long, so scrolling stays
-     fluid on a slow machine and a big view fills fast on a quick one. Images scrolled out before their turn
-     are dropped. */
+     image first. While scrolling, the batch grows while frames stay smooth and halves when one runs long, so
+     scrolling stays fluid on a slow machine and fills fast on a quick one. A fitted view, which has nothing to
+     keep smooth, paints its cells first and then starts thumbnails for FILL_FRAME_MS of each frame: few frames
+     (each one paints thousands of cells again) and the whole view fills as fast as the browser loads files.
+     Images scrolled out before their turn are dropped. */
   function queueImage(img) {
     imageQueue.push(img);
     if (!imageFrame) imageFrame = requestAnimationFrame(pumpImages);
