@@ -913,10 +913,10 @@
     return windowAround(-top, innerHeight - top, -LABEL_W, innerWidth - LABEL_W);
   }
 
-  /* The display rows and columns that cover the given body-relative box, plus the overscan. */
-  function windowAround(top, bottom, left, right) {
-    const rowsOver = Math.min(OVERSCAN_PX, OVERSCAN_LINES * (view.cellH + SPACING));
-    const colsOver = Math.min(OVERSCAN_PX, OVERSCAN_LINES * view.colPitch);
+  /* The display rows and columns that cover the given body-relative box, plus the overscan (or a share of it). */
+  function windowAround(top, bottom, left, right, share = 1) {
+    const rowsOver = share * Math.min(OVERSCAN_PX, OVERSCAN_LINES * (view.cellH + SPACING));
+    const colsOver = share * Math.min(OVERSCAN_PX, OVERSCAN_LINES * view.colPitch);
     const [r0, r1] = rowRange(top - rowsOver, bottom + rowsOver);
     const c0 = clamp(Math.floor((left - colsOver) / view.colPitch), 0, view.cols.length);
     const c1 = clamp(Math.ceil((right + colsOver) / view.colPitch), c0, view.cols.length);
@@ -940,9 +940,9 @@
   }
 
   /* Re-window a windowed table as the viewport moves. Rows follow the viewport a few at a time (scrolling down
-     adds the rows coming into the overscan below and drops those leaving it above), so each scroll frame
-     builds a row or two instead of re-building the whole window every few wheel steps; a move to other
-     columns, or a jump past the whole window, builds the table again. */
+     adds the rows coming into the overscan below and drops those leaving it above), so a scroll frame builds a
+     row or two instead of re-building the whole window every few wheel steps; a move to other columns, or a
+     jump past the whole window, builds the table again. */
   function updateWindow() {
     windowFrame = 0;
     if (!view || !view.windowed || !view.win) return;
@@ -953,9 +953,12 @@
     const v0 = clamp(Math.floor(-colsLeft / view.colPitch), 0, view.cols.length);
     const v1 = clamp(Math.ceil((innerWidth - colsLeft) / view.colPitch), v0, view.cols.length);
     const win = view.win;
-    const next = windowAround(-bodyTop, innerHeight - bodyTop, -colsLeft, innerWidth - colsLeft);
+    const box = [-bodyTop, innerHeight - bodyTop, -colsLeft, innerWidth - colsLeft];
+    const next = windowAround(...box);
     if (v0 >= win.c0 && v1 <= win.c1) {
-      if (next.r0 !== win.r0 || next.r1 !== win.r1) shiftRows(table.tBodies[0], next.r0, next.r1);
+      // rows move once half their overscan is used up: a few rows per wheel step, none for a window just built
+      const need = windowAround(...box, 0.5);
+      if (need.r0 < win.r0 || need.r1 > win.r1) shiftRows(table.tBodies[0], next.r0, next.r1);
       return;
     }
     view.win = next;
@@ -1226,6 +1229,12 @@
 
   function pumpImages(now) {
     imageFrame = 0;
+    if (windowFrame) {
+      // re-window first: it reads the layout, which the images started below would make stale (a forced layout
+      // of the whole table in the middle of the frame)
+      cancelAnimationFrame(windowFrame);
+      updateWindow();
+    }
     const fill = Boolean(view && view.narrow);
     if (fill && !imageLastFrame) {
       // a fitted view paints its cells before its thousands of thumbnails start
