@@ -76,6 +76,7 @@
   let imageFrame = 0;
   let imageBatch = IMAGES_PER_FRAME[0];
   let imageLastFrame = 0;
+  let fillWait = 0; // frames a fitted view has painted before its thumbnails start
   let cycleTimers = new Map(); // axis id -> interval id
   let identicalCache = { data: null, axes: new Set() };
   let influenceByAxis = new Map(); // axis id -> its entry of data.influence (published by gridgen/metrics.py)
@@ -875,6 +876,7 @@
   function renderGrid() {
     const start = performance.now();
     view = buildView();
+    fillWait = 0;
     document.body.classList.toggle("small-images", view.pixelated);
     const previous = rendered;
     rendered = new Map();
@@ -1236,8 +1238,9 @@
       updateWindow();
     }
     const fill = Boolean(view && view.narrow);
-    if (fill && !imageLastFrame) {
-      // a fitted view paints its cells before its thousands of thumbnails start
+    if (fill && fillWait < 2) {
+      // a fitted view paints its cells, and has that frame on screen, before its thousands of thumbnails start
+      fillWait++;
       imageLastFrame = now;
       imageFrame = requestAnimationFrame(pumpImages);
       return;
@@ -1265,6 +1268,7 @@
       imageHead = 0;
       imageLastFrame = 0;
       imageBatch = least;
+      fillWait = 0;
     }
   }
 
