@@ -8,8 +8,8 @@
  * landed. Plain browser JavaScript with no dependencies; works opened from file://.
  *
  * Large tables are windowed: only the rows and columns on screen (plus a margin) have DOM, the rest
- * is spacer cells of the same size, re-windowed as the page scrolls; their thumbnails start loading
- * a batch per frame. The page exposes Performance API entries for benchmarks: mark `gridgen:boot`
+ * is spacer cells of the same size; rows follow the scroll a few at a time, and thumbnails start
+ * loading a batch per frame. The page exposes Performance API entries for benchmarks: mark `gridgen:boot`
  * (data.js parsed), mark `gridgen:interactive` (first grid laid out), and a `gridgen:render` measure
  * per grid render.
  *
@@ -50,6 +50,7 @@
   const MAX_CYCLE_S = 180;
   const IMAGES_PER_FRAME = [24, 128]; // thumbnails a windowed table starts loading per frame: at least, at most
   const SMOOTH_FRAME_MS = [33, 50]; // a frame gap under the first lets the next frame start more, over the second fewer
+  const FILL_FRAME_MS = 40; // a fitted view (nothing to scroll smoothly) starts thumbnails for this long per frame
   const LABEL_MIN_W = 14; // px a column needs for a (rotated) label of its own
   const LABEL_MIN_H = 16; // px a row needs for a label of its own
   const NARROW_W = 56; // columns narrower than this get rotated labels
@@ -66,7 +67,7 @@
   let rendered = new Map(); // "row:col" -> {td, r, c, sig} for the cells that have DOM
   let popupAt = null; // [row, col] of the cell in the popup
   let popupSig = "";
-  let showMask = false; // the popup shows a SAM edit's mask overlay instead of its image; kept while moving
+  let popupFile = ""; // the extra file the popup shows instead of the image ("": the image); kept while moving
   let pollTimer = 0;
   let loading = false;
   let windowFrame = 0;
@@ -75,6 +76,7 @@
   let imageFrame = 0;
   let imageBatch = IMAGES_PER_FRAME[0];
   let imageLastFrame = 0;
+  let fillWait = 0; // frames a fitted view has painted before its thumbnails start
   let cycleTimers = new Map(); // axis id -> interval id
   let identicalCache = { data: null, axes: new Set() };
   let influenceByAxis = new Map(); // axis id -> its entry of data.influence (published by gridgen/metrics.py)
@@ -874,6 +876,7 @@
   function renderGrid() {
     const start = performance.now();
     view = buildView();
+    fillWait = 0;
     document.body.classList.toggle("small-images", view.pixelated);
     const previous = rendered;
     rendered = new Map();
@@ -912,10 +915,10 @@
     return windowAround(-top, innerHeight - top, -LABEL_W, innerWidth - LABEL_W);
   }
 
-  /* The display rows and columns that cover the given body-relative box, plus the overscan. */
-  function windowAround(top, bottom, left, right) {
-    const rowsOver = Math.min(OVERSCAN_PX, OVERSCAN_LINES * (view.cellH + SPACING));
-    const colsOver = Math.min(OVERSCAN_PX, OVERSCAN_LINES * view.colPitch);
+  /* The display rows and columns that cover the given body-relative box, plus the overscan (or a share of it). */
+  function windowAround(top, bottom, left, right, share = 1) {
+    const rowsOver = share * Math.min(OVERSCAN_PX, OVERSCAN_LINES * (view.cellH + SPACING));
+    const colsOver = share * Math.min(OVERSCAN_PX, OVERSCAN_LINES * view.colPitch);
     const [r0, r1] = rowRange(top - rowsOver, bottom + rowsOver);
     const c0 = clamp(Math.floor((left - colsOver) / view.colPitch), 0, view.cols.length);
     const c1 = clamp(Math.ceil((right + colsOver) / view.colPitch), c0, view.cols.length);
@@ -938,7 +941,10 @@
     return [lo, Math.max(lo, end)];
   }
 
-  /* Re-window a windowed table when the viewport has moved past what is rendered. */
+  /* Re-window a windowed table as the viewport moves. Rows follow the viewport a few at a time (scrolling down
+     adds the rows coming into the overscan below and drops those leaving it above), so a scroll frame builds a
+     row or two instead of re-building the whole window every few wheel steps; a move to other columns, or a
+     jump past the whole window, builds the table again. */
   function updateWindow() {
     windowFrame = 0;
     if (!view || !view.windowed || !view.win) return;
@@ -946,12 +952,18 @@
     if (!table || !table.tBodies[0] || !table.tBodies[0].rows.length) return;
     const bodyTop = table.tBodies[0].rows[0].getBoundingClientRect().top;
     const colsLeft = table.getBoundingClientRect().left + SPACING * 2 + LABEL_W;
-    const [d0, d1] = rowRange(-bodyTop, innerHeight - bodyTop);
     const v0 = clamp(Math.floor(-colsLeft / view.colPitch), 0, view.cols.length);
     const v1 = clamp(Math.ceil((innerWidth - colsLeft) / view.colPitch), v0, view.cols.length);
     const win = view.win;
-    if (d0 >= win.r0 && d1 <= win.r1 && v0 >= win.c0 && v1 <= win.c1) return;
-    view.win = windowAround(-bodyTop, innerHeight - bodyTop, -colsLeft, innerWidth - colsLeft);
+    const box = [-bodyTop, innerHeight - bodyTop, -colsLeft, innerWidth - colsLeft];
+    const next = windowAround(...box);
+    if (v0 >= win.c0 && v1 <= win.c1) {
+      // rows move once half their overscan is used up: a few rows per wheel step, none for a window just built
+      const need = windowAround(...box, 0.5);
+      if (need.r0 < win.r0 || need.r1 > win.r1) shiftRows(table.tBodies[0], next.r0, next.r1);
+      return;
+    }
+    view.win = next;
     fillTable(table, rendered);
   }
 
@@ -964,6 +976,36 @@
     const reuse = previous;
     rendered = new Map();
     table.replaceChildren(colgroup(), gridHead(), gridBody(reuse));
+  }
+
+  /* Move the body's rendered display rows to [r0, r1): drop the rows that left, build the rows that came in. */
+  function shiftRows(body, r0, r1) {
+    const win = view.win;
+    if (r0 >= win.r1 || r1 <= win.r0) {
+      view.win = Object.assign({}, win, { r0, r1 });
+      rendered = new Map();
+      body.replaceWith(gridBody(null));
+      return;
+    }
+    for (const row of body.querySelectorAll(":scope > tr.spacer-row")) row.remove();
+    const rows = [...body.rows];
+    const dropped = rows.slice(0, Math.max(0, r0 - win.r0)).concat(rows.slice(rows.length - Math.max(0, win.r1 - r1)));
+    for (const tr of dropped) {
+      for (const td of tr.querySelectorAll("td.cell")) rendered.delete(td.dataset.row + ":" + td.dataset.col);
+      tr.remove();
+    }
+    const spacers = spacerWidths();
+    const span = rowSpan(spacers);
+    const above = [];
+    for (let d = r0; d < win.r0; d++) above.push(displayRow(d, spacers, span, null));
+    const below = [];
+    for (let d = win.r1; d < r1; d++) below.push(displayRow(d, spacers, span, null));
+    body.prepend(...above);
+    body.append(...below);
+    view.win = Object.assign({}, win, { r0, r1 });
+    const n = view.display.length;
+    if (r0 > 0) body.prepend(spacerRow(view.offsets[r0] - SPACING, span));
+    if (r1 < n) body.append(spacerRow(view.offsets[n] - view.offsets[r1] - SPACING, span));
   }
 
   function spacerWidths() {
@@ -1064,38 +1106,42 @@
   }
 
   function gridBody(previous) {
-    const { r0, r1, c0, c1 } = view.win;
+    const { r0, r1 } = view.win;
     const spacers = spacerWidths();
-    const span = 1 + (spacers.left ? 1 : 0) + (c1 - c0) + (spacers.right ? 1 : 0);
+    const span = rowSpan(spacers);
     const fragment = document.createDocumentFragment();
     if (r0 > 0) fragment.append(spacerRow(view.offsets[r0] - SPACING, span));
-    const rowStyle = view.windowed ? `height:${view.cellH}px` : null;
-    for (let d = r0; d < r1; d++) {
-      const item = view.display[d];
-      if (typeof item !== "number") {
-        fragment.append(superRow(item.value, span));
-        continue;
-      }
-      const quiet = item % view.rowLabelEvery !== 0;
-      const label = labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }, "y", "row/" + lineKey(view.rows[item]), quiet);
-      const tr = el("tr", { style: rowStyle }, label);
-      if (spacers.left) tr.append(el("td", { class: "spacer" }));
-      for (let c = c0; c < c1; c++) {
-        const id = item + ":" + c;
-        let entry = previous && previous.get(id);
-        if (!entry) entry = { td: el("td", { class: "cell", "data-row": item, "data-col": c }), r: item, c, sig: "" };
-        fillCell(entry);
-        rendered.set(id, entry);
-        tr.append(entry.td);
-      }
-      if (spacers.right) tr.append(el("td", { class: "spacer" }));
-      fragment.append(tr);
-    }
+    for (let d = r0; d < r1; d++) fragment.append(displayRow(d, spacers, span, previous));
     const n = view.display.length;
     if (r1 < n) fragment.append(spacerRow(view.offsets[n] - view.offsets[r1] - SPACING, span));
     const body = el("tbody");
     body.append(fragment);
     return body;
+  }
+
+  function rowSpan(spacers) {
+    return 1 + (spacers.left ? 1 : 0) + (view.win.c1 - view.win.c0) + (spacers.right ? 1 : 0);
+  }
+
+  /* The <tr> of display row d: a Y super-axis header, or a label and the cells of columns c0..c1. */
+  function displayRow(d, spacers, span, previous) {
+    const item = view.display[d];
+    if (typeof item !== "number") return superRow(item.value, span);
+    const { c0, c1 } = view.win;
+    const quiet = item % view.rowLabelEvery !== 0;
+    const label = labelCell(view.rows[item].inner, { class: "row-label", scope: "row" }, "y", "row/" + lineKey(view.rows[item]), quiet);
+    const tr = el("tr", { style: view.windowed ? `height:${view.cellH}px` : null }, label);
+    if (spacers.left) tr.append(el("td", { class: "spacer" }));
+    for (let c = c0; c < c1; c++) {
+      const id = item + ":" + c;
+      let entry = previous && previous.get(id);
+      if (!entry) entry = { td: el("td", { class: "cell", "data-row": item, "data-col": c }), r: item, c, sig: "" };
+      fillCell(entry);
+      rendered.set(id, entry);
+      tr.append(entry.td);
+    }
+    if (spacers.right) tr.append(el("td", { class: "spacer" }));
+    return tr;
   }
 
   function spacerRow(height, span) {
@@ -1173,9 +1219,11 @@
 
   /* A windowed table's thumbnails start loading a batch per frame, so a view that shows thousands of cells at
      once (fit to the window) paints at once and fills in, instead of freezing while the browser loads every
-     image first. The batch grows while frames stay smooth and halves when one runs long, so scrolling stays
-     fluid on a slow machine and a big view fills fast on a quick one. Images scrolled out before their turn
-     are dropped. */
+     image first. While scrolling, the batch grows while frames stay smooth and halves when one runs long, so
+     scrolling stays fluid on a slow machine and fills fast on a quick one. A fitted view, which has nothing to
+     keep smooth, paints its cells first and then starts thumbnails for FILL_FRAME_MS of each frame: few frames
+     (each one paints thousands of cells again) and the whole view fills as fast as the browser loads files.
+     Images scrolled out before their turn are dropped. */
   function queueImage(img) {
     imageQueue.push(img);
     if (!imageFrame) imageFrame = requestAnimationFrame(pumpImages);
@@ -1183,13 +1231,28 @@
 
   function pumpImages(now) {
     imageFrame = 0;
+    if (windowFrame) {
+      // re-window first: it reads the layout, which the images started below would make stale (a forced layout
+      // of the whole table in the middle of the frame)
+      cancelAnimationFrame(windowFrame);
+      updateWindow();
+    }
+    const fill = Boolean(view && view.narrow);
+    if (fill && fillWait < 2) {
+      // a fitted view paints its cells, and has that frame on screen, before its thousands of thumbnails start
+      fillWait++;
+      imageLastFrame = now;
+      imageFrame = requestAnimationFrame(pumpImages);
+      return;
+    }
     const gap = imageLastFrame ? now - imageLastFrame : 0;
     const [least, most] = IMAGES_PER_FRAME;
     const [smooth, long] = SMOOTH_FRAME_MS;
     const grown = gap < smooth ? imageBatch * 1.25 + 1 : gap > long ? imageBatch / 2 : imageBatch;
     imageBatch = clamp(Math.round(grown), least, most);
+    const stop = fill ? performance.now() + FILL_FRAME_MS : Infinity;
     let started = 0;
-    while (imageHead < imageQueue.length && started < imageBatch) {
+    while (imageHead < imageQueue.length && (fill ? performance.now() < stop : started < imageBatch)) {
       const img = imageQueue[imageHead++];
       if (img.isConnected && !img.src) {
         img.alt = img.title || img.parentNode.title;
@@ -1205,6 +1268,7 @@
       imageHead = 0;
       imageLastFrame = 0;
       imageBatch = least;
+      fillWait = 0;
     }
   }
 
@@ -1346,7 +1410,7 @@
     $("popup-title").textContent = values.map((v) => (v ? titleOf(v) : "?")).join(" \u00b7 ");
     $("popup-figure").replaceChildren(cellContent(info, values, true));
     fitPopupImage(info.cell);
-    syncPopupMask(info);
+    syncPopupFiles(info);
     $("popup-params").replaceChildren(...metaRows(values, info.cell));
     $("popup-parameters").textContent = (info.cell && info.cell.parameters) || "";
     $("popup-copy").hidden = !(info.cell && info.cell.parameters);
@@ -1373,23 +1437,72 @@
     requestAnimationFrame(crisp);
   }
 
-  /* A SAM edit's cell has an overlay file (its input, the mask tinted, the prompt marked): a toggle shows it. */
-  function syncPopupMask(info) {
-    const button = $("popup-mask");
-    const overlay = info.cell && info.cell.files && info.cell.files.overlay;
-    button.hidden = !overlay;
-    const shown = Boolean(overlay) && showMask;
-    button.setAttribute("aria-pressed", String(shown));
-    button.textContent = shown ? "Show image" : "Show mask";
-    const img = $("popup-figure").querySelector("img");
-    if (img) img.src = urlOf(shown ? overlay : info.cell.image);
+  /* ---------- the popup's switcher: the image or one of the cell's extra files (entry.files: name -> path) ---------- */
+
+  const FILE_LABELS = { overlay: "Mask" }; // the SAM edit's input with its mask tinted and its prompt marked
+
+  /* "bracket_1" -> "Bracket 1": a name's own words, unless it has a label of its own. */
+  function fileLabel(name) {
+    const words = name.replace(/_/g, " ");
+    return FILE_LABELS[name] || words.charAt(0).toUpperCase() + words.slice(1);
   }
 
-  function onPopupMask() {
+  /* [name, label] of a cell's extra files in name order, the image ("") first; two files that would share a
+     label (a SAM edit's "mask" and its "overlay", labelled Mask) say their names. */
+  function fileChoices(cell) {
+    const names = Object.keys((cell && cell.files) || {}).sort();
+    const labels = names.map(fileLabel);
+    const choices = names.map((name, i) => {
+      const shared = labels.indexOf(labels[i]) !== labels.lastIndexOf(labels[i]) && !FILE_LABELS[name];
+      return [name, shared ? `${labels[i]} (${name})` : labels[i]];
+    });
+    return [["", "Image"], ...choices];
+  }
+
+  /* One button per choice (none for a cell with no extra files); the popup's image shows the chosen file. A
+     choice the cell lacks shows its image, and the choice holds for the next cell that has it. */
+  function syncPopupFiles(info) {
+    const group = $("popup-files");
+    const choices = info.cell ? fileChoices(info.cell) : [];
+    const shown = choices.some(([name]) => name === popupFile) ? popupFile : "";
+    group.hidden = choices.length < 2;
+    const sig = choices.length < 2 ? "" : JSON.stringify(choices);
+    if (group.dataset.sig !== sig) {
+      // the same choices keep their buttons, so a button pressed from the keyboard keeps the focus
+      group.dataset.sig = sig;
+      group.replaceChildren(
+        ...(sig ? choices : []).map(([name, label]) =>
+          el("button", { type: "button", "data-file": name, title: `Show the ${name ? label.toLowerCase() : "image"} (M)` }, label),
+        ),
+      );
+    }
+    for (const button of group.children) button.setAttribute("aria-pressed", String(button.dataset.file === shown));
+    const img = $("popup-figure").querySelector("img");
+    if (!img || !info.cell) return;
+    img.src = urlOf(shown ? info.cell.files[shown] : info.cell.image);
+    const what = choices.find(([name]) => name === shown)[1];
+    img.alt = (shown ? what + ": " : "") + $("popup-title").textContent;
+  }
+
+  function showPopupFile(name) {
     const current = popupCell();
     if (!current) return;
-    showMask = !showMask;
-    syncPopupMask(current.info);
+    popupFile = name;
+    syncPopupFiles(current.info);
+  }
+
+  function onPopupFiles(event) {
+    const button = event.target.closest("button[data-file]");
+    if (button) showPopupFile(button.dataset.file);
+  }
+
+  /* M shows the next choice (Shift+M the previous one), round to the image again. */
+  function stepPopupFile(delta) {
+    const current = popupCell();
+    const choices = current ? fileChoices(current.info.cell) : [];
+    if (choices.length < 2) return;
+    const at = Math.max(0, choices.findIndex(([name]) => name === popupFile));
+    showPopupFile(choices[(at + delta + choices.length) % choices.length][0]);
   }
 
   function syncPopupStar() {
@@ -1450,7 +1563,7 @@
       return;
     }
     if ((event.key === "m" || event.key === "M") && !event.ctrlKey && !event.metaKey && !event.altKey) {
-      if (!$("popup-mask").hidden) onPopupMask();
+      stepPopupFile(event.shiftKey ? -1 : 1);
       return;
     }
     if (!(event.key in ARROWS)) return;
@@ -1575,7 +1688,7 @@
     $("popup-close").addEventListener("click", closePopup);
     $("popup-copy").addEventListener("click", copyParameters);
     $("popup-star").addEventListener("click", onPopupStar);
-    $("popup-mask").addEventListener("click", onPopupMask);
+    $("popup-files").addEventListener("click", onPopupFiles);
     window.addEventListener("hashchange", onHashChange);
     window.addEventListener("scroll", scheduleWindow, { passive: true });
     window.addEventListener("resize", () => (view && view.windowed && state.toggles.scale ? renderGrid() : scheduleWindow()));

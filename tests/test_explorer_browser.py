@@ -378,14 +378,16 @@ def test_the_popup_toggles_a_sam_edits_mask_overlay(page, tmp_path):
     write_data(out, data)
     open_grid(page, out)
     page.click('td[data-key="euler/7/1"] img')
-    assert not page.is_visible("#popup-mask")  # a cell without a SAM edit has nothing to toggle
+    assert not page.is_visible("#popup-files")  # a cell without a SAM edit has nothing to switch
     page.keyboard.press("ArrowUp")
-    assert page.is_visible("#popup-mask") and page.get_attribute("#popup-mask", "aria-pressed") == "false"
-    page.click("#popup-mask")
+    mask = '#popup-files button[data-file="overlay"]'
+    assert page.is_visible(mask) and page.get_attribute(mask, "aria-pressed") == "false"
+    assert page.inner_text(mask) == "Mask"
+    page.click(mask)
     assert page.get_attribute("#popup-figure img", "src") == "images/euler/5/1.overlay.png"
-    assert page.inner_text("#popup-mask") == "Show image"
-    page.keyboard.press("ArrowRight")  # the toggle holds while moving between edited cells
+    assert page.get_attribute(mask, "aria-pressed") == "true"
+    page.keyboard.press("ArrowRight")  # the choice holds while moving between edited cells
     assert page.get_attribute("#popup-figure img", "src") == "images/ddim/5/1.overlay.png"
-    page.keyboard.press("m")
+    page.keyboard.press("m")  # the overlay is the last file: M comes round to the image
     assert page.get_attribute("#popup-figure img", "src") == "images/ddim/5/1.png"
-    assert page.get_attribute("#popup-mask", "aria-pressed") == "false"
+    assert page.get_attribute(mask, "aria-pressed") == "false"

@@ -61,7 +61,7 @@ def test_small_images_are_shown_at_their_real_size_with_crisp_pixels(page, tmp_p
     assert figure.evaluate("i => i.getBoundingClientRect().width") > 500  # fills the popup's room
     page.wait_for_function("getComputedStyle(document.querySelector('#popup-figure img')).imageRendering"
                            " === 'pixelated'")
-    page.click("#popup-mask")  # the SAM overlay is shown at the same size
+    page.click('#popup-files button[data-file="overlay"]')  # the SAM overlay is shown at the same size
     assert figure.evaluate("i => i.getBoundingClientRect().width") > 500
 
 

@@ -23,13 +23,13 @@ from PIL import Image
 
 from gridgen.backends import diffusers_paths
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
+from gridgen.backends.sd import param_checks
 from gridgen.backends.sd.adapters import networks
 from gridgen.backends.sd.adapters.lora import LoraError
 from gridgen.backends.sd.denoise import multidiffusion, sampler_options, seamless, token_merging
 from gridgen.backends.sd.denoise.controls import options as latent_controls
-from gridgen.backends.sd.denoise.samplers import scheduler_choice, unsupported_schedule
+from gridgen.backends.sd.denoise.samplers import scheduler_choice
 from gridgen.backends.sd.hdr import brackets as hdr
-from gridgen.backends.sd.hdr import options as hdr_options
 from gridgen.backends.sd.images import region_layout
 from gridgen.backends.sd.images.decoding import Decoder
 from gridgen.backends.sd.images.inputs import ImageInputs
@@ -38,7 +38,6 @@ from gridgen.backends.sd.kinds.base import Kind
 from gridgen.backends.sd.kinds.depth import DepthMaps
 from gridgen.backends.sd.models.locate import ModelInfo, read_model_info, resolve_model, resolve_vae, vae_factor
 from gridgen.backends.sd.models.model_cache import ModelCache
-from gridgen.backends.sd.stages import x4
 from gridgen.backends.sd.stages.cache import StageCache, stage_key
 from gridgen.backends.sd.stages.segment_stage import SamStage
 from gridgen.backends.sd.stages.upscale_stage import UpscaleStage
@@ -177,47 +176,19 @@ class DiffusersBackend:
             factor = vae_factor(vae) if vae and vae.is_dir() else factor
         except ModelError as exc:
             problems.append(ParamProblem("vae", str(exc)))
-        try:
-            reason = unsupported_schedule(str(params["sampler"]), str(params["schedule"]))
-        except ValueError as exc:
-            problems.append(ParamProblem("sampler", str(exc)))
-        else:
-            if reason:
-                problems.append(ParamProblem("schedule", reason))
-        for side in ("width", "height"):
-            value = params.get(side)
-            if factor and value is not None and (value < 8 * factor or value % factor):
-                problems.append(ParamProblem(side, f"{side} {value} does not fit this model: it must be at least "
-                                                   f"{8 * factor} and a multiple of {factor} (the VAE's scale)"))
-        for field in ("prompt", "negative_prompt"):
-            problems += [ParamProblem(field, message)
-                         for message in wildcards.problems(str(params[field]), self._wildcard_folders())]
-        problems += regions.problems(params, self.inputs.load)
-        if regions.calc(params) == "attention" and ella_setup.enabled(params):
-            problems.append(ParamProblem("region_calc", "region_calc attention splits CLIP's cross-attention and ELLA "
-                                                        "conditions by timestep; use region_calc latent with ELLA"))
+        problems += param_checks.sampling_problems(params, factor, info.text_layers if info else None)
+        problems += param_checks.text_problems(params, self._wildcard_folders(), self._style_files(), self.inputs.load)
         problems += [ParamProblem("lora", message, severity) for severity, message in
                      networks.lora_problems(params.get("lora"), Path(self.context.spec_dir), self._models_dir())]
         problems += [ParamProblem(param, message) for param, message in
                      networks.embedding_problems(params, Path(self.context.spec_dir), self._models_dir(),
                                                  info.config if info else None, bool(info and info.sdxl))]
-        clip_skip = int(params["clip_skip"])
-        if info and clip_skip > info.text_layers:
-            problems.append(ParamProblem("clip_skip", f"clip_skip {clip_skip} is more than the {info.text_layers} "
-                                                      f"layers of this model's text encoder"))
         problems += ella_setup.check_cell(params, info.path if info else None, self._resolve)
         problems += self.inputs.check(params)
-        problems += edit.problems(params)
-        problems += sampler_options.problems(params)
-        problems += [ParamProblem("styles", message) for message in styles.problems(params, self._style_files())]
-        if info:
-            kind = registry.kind_of(params, info)
+        kind = registry.kind_of(params, info) if info else None
+        if kind:
             problems += kind.problems(params, info, self)
-            problems += [ParamProblem(name, message) for name, message in
-                         latent_controls.problems(params, self._size(params), kind.name) + hdr_options.problems(params)]
-            problems += multidiffusion.problems(params, info.native_size, info.vae_factor)
-            if "noise_level" not in kind.base_reads:
-                problems += x4.stage_noise_level_problems(params)
+        problems += param_checks.technique_problems(params, kind, info, self._size(params))
         sam_input = self.inputs.size(params["init_image"]) if params.get("init_image") else self._size(params)
         problems += self.segmenting.validate(params, sam_input)
         return problems + self.upscaling.validate(params)
