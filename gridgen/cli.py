@@ -7,6 +7,7 @@ command exits 2; an interrupted run exits 130; anything else is a bug and keeps 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from gridgen.plan import Plan
 from gridgen.runner import RunOptions, execute, prepare
 from gridgen.spec.limits import DEFAULT_LIMITS, Limits
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED = 0, 2, 130, 141
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -275,7 +276,9 @@ def subcommands(parser: argparse.ArgumentParser | None = None) -> list[tuple[str
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # so that a reader gone early shows here, not at the interpreter's exit
+        return status
     except SpecError as err:
         _print_problems(err.problems)
         errors = sum(1 for p in err.problems if p.severity == "error")
@@ -287,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\naborted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader stopped early (`gridgen validate --json ... | head`): not an error of ours
+        # Python flushes stdout again at exit, which would fail on the closed pipe; point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
 
 
 if __name__ == "__main__":

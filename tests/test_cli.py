@@ -205,3 +205,15 @@ def test_ctrl_c_finishes_the_batch_and_exits_130(tmp_path):
     assert done < 24
     data = json.loads((out / "grid.json").read_text())
     assert data["progress"]["done"] == done and data["progress"]["running"] is False
+
+
+def test_output_cut_short_by_the_reader_is_no_traceback():
+    """`gridgen validate --json SPEC | head -1`: the reader closes the pipe early; gridgen stops quietly."""
+    gridgen = Path(sys.executable).with_name("gridgen")
+    reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    writer = subprocess.run([str(gridgen), "validate", "--json", "grids/demo.yaml"], stdout=reader.stdin,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent, timeout=120)
+    reader.stdin.close()
+    reader.wait(timeout=30)
+    assert "Traceback" not in writer.stderr and "BrokenPipe" not in writer.stderr, writer.stderr
+    assert writer.returncode in (0, 141)
