@@ -265,7 +265,8 @@ def grid_peak_rss_mb(cells: int, folder: Path) -> float:
 # One value of the `control` axis per latent control, and one cell without any.
 LATENT_CONTROLS = {"none": {}, "rescale": {"cfg_rescale": 0.7}, "dynthres": {"mimic_scale": 5},
                    "grade": {"cc_brightness": 1.5, "cc_saturation": 1.5}, "mirror": {"mirror_mode": "Blend Average"},
-                   "antiburn": {"antiburn_steps": 3}}
+                   "antiburn": {"antiburn_steps": 3}, "grade alt": {"cc_alt": True, "cc_brightness": 1.5},
+                   "hdr": {"hdr_brackets": 3}}  # three rows of the batch for one cell
 
 
 def latent_controls_case(folder: Path, preset: Preset, device: str) -> None:
@@ -294,7 +295,8 @@ def latent_controls_case(folder: Path, preset: Preset, device: str) -> None:
         print(f"{title}: {count} cells in {len(batches)} denoising batch(es) of {batches}, {seconds:.1f} s")
     DiffusersBackend._denoise = original
     (_, mixed, mixed_s), (_, plain, plain_s) = results.values()
-    print(f"batches with controls / without: {len(mixed)} / {len(plain)}; time ratio {mixed_s / plain_s:.2f}x")
+    print(f"batches with controls / without: {len(mixed)} / {len(plain)}; time ratio {mixed_s / plain_s:.2f}x "
+          f"(rows {sum(mixed)} / {sum(plain)}: an HDR cell denoises one row per bracket)")
 
 
 def main() -> int:
