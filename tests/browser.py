@@ -8,6 +8,7 @@ so CI can never pass without running them.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,3 +85,32 @@ def open_grid(page, out: Path, hash_: str = "") -> None:
     """The explorer page of the grid in `out`, once its table is drawn."""
     page.goto((out / "index.html").as_uri() + hash_)
     page.wait_for_selector("table.grid")
+
+
+def swatch_webp(index: int) -> bytes:
+    """A 16 px WebP thumbnail in one of six colours, for synthetic grids that only need thumbnails to load."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (40 * (index % 6), 200 - 30 * (index % 6), 120)).save(buffer, "WEBP")
+    return buffer.getvalue()
+
+
+def publish_square_grid(out: Path, title: str, value_title: str, params_of, cell_of) -> Path:
+    """Publishes a 100 x 100 grid of axes `a` and `b` into `out` without rendering: value i of axis `name` is
+    titled `value_title.format(name=name, i=i)` and sets `params_of(name, i)`; `cell_of(i, j)` gives the cell
+    at a=i, b=j its image and thumbnail fields."""
+    from gridgen.explorer import write_data, write_page
+
+    axes = [{"id": name, "title": name.upper(), "description": "", "default": None,
+             "values": [{"id": f"{name}{i}", "title": value_title.format(name=name, i=i), "description": "",
+                         "skip": False, "show": True, "params": params_of(name, i)} for i in range(100)]}
+            for name in ("a", "b")]
+    cells = {f"a{i}/b{j}": {"seed": j, "params": {}, "size": [64, 64], "time": 0.1, "hash": f"{i}-{j}",
+                            "parameters": "", **cell_of(i, j)} for i in range(100) for j in range(100)}
+    data = {"version": 1, "title": title, "author": "", "description": "", "stylesheet": "", "format": "png",
+            "page": {"x_axis": "a", "y_axis": "b"}, "axes": axes, "base_params": {}, "cells": cells,
+            "progress": {"total": 10000, "done": 10000, "skipped": 0, "failed": 0, "running": False}}
+    write_page(out, data)
+    write_data(out, data)
+    return out

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import open_grid, watched_page
+from browser import open_grid, publish_square_grid, swatch_webp, watched_page
 from PIL import Image
 
-from gridgen.explorer import write_data, write_page
+from gridgen.explorer import write_data
 from tests.test_explorer_browser import build_grid
 
 # what a plain txt2img cell's params hold: every registered param, most never used by it
@@ -105,24 +105,12 @@ def test_the_popup_shows_what_matters_first_and_keeps_its_buttons_in_view(page, 
 def big_grid(tmp_path_factory) -> Path:
     """100 x 100 cells (six thumbnail files shared by all: the page only needs them to load)."""
     out = tmp_path_factory.mktemp("big")
+    (out / "thumbs").mkdir()
     for i in range(6):
-        buffer = io.BytesIO()
-        Image.new("RGB", (16, 16), (40 * i, 200 - 30 * i, 120)).save(buffer, "WEBP")
-        (out / "thumbs").mkdir(exist_ok=True)
-        (out / "thumbs" / f"t{i}.webp").write_bytes(buffer.getvalue())
-    axes = [{"id": name, "title": name.upper(), "description": "", "default": None,
-             "values": [{"id": f"{name}{i}", "title": f"{name} value {i}", "description": "", "skip": False,
-                         "show": True, "params": {}} for i in range(100)]} for name in ("a", "b")]
-    cells = {f"a{i}/b{j}": {"image": f"thumbs/t{(i + j) % 6}.webp", "thumb": f"thumbs/t{(i + j) % 6}.webp",
-                            "seed": 0, "params": {}, "size": [64, 64], "time": 0.1, "hash": f"{i}-{j}",
-                            "parameters": ""}
-             for i in range(100) for j in range(100)}
-    data = {"version": 1, "title": "big", "author": "", "description": "", "stylesheet": "", "format": "png",
-            "page": {"x_axis": "a", "y_axis": "b"}, "axes": axes, "base_params": {}, "cells": cells,
-            "progress": {"total": 10000, "done": 10000, "skipped": 0, "failed": 0, "running": False}}
-    write_page(out, data)
-    write_data(out, data)
-    return out
+        (out / "thumbs" / f"t{i}.webp").write_bytes(swatch_webp(i))
+    return publish_square_grid(out, "big", "{name} value {i}", lambda name, i: {},
+                               lambda i, j: {"image": f"thumbs/t{(i + j) % 6}.webp",
+                                             "thumb": f"thumbs/t{(i + j) % 6}.webp", "seed": 0})
 
 
 LABELS_JS = """() => {

@@ -9,14 +9,10 @@ as a few hundred cells added in one frame and a long frame each time.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
-from browser import open_grid, watched_page
-from PIL import Image
-
-from gridgen.explorer import write_data, write_page
+from browser import open_grid, publish_square_grid, swatch_webp, watched_page
 
 STEPS = 30
 STEP_PX = 240
@@ -29,29 +25,14 @@ MOST_LONG_FRAMES = 5
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory) -> Path:
+    """100 x 100 cells, each with a thumbnail file of its own (the browser decodes every one it shows)."""
     out = tmp_path_factory.mktemp("scroll")
-    files = []
-    for i in range(6):
-        buffer = io.BytesIO()
-        Image.new("RGB", (16, 16), (40 * i, 200 - 30 * i, 120)).save(buffer, "WEBP")
-        files.append(buffer.getvalue())
-    axes = [{"id": name, "title": name.upper(), "description": "", "default": None,
-             "values": [{"id": f"{name}{i}", "title": f"{name} {i}", "description": "", "skip": False,
-                         "show": True, "params": {name: i}} for i in range(100)]} for name in ("a", "b")]
-    cells = {}
     for i in range(100):
         (out / "thumbs" / f"a{i}").mkdir(parents=True)
         for j in range(100):
-            key = f"a{i}/b{j}"
-            (out / "thumbs" / f"{key}.webp").write_bytes(files[(i + j) % 6])
-            cells[key] = {"image": f"images/{key}.png", "thumb": f"thumbs/{key}.webp", "seed": j, "params": {},
-                          "size": [64, 64], "time": 0.1, "hash": f"{i}-{j}", "parameters": ""}
-    data = {"version": 1, "title": "scroll", "author": "", "description": "", "stylesheet": "", "format": "png",
-            "page": {"x_axis": "a", "y_axis": "b"}, "axes": axes, "base_params": {}, "cells": cells,
-            "progress": {"total": 10000, "done": 10000, "skipped": 0, "failed": 0, "running": False}}
-    write_page(out, data)
-    write_data(out, data)
-    return out
+            (out / "thumbs" / f"a{i}" / f"b{j}.webp").write_bytes(swatch_webp(i + j))
+    return publish_square_grid(out, "scroll", "{name} {i}", lambda name, i: {name: i},
+                               lambda i, j: {"image": f"images/a{i}/b{j}.png", "thumb": f"thumbs/a{i}/b{j}.webp"})
 
 
 WATCH_JS = """() => {
