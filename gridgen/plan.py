@@ -10,19 +10,16 @@ and, as far as possible, a batch, whatever the YAML order of the axes.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from gridgen import params as P
+from gridgen import prompt_tags
 from gridgen.backends.base import Backend, Cell
+from gridgen.backends.sd.text.regions import loras_by_region
 from gridgen.errors import Location, Problem
 from gridgen.spec.model import Axis, AxisValue, GridSpec
-
-_EXTRA_NETWORK = re.compile(r"<(hypernet|hypernetwork|lyco|lora):[^>]*>", re.IGNORECASE)
-# A1111's `<lora:name>` / `<lora:name:weight>` (a second, UNet-only weight and named options are ignored).
-_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::\s*([-+]?[\d.]+)\s*)?(?::[^>]*)?>", re.IGNORECASE)
 
 
 def cell_key(coords: tuple[str, ...] | list[str]) -> str:
@@ -55,12 +52,15 @@ def resolve_params(spec: GridSpec, values: list[AxisValue], defaults: dict[str, 
 
 
 def lora_tags_to_param(params: dict[str, Any]) -> bool:
-    """Move `<lora:name:weight>` tags of the prompt into the `lora` param; True when there were any."""
-    prompt = params.get("prompt") or ""
-    found = [f"{name.strip()}:{weight or 1}" for name, weight in _LORA_TAG.findall(prompt)]
+    """Move `<lora:name:weight>` tags of the prompt into the `lora` param; True when there were any. A prompt whose
+    regions are denoised apart keeps its tags: each region applies its own LoRAs, as in Regional Prompter's
+    latent mode."""
+    if loras_by_region(params):
+        return False
+    prompt, found = prompt_tags.take_loras(params.get("prompt") or "")
     if found:
         params["lora"] = [*(params.get("lora") or []), *found]
-        params["prompt"] = re.sub(r"\s{2,}", " ", _LORA_TAG.sub("", prompt)).strip(" ,")
+        params["prompt"] = prompt
     return bool(found)
 
 
@@ -68,11 +68,11 @@ def strip_extra_networks(params: dict[str, Any]) -> list[str]:
     """Remove A1111 extra-network tags no backend here applies; returns the kinds removed."""
     removed = []
     for name in ("prompt", "negative_prompt"):
-        text = params.get(name) or ""
-        found = _EXTRA_NETWORK.findall(text)
+        text, found = prompt_tags.strip_extra_networks(params.get(name) or "",
+                                                       keep_loras=name == "prompt" and loras_by_region(params))
         if found:
-            removed.extend(kind.lower() for kind in found)
-            params[name] = re.sub(r"\s{2,}", " ", _EXTRA_NETWORK.sub("", text)).strip(" ,")
+            params[name] = text
+            removed += found
     return removed
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from gridgen import prompt_tags
 from gridgen.backends import diffusers_paths
 from gridgen.backends.base import BackendContext, BatchOutOfMemory, ParamProblem, Result
 from gridgen.backends.sd import param_checks
@@ -180,6 +181,10 @@ class DiffusersBackend:
         problems += param_checks.text_problems(params, self._wildcard_folders(), self._style_files(), self.inputs.load)
         problems += [ParamProblem("lora", message, severity) for severity, message in
                      networks.lora_problems(params.get("lora"), Path(self.context.spec_dir), self._models_dir())]
+        if regions.active(params):  # a region prompt's own LoRA tags (`regional.expand`)
+            tags = prompt_tags.take_loras(str(params.get("prompt") or ""))[1]
+            problems += [ParamProblem("prompt", f"<lora:...> tag: {message}", severity) for severity, message in
+                         networks.lora_problems(tags, Path(self.context.spec_dir), self._models_dir())]
         problems += [ParamProblem(param, message) for param, message in
                      networks.embedding_problems(params, Path(self.context.spec_dir), self._models_dir(),
                                                  info.config if info else None, bool(info and info.sdxl))]

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gridgen.backends.sd.adapters import networks
-from gridgen.backends.sd.denoise import multidiffusion, regional, regional_attention, seamless, token_merging
+from gridgen.backends.sd.denoise import (
+    lora_groups,
+    multidiffusion,
+    regional,
+    regional_attention,
+    seamless,
+    token_merging,
+)
 from gridgen.backends.sd.denoise.controls.setup import Controls
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
@@ -74,13 +81,11 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     kind, info = backend._kind(first)
     width, height = backend._size(first)
     clock = Clock(parts.device)
-    text_rows, regions = regional.expand(batch, backend.inputs.load)  # a text row per cell, or per region prompt
-    cond, uncond, text = conditioning(backend, text_rows, parts, width, height)
-    text_time = clock.lap()
     factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
-    attention = regional_attention.inputs(regions, cond, text["masks"][0], (height // factor, width // factor),
-                                          parts.unet.dtype)
-    cond, uncond, text = regional.per_row(regions, cond, uncond, text)
+    text_rows, rows = regional.expand(batch, backend.inputs.load)  # a text row per cell, or per region prompt
+    groups = lora_groups.groups(rows, text_rows, backend._lora_set)  # rows whose LoRAs differ run apart
+    encoded = [encode_group(backend, parts, rows, text_rows, group, (width, height), factor) for group in groups]
+    text_time = clock.lap()
     recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
                     [int(p["seed"]) for p in batch], parts.device, cells=batch, factor=factor)
     vae_folders = [folder for folder in (backend._vae_path(first), info and info.path / "vae") if folder]
@@ -88,13 +93,14 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     recipe.hooks += controls.hooks
     # Validation keeps prediction adjustments off regional cells, and the backend denoises regional cells apart
     # from adjusted ones, so a batch whose rows regions widened has no adjustment to apply per row.
-    guide = guide_for(parts.unet, cond, uncond, [float(batch[row.cell]["cfg_scale"]) for row in regions],
-                      adjust=controls.adjust, cross_attention=attention, **text)
-    guide = regional.widen(guide, regions, len(batch))
+    guides = [(group, guide_for(parts.unet, cond, uncond, [float(batch[row.cell]["cfg_scale"]) for row in group_rows],
+                                adjust=controls.adjust, cross_attention=attention, **text))
+              for group, group_rows, attention, (cond, uncond, text) in encoded]
+    guide = regional.widen(lora_groups.split_guide(guides, backend.networks.use_loras), rows, len(batch))
     windows = multidiffusion.windows(first, info.native_size if info else max(width, height))
     if windows is not None:
         guide = multidiffusion.tiled_guide(guide, windows, factor)
-    with regional_attention.installed(parts.unet, attention is not None):
+    with regional_attention.installed(parts.unet, any(attention is not None for _, _, attention, _ in encoded)):
         latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs,
                                              backend))
     denoise_time = clock.lap()
@@ -102,13 +108,40 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     metadata = {"model_path": backend._load_key[0], "vae": backend._load_key[1], "options": backend.speed_options(),
                 "scheduler": type(recipe.scheduler).__name__, "device": str(parts.device),
                 "dtype": str(parts.dtype).removeprefix("torch."), "width": width, "height": height}
-    if backend.networks is not None and backend.networks.active:
-        metadata["loras"] = [list(pair) for pair in backend.networks.active]
     share = 1 / len(batch)
     timings = [{"text": text_time * share, "denoise": denoise_time * share} for _ in batch]
     decoded = backend.decoder.submit(parts.vae, latents, finish, timings, str(first["vae_tiling"]))
-    return [(image, {**metadata, **ella_setup.metadata(p, backend._resolve), **kind.metadata(p)}, cell_timings)
-            for p, image, cell_timings in zip(batch, decoded, timings, strict=True)]
+    loras = lora_metadata(backend, batch, text_rows, rows)
+    return [(image, {**metadata, **loras[index], **ella_setup.metadata(p, backend._resolve), **kind.metadata(p)},
+             cell_timings) for index, (p, image, cell_timings) in enumerate(zip(batch, decoded, timings, strict=True))]
+
+
+def encode_group(backend: DiffusersBackend, parts: Components, rows: list[regional.Row],
+                 text_rows: list[dict[str, Any]], group: lora_groups.Group, size: tuple[int, int], factor: int
+                 ) -> tuple[lora_groups.Group, list[regional.Row], Any, tuple[Context, Context, dict[str, Any]]]:
+    """One LoRA group's text conditioning, per guidance row, with its attention-calc regions' inputs."""
+    group_texts, group_rows = lora_groups.subset(rows, text_rows, group)
+    (width, height) = size
+    cond, uncond, text = conditioning(backend, group_texts, parts, width, height)
+    attention = regional_attention.inputs(group_rows, cond, text["masks"][0], (height // factor, width // factor),
+                                          parts.unet.dtype)
+    return group, group_rows, attention, regional.per_row(group_rows, cond, uncond, text)
+
+
+def lora_metadata(backend: DiffusersBackend, batch: list[dict[str, Any]], text_rows: list[dict[str, Any]],
+                  rows: list[regional.Row]) -> list[dict[str, Any]]:
+    """Per cell: `loras`, the (file, weight) pairs applied to all of it, and for a cell whose regions apply LoRAs
+    of their own, `region_loras`: each region prompt's pairs (the base prompt's last)."""
+    found = []
+    for index, params in enumerate(batch):
+        cell_loras = backend._lora_set(params)
+        texts = sorted({part.text for row in rows if row.cell == index for part in row.parts})
+        per_region = [backend._lora_set(text_rows[text]) for text in texts]
+        entry = {"loras": [list(pair) for pair in cell_loras]} if cell_loras else {}
+        if any(loras != cell_loras for loras in per_region):
+            entry["region_loras"] = [[list(pair) for pair in loras] for loras in per_region]
+        found.append(entry)
+    return found
 
 
 def conditioning(backend: DiffusersBackend, batch: list[dict[str, Any]], parts: Components, width: int,

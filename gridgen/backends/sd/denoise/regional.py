@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gridgen import prompt_tags
 from gridgen.backends.sd.text import regions
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ class Row:
 
 
 def expand(batch: Sequence[dict[str, Any]], load: regions.LoadImage) -> tuple[list[dict[str, Any]], list[Row]]:
-    """The params each text row is encoded from, and the batch's guidance rows."""
+    """The params each text row is encoded from, and the batch's guidance rows. A region's text row carries the
+    LoRA tags of its prompt in its `lora` param, after the cell's own (`regions.loras_by_region`); in attention
+    calculation every row of the cell carries all of them."""
     params_rows: list[dict[str, Any]] = []
     rows: list[Row] = []
     for index, params in enumerate(batch):
@@ -63,10 +66,14 @@ def expand(batch: Sequence[dict[str, Any]], load: regions.LoadImage) -> tuple[li
             rows.append(Row(index, (Part(len(params_rows), None, 1.0),)))
             params_rows.append(params)
             continue
+        found = regions.layout(params, load)
+        texts = [prompt_tags.take_loras(prompt) for prompt, _, _ in found]
+        everywhere = [value for _, tags in texts for value in tags]
         parts = []
-        for prompt, area, weight in regions.layout(params, load):
+        for (prompt, tags), (_, area, weight) in zip(texts, found, strict=True):
+            own = tags if regions.loras_by_region(params) else everywhere
             parts.append(Part(len(params_rows), area, weight))
-            params_rows.append({**params, "prompt": prompt})
+            params_rows.append({**params, "prompt": prompt, "lora": [*(params.get("lora") or []), *own]})
         if regions.calc(params) == "attention":
             rows.append(Row(index, tuple(parts), attention=True))
         else:
@@ -107,7 +114,7 @@ def widen(guide: Guide, rows: Sequence[Row], cells: int) -> Guide:
         import torch
 
         index = torch.tensor([row.cell for row in rows], dtype=torch.long)
-        denoise = guide(**{name: _rows_of(value, index) for name, value in extra.items()})
+        denoise = guide(**{name: rows_of(value, index) for name, value in extra.items()})
         weights: dict[tuple[int, int], torch.Tensor] = {}
 
         def blended(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -123,7 +130,7 @@ def widen(guide: Guide, rows: Sequence[Row], cells: int) -> Guide:
     return regional_guide
 
 
-def _rows_of(value: Any, index: torch.Tensor) -> Any:
+def rows_of(value: Any, index: torch.Tensor) -> Any:
     """A per-cell guidance input (a tensor or list with a row per cell) repeated for the widened rows."""
     import torch
 

@@ -103,6 +103,13 @@ def calc(params: dict[str, Any]) -> str:
     return str(params.get("region_calc") or "latent") if active(params) else None
 
 
+def loras_by_region(params: dict[str, Any]) -> bool:
+    """Whether each region applies the LoRA tags written in its own prompt: in latent calculation, where every
+    region is a UNet pass of its own, as in Regional Prompter's latent mode. In attention calculation one UNet
+    pass draws every region, so a cell's tags apply to all of it."""
+    return calc(params) == "latent"
+
+
 def problems(params: dict[str, Any], load: Callable[[str, str], Any] | None = None) -> list[ParamProblem]:
     """A layout whose number of regions differs from the prompt's (a region mask's, read by `load`, too);
     attention calc where the UNet's cross-attention is not the model's plain one."""
