@@ -274,11 +274,12 @@ REGION_PARAMS: tuple[Param, ...] = (
           "BREAK, ADDCOL or ADDROW.", aliases=("region_layout", "regional_prompter"), parse=text_regions.canonical),
     Param("base_ratio", "float", 0.2, "With ADDBASE: how much of every region's prediction is the base prompt's "
           "(0 none, 1 the base prompt alone).", min=0, max=1),
-    Param("region_calc", "choice", "latent", "How regions combine: latent (each region prompt's noise prediction, "
+    Param("region_calc", "choice", "attention", "How regions combine, as Regional Prompter's generation mode: "
+          "attention, its default (each region's text attended to inside the UNet's cross-attention, the outputs "
+          "blended by the masks at each attention resolution; one UNet row per cell, not with ELLA or "
+          "tile_diffusion; LoRA tags apply to the whole cell) or latent (each region prompt's noise prediction, "
           "blended by the region masks at every step; a UNet row per region; each region applies the <lora:...> "
-          "tags of its own prompt) or attention (each region's text attended to inside the UNet's cross-attention, "
-          "the outputs blended by the masks at each attention resolution; one UNet row per cell, not with ELLA or "
-          "tile_diffusion; LoRA tags apply to the whole cell). Cells of either kind share batches.",
+          "tags of its own prompt). Cells of either kind share batches.",
           aliases=("calcmode", "region_calculation", "generation_mode"), choose=_choose_region_calc,
           choices_help=", ".join(text_regions.CALCS)),
     Param("region_mask", "path", None, "With `regions: Mask`: an image whose colours are the regions, in Regional "

@@ -12,6 +12,7 @@ from PIL import Image
 
 from gridgen.backends.sd.images import region_masks
 from gridgen.backends.sd.text import regions
+from gridgen.params import Registry
 from gridgen.viewer.specs import path_problem
 from tests.batch_checks import assert_one_batch_renders_as_alone
 from tests.test_regions import BLUE, CIRCLE, RED, SQUARE, cell, halves
@@ -51,10 +52,13 @@ def test_attention_calc_draws_each_region_shape_in_its_half_and_swapping_prompts
         assert right / (2 * len(readings)) >= BAR, [(a.shape, b.shape) for a, b in readings]
 
 
-def test_attention_calc_draws_each_region_colour_in_its_half(backend):
-    readings = halves(backend, f"{RED} BREAK {BLUE}", region_calc="attention")
-    right = sum((left.color == "red") + (other.color == "blue") for left, other in readings)
-    assert right / (2 * len(readings)) >= BAR, [(a.color, b.color) for a, b in readings]
+def test_the_default_calc_is_attention_and_draws_each_region_colour_in_its_half_either_way_round(backend):
+    default = Registry().defaults()["region_calc"]
+    assert default == "attention"  # as in Regional Prompter
+    for prompt, wanted in ((f"{RED} BREAK {BLUE}", ("red", "blue")), (f"{BLUE} BREAK {RED}", ("blue", "red"))):
+        readings = halves(backend, prompt, seeds=range(1, 21), region_calc=default)
+        right = sum((left.color == wanted[0]) + (other.color == wanted[1]) for left, other in readings)
+        assert right / (2 * len(readings)) >= BAR, [(a.color, b.color) for a, b in readings]
 
 
 def test_attention_calc_with_base_ratio_1_is_the_base_prompt_alone_and_differs_from_latent(backend):

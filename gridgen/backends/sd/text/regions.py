@@ -100,7 +100,7 @@ def active(params: dict[str, Any]) -> bool:
 def calc(params: dict[str, Any]) -> str:
     """How a regional cell's regions are combined: `latent` (predictions blended) or `attention` (cross-attention
     outputs blended inside the UNet); None for a cell without regions."""
-    return str(params.get("region_calc") or "latent") if active(params) else None
+    return str(params.get("region_calc") or "attention") if active(params) else None
 
 
 def loras_by_region(params: dict[str, Any]) -> bool:
