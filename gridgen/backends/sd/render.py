@@ -123,7 +123,7 @@ def encode_group(backend: DiffusersBackend, parts: Components, rows: list[region
     group_texts, group_rows = lora_groups.subset(rows, text_rows, group)
     (width, height) = size
     cond, uncond, text = conditioning(backend, group_texts, parts, width, height)
-    attention = regional_attention.inputs(group_rows, cond, text["masks"][0], (height // factor, width // factor),
+    attention = regional_attention.inputs(group_rows, cond, uncond, text["masks"], (height // factor, width // factor),
                                           parts.unet.dtype)
     return group, group_rows, attention, regional.per_row(group_rows, cond, uncond, text)
 

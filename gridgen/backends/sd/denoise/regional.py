@@ -49,6 +49,7 @@ class Row:
     cell: int
     parts: tuple[Part, ...]
     attention: bool = False
+    split_negative: bool = False  # each part's text row has a negative prompt of its own
 
     @property
     def blend(self) -> Part:
@@ -56,9 +57,10 @@ class Row:
 
 
 def expand(batch: Sequence[dict[str, Any]], load: regions.LoadImage) -> tuple[list[dict[str, Any]], list[Row]]:
-    """The params each text row is encoded from, and the batch's guidance rows. A region's text row carries the
-    LoRA tags of its prompt in its `lora` param, after the cell's own (`regions.loras_by_region`); in attention
-    calculation every row of the cell carries all of them."""
+    """The params each text row is encoded from, and the batch's guidance rows. A region's text row carries its
+    part of a split negative prompt (`regions.negatives`) and the LoRA tags of its prompt in its `lora` param,
+    after the cell's own (`regions.loras_by_region`); in attention calculation every row of the cell carries all
+    the tags."""
     params_rows: list[dict[str, Any]] = []
     rows: list[Row] = []
     for index, params in enumerate(batch):
@@ -69,13 +71,16 @@ def expand(batch: Sequence[dict[str, Any]], load: regions.LoadImage) -> tuple[li
         found = regions.layout(params, load)
         texts = [prompt_tags.take_loras(prompt) for prompt, _, _ in found]
         everywhere = [value for _, tags in texts for value in tags]
+        negatives = regions.negatives(params)  # validation keeps their number 1 or the prompts'
         parts = []
-        for (prompt, tags), (_, area, weight) in zip(texts, found, strict=True):
+        for (prompt, tags), (_, area, weight), negative in zip(texts, found, negatives * len(found)
+                                                                if len(negatives) == 1 else negatives, strict=True):
             own = tags if regions.loras_by_region(params) else everywhere
             parts.append(Part(len(params_rows), area, weight))
-            params_rows.append({**params, "prompt": prompt, "lora": [*(params.get("lora") or []), *own]})
+            params_rows.append({**params, "prompt": prompt, "negative_prompt": negative,
+                                "lora": [*(params.get("lora") or []), *own]})
         if regions.calc(params) == "attention":
-            rows.append(Row(index, tuple(parts), attention=True))
+            rows.append(Row(index, tuple(parts), attention=True, split_negative=len(negatives) > 1))
         else:
             rows += [Row(index, (part,)) for part in parts]
     return params_rows, rows

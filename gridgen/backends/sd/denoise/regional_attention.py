@@ -66,11 +66,13 @@ def _at_tokens(weights: torch.Tensor, tokens: int) -> torch.Tensor:
     raise ValueError(f"no attention grid of {tokens} positions in a {height}x{width} latent")
 
 
-def inputs(rows: Sequence[Row], cond: torch.Tensor, cond_mask: torch.Tensor | None, shape: tuple[int, int],
-           dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+def inputs(rows: Sequence[Row], cond: torch.Tensor, uncond: torch.Tensor,
+           masks: tuple[torch.Tensor | None, torch.Tensor | None], shape: tuple[int, int], dtype: torch.dtype
+           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
     """The `regional` inputs of the guidance rows' conditional and unconditional UNet rows, or None when no row
-    has attention-calc regions. `cond` (text rows, tokens, width) is every text row's context, `shape` the latent's
-    (h, w)."""
+    has attention-calc regions. `cond` and `uncond` (text rows, tokens, width) are every text row's contexts and
+    `masks` their token masks, `shape` the latent's (h, w). An unconditional row is split by region only where
+    its cell's negative prompt is."""
     if not any(row.attention for row in rows):
         return None
     device = cond.device
@@ -82,12 +84,13 @@ def inputs(rows: Sequence[Row], cond: torch.Tensor, cond_mask: torch.Tensor | No
                           if row.attention else [row.parts[0].text] * (slots - 1) for row in rows],
                          dtype=torch.long, device=device)
     conditional = {"weights": weights, "contexts": cond[index]}
+    split = torch.tensor([row.split_negative for row in rows], device=device)
     plain = torch.zeros_like(weights)
     plain[:, 0] = 1.0
-    unconditional = {"weights": plain, "contexts": torch.zeros_like(conditional["contexts"])}
-    if cond_mask is not None:
-        conditional["bias"] = ((1 - cond_mask[index].to(dtype)) * MASKED).unsqueeze(2)
-        unconditional["bias"] = torch.zeros_like(conditional["bias"])
+    unconditional = {"weights": torch.where(split[:, None, None, None], weights, plain), "contexts": uncond[index]}
+    for found, mask in zip((conditional, unconditional), masks, strict=True):
+        if mask is not None:
+            found["bias"] = ((1 - mask[index].to(dtype)) * MASKED).unsqueeze(2)
     return conditional, unconditional
 
 

@@ -8,7 +8,8 @@ the rest its columns' widths (`2,1,1;3,1,1`: a row of height 2 over one of heigh
 The prompt is split the extension's way: text before `ADDCOMM` is common to every region (prepended to each),
 text before `ADDBASE` is the base prompt applied everywhere at `base_ratio`, and the regions are separated by
 `BREAK`, `ADDCOL` or `ADDROW`, in reading order (left to right, then top to bottom). With `regions` on, BREAK
-separates regions instead of CLIP chunks.
+separates regions instead of CLIP chunks. A negative prompt with BREAKs is split the same way, one part per
+region and the base's first (`negatives`); without them it is every region's.
 
 A region's area is a box in fractions of the canvas (x0, y0, x1, y1), so it applies at any latent size, or a region
 mask's per-pixel weights, stretched to the canvas. Nothing here needs torch.
@@ -34,6 +35,7 @@ Box = tuple[float, float, float, float]
 Area = Box | np.ndarray
 LoadImage = Callable[[str, str], Any]  # (param, path) -> the PIL image
 _SEPARATOR = re.compile(r"\bBREAK\b|\bADDCOL\b|\bADDROW\b")
+_NEGATIVE_SEPARATOR = re.compile(r"\bBREAK\b|\bADDBASE\b|\bADDCOL\b|\bADDROW\b")
 
 
 def canonical(raw: Any) -> str:
@@ -62,12 +64,32 @@ class RegionPrompts:
     base: str | None
 
 
+def _common_joiner(common: str) -> Callable[[str], str]:
+    return (lambda text: f"{common.strip()} {text.strip()}".strip()) if common.strip() else str.strip
+
+
 def split_prompt(prompt: str) -> RegionPrompts:
     common, _, rest = prompt.rpartition("ADDCOMM")
     base, found, rest = rest.rpartition("ADDBASE")
-    join = (lambda text: f"{common.strip()} {text.strip()}".strip()) if common.strip() else str.strip
+    join = _common_joiner(common)
     regions = tuple(join(part) for part in _SEPARATOR.split(rest))
     return RegionPrompts(regions, join(base) if found else None)
+
+
+def negatives(params: dict[str, Any]) -> list[str]:
+    """The negative prompt of each prompt `layout` gives (the regions', then the base's), split as Regional
+    Prompter splits it in attention mode: parts separated by BREAK (ADDBASE, ADDCOL, ADDROW), text before ADDCOMM
+    common to every part, the first part the base's when the prompt has a base. A negative prompt without a
+    separator is one part, every prompt's."""
+    negative = str(params.get("negative_prompt") or "")
+    common, found, rest = negative.rpartition("ADDCOMM")
+    if not found and not _NEGATIVE_SEPARATOR.search(negative):
+        return [negative]
+    join = _common_joiner(common)
+    parts = [join(part) for part in _NEGATIVE_SEPARATOR.split(rest)]
+    if len(parts) > 1 and split_prompt(str(params.get("prompt") or "")).base is not None:
+        parts = parts[1:] + parts[:1]
+    return parts
 
 
 def _spans(ratios: list[float]) -> list[tuple[float, float]]:
@@ -118,6 +140,13 @@ def problems(params: dict[str, Any], load: Callable[[str, str], Any] | None = No
     prompts = split_prompt(str(params.get("prompt") or ""))
     layout = str(params["regions"])
     found = []
+    parts = len(prompts.regions) + (prompts.base is not None)
+    if len(negatives(params)) not in (1, parts):
+        found.append(ParamProblem("negative_prompt", f"the negative prompt has {len(negatives(params))} parts "
+                                                     f"(separated by BREAK) but the prompt has {parts} (its regions"
+                                                     f"{' and base' if prompts.base is not None else ''}); give one "
+                                                     "negative part per prompt part, the base's first, or one "
+                                                     "negative prompt without BREAK for all"))
     if calc(params) == "attention" and params.get("tile_diffusion"):
         found.append(ParamProblem("region_calc", "region_calc attention splits the whole canvas's cross-attention "
                                                  "and tile_diffusion denoises tiles; use region_calc latent"))
