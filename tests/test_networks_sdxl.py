@@ -242,3 +242,15 @@ def test_cells_with_a_lora_and_an_embedding_render_alone_as_in_a_batch(backend, 
     for cell, batched in zip(cells, together, strict=True):
         (alone,) = backend.render([cell])
         assert np.abs(np.asarray(alone.image, dtype=np.float64) - batched).max() <= 1
+
+
+def test_sdxl_a_lora_in_every_region_is_that_lora_on_the_whole_cell(backend, model):
+    # Latent-calc regions apply their own tags: text encoded under both encoders' LoRA weights, UNet run under its own.
+    common = {"regions": "Columns", "region_calc": "latent", "width": 64, "height": 32}
+    plain = image(backend, model, prompt="a red cat BREAK a red cat", **common)
+    whole = image(backend, model, prompt="a red cat BREAK a red cat", lora=["xl_kohya:0.8"], **common)
+    everywhere = image(backend, model, prompt="a red cat <lora:xl_kohya:0.8> BREAK a red cat <lora:xl_kohya:0.8>",
+                       **common)
+    assert np.abs(everywhere - whole).max() <= 1 and np.abs(whole - plain).mean() > 1
+    left = image(backend, model, prompt="a red cat <lora:xl_kohya:0.8> BREAK a red cat", **common)
+    assert np.abs(left - whole).mean() > 0.5 and np.abs(left - plain).mean() > 0.5
