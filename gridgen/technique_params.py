@@ -270,8 +270,13 @@ def _choose_region_calc(text: str) -> str | None:
 
 REGION_PARAMS: tuple[Param, ...] = (
     Param("regions", "str", "off", "Regional prompting: off, Columns, Rows, a divide ratio (`1,2,1`; rows with "
-          "`;`, each `height,widths...`), or Mask (the colours of region_mask); region prompts are separated by "
-          "BREAK, ADDCOL or ADDROW.", aliases=("region_layout", "regional_prompter"), parse=text_regions.canonical),
+          "`;`, each `height,widths...`), Mask (the colours of region_mask), or Prompt / Prompt-Ex (each region "
+          "found where the main prompt's attention looks at the region prompt's last word, after its last comma; "
+          "Prompt-Ex gives overlaps to the later region); region prompts are separated by BREAK, ADDCOL or ADDROW.",
+          aliases=("region_layout", "regional_prompter"), parse=text_regions.canonical),
+    Param("region_threshold", "str", "0.4", "With `regions: Prompt` or `Prompt-Ex`: how strongly a position must "
+          "attend to a region's target word to be in the region (0 to 1, of the attention map's range; lower finds "
+          "more); one value, or one per region separated by commas.", aliases=("prompt_threshold", "rp_threshold")),
     Param("base_ratio", "float", 0.2, "With ADDBASE: how much of every region's prediction is the base prompt's "
           "(0 none, 1 the base prompt alone).", min=0, max=1),
     Param("region_calc", "choice", "attention", "How regions combine, as Regional Prompter's generation mode: "

@@ -289,12 +289,14 @@ class DiffusersBackend:
         results = []
         for cell, params, key in zip(cells, batch, keys, strict=True):
             base, base_metadata, timings = bases[key]
+            found = base_metadata.get(regions.FOUND)  # prompt-mode regions, for the layout drawing
+            base_metadata = {name: value for name, value in base_metadata.items() if name != regions.FOUND}
             files = edit.change_map_file(params, self.inputs, self._size(params))  # the map a differential cell used
             if not has_post_stages(params):  # the image goes to the writers as a future: nothing here waits
                 layout = {}
                 if regions.active(params):  # except for the region layout, drawn over the decoded image
                     base = base.result() if isinstance(base, Future) else base
-                    layout = region_layout.files(base, params, self.inputs.load)
+                    layout = region_layout.files(base, params, self.inputs.load, found)
                 results.append(Result(cell, base, metadata={**base_metadata, **self._cell_metadata(params)},
                                       timings=timings, files={**files, **layout}))
                 continue
@@ -306,7 +308,7 @@ class DiffusersBackend:
             metadata = {**base_metadata, **edited.metadata, **self._cell_metadata(params)}
             files = {name: extra.resize(image.size, Image.Resampling.BILINEAR) for name, extra in files.items()}
             timings = {**timings, "post": time.perf_counter() - started}
-            files = {**files, **edited.files, **region_layout.files(image, params, self.inputs.load)}
+            files = {**files, **edited.files, **region_layout.files(image, params, self.inputs.load, found)}
             results.append(Result(cell, image, metadata=metadata, timings=timings, files=files))
         return results
 

@@ -55,6 +55,10 @@ def text_problems(params: dict[str, Any], wildcard_folders: Sequence[Path], styl
     if regions.calc(params) == "attention" and ella_setup.enabled(params):
         problems.append(ParamProblem("region_calc", "region_calc attention splits CLIP's cross-attention and ELLA "
                                                     "conditions by timestep; use region_calc latent with ELLA"))
+    if regions.active(params) and regions.prompt_mode(params) and ella_setup.enabled(params):
+        problems.append(ParamProblem("regions", f"regions {params['regions']} finds regions in CLIP's "
+                                                "cross-attention, which ELLA replaces; use Columns, Rows, a ratio "
+                                                "or Mask with ELLA"))
     return problems
 
 
@@ -65,6 +69,10 @@ def technique_problems(params: dict[str, Any], kind: Kind | None, info: ModelInf
     problems = edit.problems(params) + sampler_options.problems(params)
     if kind is None or info is None:
         return problems
+    if regions.active(params) and regions.prompt_mode(params) and kind.name != "txt2img":
+        problems.append(ParamProblem("regions", f"regions {params['regions']} finds its regions in the first steps "
+                                                f"of a txt2img run; with {kind.name} use Columns, Rows, a ratio or "
+                                                "Mask"))
     problems += [ParamProblem(name, message) for name, message in
                  latent_controls.problems(params, size, kind.name) + hdr_options.problems(params)]
     problems += multidiffusion.problems(params, info.native_size, info.vae_factor)

@@ -19,6 +19,7 @@ from gridgen.backends.sd.adapters import networks
 from gridgen.backends.sd.denoise import (
     lora_groups,
     multidiffusion,
+    prompt_regions,
     regional,
     regional_attention,
     seamless,
@@ -32,6 +33,7 @@ from gridgen.backends.sd.kinds.base import Batch
 from gridgen.backends.sd.models.load import Components, load_components, pick_device, pick_dtype
 from gridgen.backends.sd.models.model_cache import modified
 from gridgen.backends.sd.text import ella_setup
+from gridgen.backends.sd.text import regions as regions_text
 from gridgen.backends.sd.text.clip_xl import SdxlPromptEncoder, added_conditioning, make_prompt_encoder
 
 if TYPE_CHECKING:
@@ -82,12 +84,20 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     width, height = backend._size(first)
     clock = Clock(parts.device)
     factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
-    text_rows, rows = regional.expand(batch, backend.inputs.load)  # a text row per cell, or per region prompt
+    config = scheduler_config(parts.scheduler_config, str(first["prediction"]))
+
+    def recipe_for(cells: list[dict[str, Any]]) -> Recipe:
+        return Recipe(scheduler_for(first, config), [int(p["seed"]) for p in cells], parts.device, cells=cells,
+                      factor=factor)
+
+    found = prompt_regions.find(parts.unet, backend.prompts, batch,
+                                lambda text_rows: conditioning(backend, text_rows, parts, width, height), recipe_for,
+                                (height // factor, width // factor))  # prompt-mode cells' regions
+    text_rows, rows = regional.expand(batch, backend.inputs.load, found)  # a text row per cell, or per region prompt
     groups = lora_groups.groups(rows, text_rows, backend._lora_set)  # rows whose LoRAs differ run apart
     encoded = [encode_group(backend, parts, rows, text_rows, group, (width, height), factor) for group in groups]
     text_time = clock.lap()
-    recipe = Recipe(scheduler_for(first, scheduler_config(parts.scheduler_config, str(first["prediction"]))),
-                    [int(p["seed"]) for p in batch], parts.device, cells=batch, factor=factor)
+    recipe = recipe_for(batch)
     vae_folders = [folder for folder in (backend._vae_path(first), info and info.path / "vae") if folder]
     controls = Controls(batch, recipe, vae_folders, bool(info and info.sdxl))
     recipe.hooks += controls.hooks
@@ -112,7 +122,8 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     timings = [{"text": text_time * share, "denoise": denoise_time * share} for _ in batch]
     decoded = backend.decoder.submit(parts.vae, latents, finish, timings, str(first["vae_tiling"]))
     loras = lora_metadata(backend, batch, text_rows, rows)
-    return [(image, {**metadata, **loras[index], **ella_setup.metadata(p, backend._resolve), **kind.metadata(p)},
+    return [(image, {**metadata, **loras[index], **ella_setup.metadata(p, backend._resolve), **kind.metadata(p),
+                     **({regions_text.FOUND: found[index]} if index in found else {})},
              cell_timings) for index, (p, image, cell_timings) in enumerate(zip(batch, decoded, timings, strict=True))]
 
 

@@ -10,7 +10,7 @@ A `Recipe` owns, each in one place:
 - the step-noise arguments that make ancestral and SDE samplers draw per sample, and A1111's sampler options
   (eta: DDIM's as a step argument, the ancestral samplers' through `ancestral_eta`'s schedulers; the sigma
   settings, ENSD's step-noise seeds, variation seeds in the start noise: `noise`, `sampler_options`) when the
-  recipe is given its cells' params (`_step_kwargs`, `start_noise`);
+  recipe is given its cells' params (`step_kwargs`, `start_noise`);
 - the loop (`run`) and its per-step hooks: each `hook(step) -> latents` sees the latents after a scheduler
   step and may rewrite them (inpainting keeps the known part).
 
@@ -110,7 +110,7 @@ class Recipe:
         """`latents` with `noise` added to the level of the run's step `index`."""
         return self.scheduler.add_noise(latents, noise, self.timesteps[index:index + 1].repeat(latents.shape[0]))
 
-    def _step_kwargs(self) -> dict[str, Any]:
+    def step_kwargs(self) -> dict[str, Any]:
         """The keyword arguments the scheduler's `step` needs to draw its step noise per row."""
         if hasattr(self.scheduler, "noise_sampler_seed"):
             # DPMSolverSDEScheduler grows one Brownian tree per sample when handed a list of seeds.
@@ -123,7 +123,7 @@ class Recipe:
     def run(self, denoise: Denoiser, latents: torch.Tensor, hooks: Iterable[StepHook] = ()) -> torch.Tensor:
         """Denoise `latents` over the schedule set last, calling the recipe's hooks and then `hooks` after
         every step."""
-        scheduler, step_kwargs, every = self.scheduler, self._step_kwargs(), [*self.hooks, *hooks]
+        scheduler, step_kwargs, every = self.scheduler, self.step_kwargs(), [*self.hooks, *hooks]
         for index, t in enumerate(self.timesteps):
             eps = denoise(scheduler.scale_model_input(latents, t), t)
             latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample

@@ -56,11 +56,12 @@ class Row:
         return Part(self.parts[0].text, None, 1.0) if self.attention else self.parts[0]
 
 
-def expand(batch: Sequence[dict[str, Any]], load: regions.LoadImage) -> tuple[list[dict[str, Any]], list[Row]]:
+def expand(batch: Sequence[dict[str, Any]], load: regions.LoadImage, found: dict[int, list[np.ndarray]] | None = None
+           ) -> tuple[list[dict[str, Any]], list[Row]]:
     """The params each text row is encoded from, and the batch's guidance rows. A region's text row carries its
     part of a split negative prompt (`regions.negatives`) and the LoRA tags of its prompt in its `lora` param,
     after the cell's own (`regions.loras_by_region`); in attention calculation every row of the cell carries all
-    the tags."""
+    the tags. `found` holds prompt-mode cells' region masks by their place in the batch (`prompt_regions`)."""
     params_rows: list[dict[str, Any]] = []
     rows: list[Row] = []
     for index, params in enumerate(batch):
@@ -68,12 +69,12 @@ def expand(batch: Sequence[dict[str, Any]], load: regions.LoadImage) -> tuple[li
             rows.append(Row(index, (Part(len(params_rows), None, 1.0),)))
             params_rows.append(params)
             continue
-        found = regions.layout(params, load)
-        texts = [prompt_tags.take_loras(prompt) for prompt, _, _ in found]
+        layout = regions.layout(params, load, (found or {}).get(index))
+        texts = [prompt_tags.take_loras(prompt) for prompt, _, _ in layout]
         everywhere = [value for _, tags in texts for value in tags]
         negatives = regions.negatives(params)  # validation keeps their number 1 or the prompts'
         parts = []
-        for (prompt, tags), (_, area, weight), negative in zip(texts, found, negatives * len(found)
+        for (prompt, tags), (_, area, weight), negative in zip(texts, layout, negatives * len(layout)
                                                                 if len(negatives) == 1 else negatives, strict=True):
             own = tags if regions.loras_by_region(params) else everywhere
             parts.append(Part(len(params_rows), area, weight))

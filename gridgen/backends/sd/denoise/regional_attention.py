@@ -54,16 +54,24 @@ class RegionalAttention:
         return out
 
 
-def _at_tokens(weights: torch.Tensor, tokens: int) -> torch.Tensor:
-    """(rows, slots, h, w) weights at the latent size, averaged onto the grid of an attention layer with `tokens`
-    positions: the latent size halved (rounding up, as the UNet's strided convolutions do) until it fits."""
-    rows, slots, height, width = weights.shape
+def attention_grid(tokens: int, latent: tuple[int, int]) -> tuple[int, int]:
+    """The (h, w) grid of an attention layer with `tokens` positions in a UNet over a `latent`-sized input: the
+    latent size halved (rounding up, as the UNet's strided convolutions do) until it fits."""
+    height, width = latent
     for level in range(12):
         shape = (math.ceil(height / 2 ** level), math.ceil(width / 2 ** level))
         if shape[0] * shape[1] == tokens:
-            pooled = F.adaptive_avg_pool2d(weights.reshape(rows * slots, 1, height, width), shape)
-            return pooled.reshape(rows, slots, tokens)
+            return shape
     raise ValueError(f"no attention grid of {tokens} positions in a {height}x{width} latent")
+
+
+def _at_tokens(weights: torch.Tensor, tokens: int) -> torch.Tensor:
+    """(rows, slots, h, w) weights at the latent size, averaged onto the grid of an attention layer with `tokens`
+    positions."""
+    rows, slots, height, width = weights.shape
+    shape = attention_grid(tokens, (height, width))
+    pooled = F.adaptive_avg_pool2d(weights.reshape(rows * slots, 1, height, width), shape)
+    return pooled.reshape(rows, slots, tokens)
 
 
 def inputs(rows: Sequence[Row], cond: torch.Tensor, uncond: torch.Tensor,

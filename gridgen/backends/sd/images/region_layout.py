@@ -21,17 +21,21 @@ BORDER = (255, 255, 255)
 SHADOW = (0, 0, 0)
 
 
-def files(image: Image.Image, params: dict[str, Any], load: regions.LoadImage) -> dict[str, Image.Image]:
-    """A cell's extra files: `regions`, its layout over its image, when it has regions."""
-    return {"regions": draw(image, params, load)} if regions.active(params) else {}
+def files(image: Image.Image, params: dict[str, Any], load: regions.LoadImage,
+          found: list[np.ndarray] | None = None) -> dict[str, Image.Image]:
+    """A cell's extra files: `regions`, its layout over its image, when it has regions (`found`: prompt mode's
+    region masks, as its denoising found them)."""
+    return {"regions": draw(image, params, load, found)} if regions.active(params) else {}
 
 
-def draw(image: Image.Image, params: dict[str, Any], load: regions.LoadImage) -> Image.Image:
+def draw(image: Image.Image, params: dict[str, Any], load: regions.LoadImage,
+         found: list[np.ndarray] | None = None) -> Image.Image:
     """`image` with the cell's regions tinted, bordered and numbered."""
     width, height = image.size
-    layout = regions.layout(params, load)
+    layout = regions.layout(params, load, found)
     has_base = regions.split_prompt(str(params["prompt"])).base is not None
-    areas = np.stack([_pixels(area, (height, width)) for _, area, _ in (layout[:-1] if has_base else layout)])
+    areas = np.stack([_pixels(area, (height, width))
+                      for _, area, _ in (layout[:-1] if regions.has_base_part(params) else layout)])
     labels = np.where(areas.max(0) > 0, areas.argmax(0), -1)  # -1: no region's (a mask's unpainted pixels)
     colours = region_masks.palette()[np.clip(labels, 0, region_masks.MAX_REGIONS - 1)].astype(np.float32)
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
@@ -43,10 +47,11 @@ def draw(image: Image.Image, params: dict[str, Any], load: regions.LoadImage) ->
     drawn = Image.fromarray(shown.round().astype(np.uint8))
     pen = ImageDraw.Draw(drawn)
     font = ImageFont.load_default()
+    first = 1 if regions.prompt_mode(params) and not has_base else 0  # the main prompt is part 0 there
     for number in range(len(areas)):
         ys, xs = np.nonzero(labels == number)
         if len(xs):
-            _label(pen, (int(xs.mean()), int(ys.mean())), str(number), font)
+            _label(pen, (int(xs.mean()), int(ys.mean())), str(number + first), font)
     if has_base:
         _label(pen, (2, 2), f"base {float(params['base_ratio']):g}", font, anchor="la")
     return drawn

@@ -18,7 +18,7 @@ mask's per-pixel weights, stretched to the canvas. Nothing here needs torch.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,10 @@ from gridgen.backends.sd.images import region_masks
 from gridgen.errors import GridError
 
 OFF = "off"
+PROMPT, PROMPT_EX = "Prompt", "Prompt-Ex"
+# The metadata key under which a prompt-mode cell's found region masks go from its denoising to the drawing of its
+# layout; the backend takes it out before the metadata is written.
+FOUND = "_found_regions"
 CALCS = ("latent", "attention")
 Box = tuple[float, float, float, float]
 # A box of the canvas, or per-pixel weights of any size, stretched to the canvas.
@@ -43,13 +47,16 @@ def canonical(raw: Any) -> str:
     text = str(raw).strip()
     if text.lower() in ("", "off", "false", "none"):
         return OFF
-    if text.lower() in ("columns", "rows", "mask"):
+    if text.lower() in ("columns", "rows", "mask", "prompt"):
         return text.capitalize()
+    if re.fullmatch(r"prompt[-_ ]?ex", text.lower()):
+        return PROMPT_EX
     groups = [group.strip() for group in text.split(";")]
     try:
         numbers = [[float(value) for value in group.split(",")] for group in groups]
     except ValueError:
-        raise ValueError(f"regions {text!r} does not read; use Columns, Rows, Mask, or a ratio string such as "
+        raise ValueError(f"regions {text!r} does not read; use Columns, Rows, Mask, Prompt, Prompt-Ex, or a "
+                         f"ratio string such as "
                          f"`1,2,1` or `2,1,1;3,1,1` (rows: height, then column widths)") from None
     if any(value <= 0 for row in numbers for value in row):
         raise ValueError(f"regions {text!r}: ratios must be positive")
@@ -76,18 +83,54 @@ def split_prompt(prompt: str) -> RegionPrompts:
     return RegionPrompts(regions, join(base) if found else None)
 
 
+@dataclass(frozen=True)
+class PromptRegions:
+    """Prompt mode's reading of a prompt: the main prompt (drawn wherever no region is found, and at `base_ratio`
+    inside them when it is an ADDBASE base), the region prompts and each one's target: the text after its last
+    comma, whose cross-attention in the main prompt finds the region."""
+
+    main: str
+    regions: tuple[str, ...]
+    targets: tuple[str, ...]
+    based: bool
+
+
+def prompt_mode(params: dict[str, Any]) -> bool:
+    return str(params.get("regions") or OFF) in (PROMPT, PROMPT_EX)
+
+
+def prompt_regions(prompt: str) -> PromptRegions:
+    """The first part (or the ADDBASE base) is the main prompt, the other parts the regions."""
+    split = split_prompt(prompt)
+    main, found = (split.base, split.regions) if split.base is not None else (split.regions[0], split.regions[1:])
+    return PromptRegions(main, found, tuple(region.rpartition(",")[2].strip() for region in found),
+                         split.base is not None)
+
+
+def thresholds(params: dict[str, Any], count: int) -> list[float]:
+    """`region_threshold` per region: comma-separated values in region order, the first repeated for the rest;
+    raises ValueError when one does not read."""
+    values = [float(value) for value in str(params.get("region_threshold") or 0.4).split(",") if value.strip()]
+    return (values + values[:1] * count)[:count]
+
+
+def has_base_part(params: dict[str, Any]) -> bool:
+    """Whether `layout` ends with a prompt that counts everywhere: an ADDBASE base, or prompt mode's main prompt."""
+    return prompt_mode(params) or split_prompt(str(params.get("prompt") or "")).base is not None
+
+
 def negatives(params: dict[str, Any]) -> list[str]:
     """The negative prompt of each prompt `layout` gives (the regions', then the base's), split as Regional
     Prompter splits it in attention mode: parts separated by BREAK (ADDBASE, ADDCOL, ADDROW), text before ADDCOMM
-    common to every part, the first part the base's when the prompt has a base. A negative prompt without a
-    separator is one part, every prompt's."""
+    common to every part, the first part the base's (the main prompt's in prompt mode) when the prompt has one. A
+    negative prompt without a separator is one part, every prompt's."""
     negative = str(params.get("negative_prompt") or "")
     common, found, rest = negative.rpartition("ADDCOMM")
     if not found and not _NEGATIVE_SEPARATOR.search(negative):
         return [negative]
     join = _common_joiner(common)
     parts = [join(part) for part in _NEGATIVE_SEPARATOR.split(rest)]
-    if len(parts) > 1 and split_prompt(str(params.get("prompt") or "")).base is not None:
+    if len(parts) > 1 and has_base_part(params):
         parts = parts[1:] + parts[:1]
     return parts
 
@@ -150,6 +193,8 @@ def problems(params: dict[str, Any], load: Callable[[str, str], Any] | None = No
     if calc(params) == "attention" and params.get("tile_diffusion"):
         found.append(ParamProblem("region_calc", "region_calc attention splits the whole canvas's cross-attention "
                                                  "and tile_diffusion denoises tiles; use region_calc latent"))
+    if prompt_mode(params):
+        return found + _prompt_mode_problems(params)
     if layout == "Mask":
         if not params.get("region_mask"):
             return found + [ParamProblem("region_mask", "regions: Mask takes its regions from a region_mask image; "
@@ -170,9 +215,65 @@ def problems(params: dict[str, Any], load: Callable[[str, str], Any] | None = No
     return found
 
 
-def layout(params: dict[str, Any], load: LoadImage) -> list[tuple[str, Area | None, float]]:
-    """A regional cell's (prompt, area, weight) per region, then its base prompt's; raises GridError when a
-    region mask does not fit the prompt."""
+def _prompt_mode_problems(params: dict[str, Any]) -> list[ParamProblem]:
+    found = []
+    split = prompt_regions(str(params.get("prompt") or ""))
+    example = "`a red circle on a white background BREAK blue, circle`"
+    if not split.regions:
+        found.append(ParamProblem("regions", f"regions {params['regions']} takes the first part of the prompt as the "
+                                             f"main prompt and each further part (after BREAK) as a region found by "
+                                             f"its last word; give at least one region, as in {example}"))
+    elif not all(split.targets):
+        found.append(ParamProblem("prompt", f"regions {params['regions']}: each region prompt ends with its target "
+                                            f"word after a comma (the word of the main prompt whose attention finds "
+                                            f"the region), as in {example}"))
+    else:
+        words = set(re.findall(r"\w+", split.main.lower()))
+        found += [ParamProblem("prompt", f"regions {params['regions']}: the target {target!r} is not in the main "
+                                         f"prompt, so its region will be empty; write it in the main prompt too",
+                               "warning")
+                  for target in split.targets if not set(re.findall(r"\w+", target.lower())) <= words]
+    if params.get("tile_diffusion"):
+        found.append(ParamProblem("regions", f"regions {params['regions']} finds its regions over the whole canvas "
+                                             "and tile_diffusion denoises tiles; use Columns, Rows, a ratio or Mask"))
+    try:
+        values = thresholds(params, max(1, len(split.regions)))
+    except ValueError:
+        values = [-1.0]
+    if not all(0 <= value <= 1 for value in values):
+        found.append(ParamProblem("region_threshold", f"region_threshold {params.get('region_threshold')!r}: give "
+                                                      "numbers from 0 to 1, one per region, separated by commas"))
+    return found
+
+
+def combined(masks: Sequence[np.ndarray], exclusive: bool) -> list[np.ndarray]:
+    """Prompt mode's region masks as weights that add up to at most 1: where masks overlap, `exclusive`
+    (Prompt-Ex) gives the pixel to the region written last, otherwise the overlapping regions share it."""
+    if exclusive:
+        later = np.zeros_like(masks[-1], dtype=np.float32)
+        found = []
+        for mask in reversed(masks):
+            found.append(mask * (1 - later))
+            later = np.maximum(later, mask)
+        return found[::-1]
+    total = np.maximum(np.sum(masks, axis=0), 1.0)
+    return [mask / total for mask in masks]
+
+
+def layout(params: dict[str, Any], load: LoadImage, found: Sequence[np.ndarray] | None = None
+           ) -> list[tuple[str, Area | None, float]]:
+    """A regional cell's (prompt, area, weight) per region, then its base prompt's (prompt mode: its main prompt's,
+    over what no region covers); raises GridError when a region mask does not fit the prompt. `found` are prompt
+    mode's region masks, as the denoising pass found them (`prompt_regions`)."""
+    if prompt_mode(params):
+        split = prompt_regions(str(params["prompt"]))
+        if found is None:
+            raise GridError(f"regions {params['regions']}: the regions are found while the cell denoises")
+        ratio = float(params["base_ratio"]) if split.based else 0.0
+        areas = combined(found, str(params["regions"]) == PROMPT_EX)
+        rest = 1.0 - np.sum(areas, axis=0)
+        return ([(prompt, area, 1.0 - ratio) for prompt, area in zip(split.regions, areas, strict=True)]
+                + [(split.main, ratio + (1.0 - ratio) * rest, 1.0)])
     prompts = split_prompt(str(params["prompt"]))
     ratio = float(params["base_ratio"]) if prompts.base is not None else 0.0
     base = [(prompts.base, None, ratio)] if prompts.base is not None else []
