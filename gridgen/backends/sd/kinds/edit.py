@@ -79,7 +79,8 @@ def crop_padding(params: dict[str, Any]) -> int | None:
 
 
 def batch_part(params: dict[str, Any]) -> tuple:
-    """What of the mode cells must share to denoise together: the mode, and the strength of a start image.
+    """What of the mode cells must share to denoise together: the mode, the strength of a start image, and what
+    each outpaint pass lacks of the final canvas (mk2's passes run in step, at one size each).
 
     The strength is in the key whenever a base image could use it, not only in img2img/inpaint mode:
     the planner judges each axis alone, and a `denoise` axis next to an `init_image` axis must count
