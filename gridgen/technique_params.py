@@ -268,7 +268,8 @@ OUTPAINT_PARAMS: tuple[Param, ...] = (
     Param("outpaint_color_variation", "float", 0.05, "mk2's \"color variation\": how much of the noise that "
           "starts the new area is coloured rather than grey, before it takes the picture's colours (0: every "
           "channel follows one pattern, so the fill keeps the picture's colour relations; 1: each channel its "
-          "own, a speckled fill).", aliases=("outpaint_colour_variation", "color_variation"), min=0, max=1),
+          "own, a speckled fill).", aliases=("outpaint_colour_variation", "color_variation", "colour_variation"),
+          min=0, max=1),
 )
 
 # Regional Prompter's matrix and mask modes, latent and attention calculation (text/regions.py, denoise/regional.py,
