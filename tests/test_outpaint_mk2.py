@@ -163,3 +163,11 @@ def test_cells_with_their_own_sides_and_passes_in_step_render_in_one_batch_as_al
     # The same final size in three passes denoises apart.
     three = cell(outpaint="left 16, right 16, up 16", sampler="Euler a")
     assert backend.batch_key(dict(three.params)) != backend.batch_key(dict(cells[0].params))
+
+
+def test_attention_regions_laid_out_at_one_size_are_refused_with_mk2s_passes(backend):
+    regional = {"regions": "Columns", "region_calc": "attention", "prompt": "a red square BREAK a blue square"}
+    problems = [p for p in backend.validate({**cell().params, **regional}) if p.param == "outpaint_method"]
+    assert problems and "region_calc latent" in problems[0].message
+    assert not [p for p in backend.validate({**cell(outpaint="left 32").params, **regional})
+                if p.param == "outpaint_method"]  # one side is one pass
