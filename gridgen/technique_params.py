@@ -256,10 +256,20 @@ OUTPAINT_PARAMS: tuple[Param, ...] = (
     Param("outpaint_method", "choice", "gradient", "gradient: differential diffusion under a change map that ramps "
           "from the old border (no seam); poor_man: A1111's poor man's outpainting, a hard-mask inpaint; mk2: "
           "A1111's outpainting mk2, noise matched to the image's spectrum and colours inpainted under a mask "
-          "grown and blurred by mask_blur (its script recommends denoise 0.8).",
+          "grown and blurred by mask_blur, one side per pass (left, right, up, down) over the previous pass's "
+          "result (its script recommends denoise 0.8; see outpaint_falloff, outpaint_color_variation).",
           choose=_choose_outpaint_method, choices_help=", ".join(outpaint.METHODS)),
     Param("outpaint_feather", "int", 32, "Pixels past the old border over which the gradient method's change "
           "rises from 0 to 1.", min=1, max=1024),
+    Param("outpaint_falloff", "float", 1.0, "mk2's \"fall-off exponent\": the power of the picture's spectrum "
+          "that shapes the noise of the new area. Lower keeps more fine detail (grain) in the fill; higher "
+          "leaves only the picture's broad shapes, a smoother fill (the script's slider runs 0 to 4).",
+          aliases=("fall_off_exponent", "falloff_exponent", "noise_q"), min=0, max=4),
+    Param("outpaint_color_variation", "float", 0.05, "mk2's \"color variation\": how much of the noise that "
+          "starts the new area is coloured rather than grey, before it takes the picture's colours (0: every "
+          "channel follows one pattern, so the fill keeps the picture's colour relations; 1: each channel its "
+          "own, a speckled fill).", aliases=("outpaint_colour_variation", "color_variation", "colour_variation"),
+          min=0, max=1),
 )
 
 # Regional Prompter's matrix and mask modes, latent and attention calculation (text/regions.py, denoise/regional.py,

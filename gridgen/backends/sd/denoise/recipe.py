@@ -71,6 +71,13 @@ class Recipe:
         self.hooks = list(hooks)
         self.timesteps: torch.Tensor | None = None
 
+    def restart(self) -> None:
+        """Seed every generator afresh, so a further run over the same rows draws as the first did: a script that
+        runs img2img again with the cell's seed (outpainting mk2's passes) does the same."""
+        for generator, seed in (*zip(self.generators, self.seeds, strict=True),
+                                *zip(self.step_generators, self.step_seeds, strict=True)):
+            generator.manual_seed(seed)
+
     def draw(self, shape: Sequence[int]) -> torch.Tensor:
         """One fp32 sample of `shape` per row, each from its row's generator, drawn on the CPU so every device
         starts from the same numbers."""

@@ -6,15 +6,18 @@ that spectrum (its power times the image's magnitude, with the image's phases), 
 image's scales; each channel's values over the new area are then mapped onto the known pixels' distribution,
 so the fill has the image's colours. The model starts from this rather than from streaks or a flat colour.
 
-A fixed seed makes the fill a function of the image alone, as in the script: a seed axis varies the diffusion.
+Two settings of the script shape it: the fall-off exponent (`falloff`, the power of the image's magnitudes: lower
+keeps more fine detail, higher only the broad shapes) and the colour variation (how much of the starting noise is
+coloured rather than grey). A fixed seed makes the fill a function of the image and these two alone, as in the
+script: a seed axis varies the diffusion.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-FALLOFF = 1.0  # the script's "fall-off exponent": the power of the image's magnitudes (lower: more detail)
-COLOUR_VARIATION = 0.05  # how much of the starting noise is coloured rather than grey
+FALLOFF = 1.0  # the script's default "fall-off exponent"
+COLOUR_VARIATION = 0.05  # the script's default "color variation"
 NOISE_SEED = 0
 
 
@@ -44,8 +47,10 @@ def match_distribution(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.interp(quantiles, (np.arange(reference.size) + 0.5) / reference.size, np.sort(reference))
 
 
-def matched_noise(image: np.ndarray, new_area: np.ndarray) -> np.ndarray:
-    """`image` (H, W, 3) in [0, 1] with its `new_area` (H, W, bool) replaced by matched noise."""
+def matched_noise(image: np.ndarray, new_area: np.ndarray, falloff: float = FALLOFF,
+                  colour_variation: float = COLOUR_VARIATION) -> np.ndarray:
+    """`image` (H, W, 3) in [0, 1] with its `new_area` (H, W, bool) replaced by matched noise, shaped by the
+    image's magnitudes to the power `falloff`, from noise whose share `colour_variation` is coloured."""
     known = ~new_area
     weights = known[..., None].astype(np.float64)
     windowed = image * weights
@@ -58,9 +63,9 @@ def matched_noise(image: np.ndarray, new_area: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(NOISE_SEED)
     noise = rng.random(image.shape)
     grey = noise.mean(axis=2, keepdims=True)
-    noise = COLOUR_VARIATION * noise + (1 - COLOUR_VARIATION) * grey
+    noise = colour_variation * noise + (1 - colour_variation) * grey
     noise = _from_spectrum(_spectrum(noise) * _low_pass(*image.shape[:2])[..., None])
-    shaped = _from_spectrum(np.abs(_spectrum(noise)) ** 2 * magnitude ** FALLOFF * phase)
+    shaped = _from_spectrum(np.abs(_spectrum(noise)) ** 2 * magnitude ** falloff * phase)
     shaped -= shaped.min()
     shaped /= max(shaped.max(), 1e-12)
 

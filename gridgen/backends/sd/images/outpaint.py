@@ -12,8 +12,10 @@ pixels, its latents replaced by fresh noise before denoising). Then one of three
 - `poor_man`: A1111's "poor man's outpainting": an ordinary inpaint of the new area with a hard mask
   (softened by `mask_blur`), the baseline the gradient method is compared with.
 - `mk2`: A1111's "outpainting mk2": the new area filled with noise matched to the image's spectrum and colours
-  (`images.matched_noise`, whatever `outpaint_fill` says), then inpainted under the new area's mask grown
-  `mask_blur` pixels into the original and blurred by as much, so the old border is redrawn too.
+  (`images.matched_noise` under `outpaint_falloff` and `outpaint_color_variation`, whatever `outpaint_fill`
+  says), then inpainted under the new area's mask grown `mask_blur` pixels into the original and blurred by as
+  much, so the old border is redrawn too. As in the script, the sides are done one after another (left, right,
+  up, down), each pass extending the previous pass's result (`passes`).
 
 Parsing and sizes need no image, so validation and planning use them; the canvas itself is built from PIL images.
 """
@@ -99,6 +101,46 @@ def fill(params: dict[str, Any]) -> str:
     return "matched_noise" if method(params) == "mk2" else canonical_fill(params.get("outpaint_fill") or FILLS[0])
 
 
+def as_read(params: dict[str, Any]) -> dict[str, Any]:
+    """The params with the outpaint settings the cell's method does not read set to None, so cells that differ
+    only in those share one render: mk2 fills with its own noise; only mk2 reads the noise's two settings."""
+    if active(params) and method(params) == "mk2":
+        return {**params, "outpaint_fill": None}
+    return {**params, "outpaint_falloff": None, "outpaint_color_variation": None}
+
+
+def passes(params: dict[str, Any]) -> list[dict[str, int]]:
+    """The pixels each pass adds per side: for mk2 one side a pass, in the script's order (left, right, up,
+    down), each pass extending the result of the one before; for the other methods every side in one pass."""
+    sides = extents(params)
+    if method(params) != "mk2":
+        return [sides]
+    return [{other: sides[side] if other == side else 0 for other in SIDES} for side in SIDES if sides[side]]
+
+
+def for_pass(params: dict[str, Any], sides: dict[str, int]) -> dict[str, Any]:
+    """The cell's params as one of its passes reads them: that pass's sides alone."""
+    return {**params, "outpaint": None, **{f"outpaint_{side}": sides[side] for side in SIDES}}
+
+
+def still_to_come(params: dict[str, Any]) -> tuple[tuple[int, int], ...]:
+    """Per pass, the pixels across and down that the passes after it add: what that pass's canvas lacks of the
+    final one. Cells with equal answers run their passes in step, at equal sizes, so it is part of mk2's batch
+    key; () when the cell is not outpainted."""
+    if not active(params):
+        return ()
+    plan = passes(params)
+    return tuple((sum(later["left"] + later["right"] for later in plan[index + 1:]),
+                  sum(later["up"] + later["down"] for later in plan[index + 1:])) for index in range(len(plan)))
+
+
+def pass_size(size: tuple[int, int], rest: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The working size of a pass whose canvas lacks `rest` (across, down) of the final working `size`, to the
+    VAE's multiple `factor`."""
+    return tuple(max(factor, round((side - missing) / factor) * factor) for side, missing in zip(size, rest,
+                                                                                              strict=True))
+
+
 def lama_file(params: dict[str, Any]) -> str | None:
     """The LaMa model file the cell's fill reads, or None."""
     chosen = fill(params)
@@ -149,7 +191,7 @@ def canvas(image: Image.Image, params: dict[str, Any], lama: Inpaint | None = No
     elif chosen == "matched_noise":
         from gridgen.backends.sd.images.matched_noise import matched_noise
 
-        noise = matched_noise(np.asarray(filled) / 255, np.asarray(new_area) > 0)
+        noise = matched_noise(np.asarray(filled) / 255, np.asarray(new_area) > 0, *noise_settings(params))
         filled = Image.fromarray((noise * 255).round().astype(np.uint8), "RGB")
     if method(params) == "poor_man":
         mask = new_area
@@ -159,6 +201,15 @@ def canvas(image: Image.Image, params: dict[str, Any], lama: Inpaint | None = No
     else:
         mask = change_map(image.size, params)
     return Canvas(filled, mask, new_area)
+
+
+def noise_settings(params: dict[str, Any]) -> tuple[float, float]:
+    """mk2's fall-off exponent and colour variation, the script's defaults where the cell sets none."""
+    from gridgen.backends.sd.images.matched_noise import COLOUR_VARIATION, FALLOFF
+
+    falloff, variation = params.get("outpaint_falloff"), params.get("outpaint_color_variation")
+    return (FALLOFF if falloff is None else float(falloff),
+            COLOUR_VARIATION if variation is None else float(variation))
 
 
 def change_map(size: tuple[int, int], params: dict[str, Any]) -> Image.Image:
@@ -227,4 +278,10 @@ def problems(params: dict[str, Any]) -> list[tuple[str, str]]:
     if params.get("inpaint_full_res") or params.get("padding_mask_crop") is not None:
         return [("outpaint", "outpaint redraws the whole extended canvas; drop inpaint_full_res and "
                              "padding_mask_crop")]
+    from gridgen.backends.sd.text import regions
+
+    if regions.calc(params) == "attention" and len(passes(params)) > 1:
+        return [("outpaint_method", "mk2 draws one side per pass, each at its own size, and attention-calc regions "
+                                    "are laid out at one size; use region_calc latent, another outpaint_method, "
+                                    "or outpaint one side")]
     return []

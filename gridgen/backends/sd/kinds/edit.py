@@ -4,7 +4,8 @@ denoising, and pasting the result back.
 Modes: `txt2img` (no image), `img2img` (`init_image`), `masked` (`init_image` + `mask`), `differential`
 (`init_image` + a `change_map`, or a `mask` with `soft_mask`: differential diffusion, `denoise.change_map`) and
 `input` (a SAM edit's `init_image`, used as it is). Outpainting (`images.outpaint`) extends the init image into a
-canvas and redraws it in the differential or, for its `poor_man` and `mk2` baselines, the masked mode.
+canvas and redraws it in the differential or, for its `poor_man` and `mk2` baselines, the masked mode; mk2 does
+its sides one after another, a masked pass each over the previous pass's result (`denoise_in_passes`).
 Two kinds run here: `img2img` on a txt2img UNet (masks blended
 in after every step) and `inpaint`, a 9-channel inpainting UNet; "inpaint" names that kind only. A batch
 shares mode, model and `denoise` (the strength decides the step the schedule starts at, so it is part of
@@ -78,13 +79,15 @@ def crop_padding(params: dict[str, Any]) -> int | None:
 
 
 def batch_part(params: dict[str, Any]) -> tuple:
-    """What of the mode cells must share to denoise together: the mode, and the strength of a start image.
+    """What of the mode cells must share to denoise together: the mode, the strength of a start image, and what
+    each outpaint pass lacks of the final canvas (mk2's passes run in step, at one size each).
 
     The strength is in the key whenever a base image could use it, not only in img2img/inpaint mode:
     the planner judges each axis alone, and a `denoise` axis next to an `init_image` axis must count
     as one that splits batches, so that it is ordered outside the axes that batch together.
     """
-    return mode_of(params), None if params.get("sam_prompt") else float(params["denoise"])
+    return (mode_of(params), None if params.get("sam_prompt") else float(params["denoise"]),
+            outpaint.still_to_come(params))
 
 
 def problems(params: dict[str, Any]) -> list[ParamProblem]:
@@ -213,6 +216,38 @@ def prepare_cells(batch: Sequence[dict[str, Any]], inputs: ImageInputs, size: tu
     return prepare(items, size, out_sizes, device)
 
 
+def denoise_in_passes(batch: Batch) -> tuple[torch.Tensor, list[Callable[[Image.Image], Image.Image]]]:
+    """mk2's sides one after another, as A1111's script runs them: each pass a masked img2img of the previous
+    pass's result grown by one side, at that pass's size and from the cells' seeds afresh. Every pass but the last
+    is decoded here; the last gives its latents and finish as a one-pass batch does."""
+    from gridgen.backends.sd.images import images, vae_tiling
+
+    strength = float(batch.cells[0]["denoise"])
+    results = [batch.inputs.load("init_image", params["init_image"]) for params in batch.cells]
+    rests = outpaint.still_to_come(batch.cells[0])  # the same for every cell of the batch: its key holds it
+    for index, rest in enumerate(rests[:-1]):
+        prepared = _prepare_pass(batch, results, index, outpaint.pass_size(batch.size, rest, batch.factor))
+        latents = denoise(batch.parts, prepared, batch.recipe, batch.guide, batch.steps, strength)
+        decoded = images.decode(batch.parts.vae, latents, vae_tiling.batch_mode(batch.cells))
+        results = [finish(image) for finish, image in zip(prepared.finish, decoded, strict=True)]
+        batch.recipe.restart()
+    prepared = _prepare_pass(batch, results, len(rests) - 1, batch.size)
+    return denoise(batch.parts, prepared, batch.recipe, batch.guide, batch.steps, strength), prepared.finish
+
+
+def _prepare_pass(batch: Batch, results: Sequence[Image.Image], index: int, size: tuple[int, int]) -> Prepared:
+    """Pass `index` of mk2 over each cell's latest result, at the working `size`: outputs at the pass's canvas
+    size, but for the last pass, whose outputs are the cells' own."""
+    last = index == len(outpaint.passes(batch.cells[0])) - 1
+    items, out_sizes = [], []
+    for image, params in zip(results, batch.cells, strict=True):
+        one_pass = outpaint.for_pass(params, outpaint.passes(params)[index])
+        built = outpaint.canvas(image, one_pass)
+        items.append((built.image, built.mask, one_pass))
+        out_sizes.append(_out_size(params, built.image.size, size) if last else built.image.size)
+    return prepare(items, size, out_sizes, batch.parts.device)
+
+
 def change_map_file(params: dict[str, Any], inputs: ImageInputs, size: tuple[int, int]) -> dict[str, Image.Image]:
     """`{"change_map": map}` for a cell denoised under a change map, as `prepare_cells` makes it (a `change_map`
     as given, outpaint's gradient, a soft mask blurred by `mask_blur`), at the cell's output size; else {}."""
@@ -313,9 +348,7 @@ class Img2Img(Kind):
         return outpaint.lama_problems(params, services._resolve)
 
     def as_read(self, params):
-        if outpaint.active(params) and outpaint.method(params) == "mk2":  # it fills with its own matched noise
-            return {**params, "outpaint_fill": None}
-        return params
+        return outpaint.as_read(params)
 
     def size(self, params, info, inputs):
         return init_size(params, inputs, info.vae_factor if info else 8)
@@ -323,6 +356,8 @@ class Img2Img(Kind):
     def denoise(self, batch: Batch):
         if mode_of(batch.cells[0]) not in IMAGE_MODES:  # a SAM edit's base image: txt2img
             return txt2img.KIND.denoise(batch)
+        if outpaint.active(batch.cells[0]) and outpaint.method(batch.cells[0]) == "mk2":
+            return denoise_in_passes(batch)
         prepared = prepare_cells(batch.cells, batch.inputs, batch.size, batch.parts.device,
                                  partial(batch.services._resolve, outpaint.resolve_lama_fill))
         strength = float(batch.cells[0]["denoise"])
