@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gridgen import prompt_tags
 from gridgen.backends.sd.denoise.guidance import Context, guide_for
 from gridgen.backends.sd.denoise.recipe import Recipe
 from gridgen.backends.sd.denoise.regional_attention import attention_grid
@@ -110,8 +111,9 @@ def find(unet, prompts, batch: Sequence[dict[str, Any]],
         return {}
     picked = [batch[index] for index in cells]
     split = [regions.prompt_regions(str(params["prompt"])) for params in picked]
-    rows = [{**params, "prompt": parts.main, "negative_prompt": regions.negatives(params)[-1]}
-            for params, parts in zip(picked, split, strict=True)]
+    mains = [prompt_tags.take_loras(parts.main)[0] for parts in split]  # the cell's own LoRAs apply here
+    rows = [{**params, "prompt": main, "negative_prompt": regions.negatives(params)[-1]}
+            for params, main in zip(picked, mains, strict=True)]
     cond, uncond, text = encode(rows)
     recipe = recipe_for(picked)
     timesteps = recipe.full_schedule(int(picked[0]["steps"]))
@@ -122,8 +124,7 @@ def find(unet, prompts, batch: Sequence[dict[str, Any]],
         eps = denoise(recipe.scheduler.scale_model_input(latents, first), first)
         latents = recipe.scheduler.step(eps, first, latents, **recipe.step_kwargs()).prev_sample
     step = timesteps[min(1, len(timesteps) - 1)]
-    targets = target_weights(prompts, [parts.main for parts in split], [parts.targets for parts in split],
-                             cond.shape[1])
+    targets = target_weights(prompts, mains, [parts.targets for parts in split], cond.shape[1])
     maps: dict[int, torch.Tensor] = {}
     with capturing(unet, maps, (len(picked), targets.shape[1], *shape)):
         unet(recipe.scheduler.scale_model_input(latents, step).to(unet.dtype), step, encoder_hidden_states=cond,

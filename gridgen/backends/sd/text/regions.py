@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from gridgen import prompt_tags
 from gridgen.backends.base import ParamProblem
 from gridgen.backends.sd.images import region_masks
 from gridgen.errors import GridError
@@ -103,8 +104,8 @@ def prompt_regions(prompt: str) -> PromptRegions:
     """The first part (or the ADDBASE base) is the main prompt, the other parts the regions."""
     split = split_prompt(prompt)
     main, found = (split.base, split.regions) if split.base is not None else (split.regions[0], split.regions[1:])
-    return PromptRegions(main, found, tuple(region.rpartition(",")[2].strip() for region in found),
-                         split.base is not None)
+    targets = tuple(prompt_tags.take_loras(region)[0].rpartition(",")[2].strip() for region in found)
+    return PromptRegions(main, found, targets, split.base is not None)
 
 
 def thresholds(params: dict[str, Any], count: int) -> list[float]:
