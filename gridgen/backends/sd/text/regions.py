@@ -184,9 +184,9 @@ def problems(params: dict[str, Any], load: Callable[[str, str], Any] | None = No
     prompts = split_prompt(str(params.get("prompt") or ""))
     layout = str(params["regions"])
     found = []
-    parts = len(prompts.regions) + (prompts.base is not None)
-    if len(negatives(params)) not in (1, parts):
-        found.append(ParamProblem("negative_prompt", f"the negative prompt has {len(negatives(params))} parts "
+    parts, negative_parts = len(prompts.regions) + (prompts.base is not None), len(negatives(params))
+    if negative_parts not in (1, parts):
+        found.append(ParamProblem("negative_prompt", f"the negative prompt has {negative_parts} parts "
                                                      f"(separated by BREAK) but the prompt has {parts} (its regions"
                                                      f"{' and base' if prompts.base is not None else ''}); give one "
                                                      "negative part per prompt part, the base's first, or one "
