@@ -113,3 +113,22 @@ def test_the_grid_keeps_region_tags_in_the_prompt_and_records_each_regions_loras
     assert latent["metadata"]["region_loras"] == [[["loras/style/pytorch_lora_weights.safetensors", 0.5]], []]
     assert "<lora" not in attention["params"]["prompt"] and attention["params"]["lora"] == ["style:0.5"]
     assert attention["metadata"]["loras"] == [["loras/style/pytorch_lora_weights.safetensors", 0.5]]
+
+
+def test_a_hires_pass_after_a_batch_with_region_loras_runs_with_each_cells_own_loras(folder):
+    # The batch's last LoRA group is the region's, so the hires pass must set the plain cell's own (none) again.
+    common = {"steps": 4, "sampler": "Euler", "region_calc": "latent", "upscaler": "hires:lanczos", "upscale_by": 2,
+              "hires_denoise": 0.5, "hires_steps": 3}
+    plain = cell("plain", prompt=CIRCLE, regions="off", seed=2, **common)
+    regional = cell("regional", prompt=f"{CIRCLE} BREAK {SQUARE} <lora:style:1>", seed=3, **common)
+    together_backend = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu", cache_bytes=0))
+    together = {result.cell.key: result for result in together_backend.render([plain, regional])}
+    together_backend.close()
+    alone_backend = DiffusersBackend(BackendContext(spec_dir=folder, device="cpu", cache_bytes=0))
+    for one in (plain, regional):
+        (alone,) = alone_backend.render([one])
+        assert alone.image.size == (256, 128)
+        difference = np.abs(np.asarray(alone.image, dtype=np.float32) - np.asarray(together[one.key].image,
+                                                                                    dtype=np.float32))
+        assert difference.max() <= 1, one.key
+    alone_backend.close()

@@ -247,8 +247,14 @@ class DiffusersBackend:
         return render.ensure_loaded(self, params)
 
     def _loaded_model(self, params: dict[str, Any]) -> tuple[Components, PromptEncoder]:
-        """The cell's model and its prompt cache, for stages that run it again (hires fix, SD upscale)."""
-        return self._ensure_loaded(params), self.prompts
+        """The cell's model with the cell's own LoRAs, and its prompt cache, for stages that run it again (hires fix,
+        SD upscale): a batch whose regions carry LoRAs of their own ends with any of its LoRA sets active."""
+        import torch
+
+        parts = self._ensure_loaded(params)
+        with torch.inference_mode():  # adapters loaded during inference switch only there
+            self.networks.use_loras(self._lora_set(params))
+        return parts, self.prompts
 
     def _base_key(self, params: dict[str, Any]) -> str:
         if edit.mode_of(params) == "input":  # the file as it is: only its bytes matter
@@ -302,8 +308,10 @@ class DiffusersBackend:
                 continue
             base = base.result() if isinstance(base, Future) else base
             started = time.perf_counter()
-            edited = self.segmenting.apply(base, key, params)
-            image = self.upscaling.apply(edited.image, edited.key, params)
+            # The post stages redraw with the whole prompt: a region's own LoRA tags are not text to encode there.
+            post = {**params, "prompt": prompt_tags.take_loras(str(params["prompt"]))[0]}
+            edited = self.segmenting.apply(base, key, post)
+            image = self.upscaling.apply(edited.image, edited.key, post)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))
             metadata = {**base_metadata, **edited.metadata, **self._cell_metadata(params)}
             files = {name: extra.resize(image.size, Image.Resampling.BILINEAR) for name, extra in files.items()}
