@@ -282,7 +282,8 @@ REGION_PARAMS: tuple[Param, ...] = (
     Param("regions", "str", "off", "Regional prompting: off, Columns, Rows, a divide ratio (`1,2,1`; rows with "
           "`;`, each `height,widths...`), Mask (the colours of region_mask), or Prompt / Prompt-Ex (each region "
           "found where the main prompt's attention looks at the region prompt's last word, after its last comma; "
-          "Prompt-Ex gives overlaps to the later region); region prompts are separated by BREAK, ADDCOL or ADDROW.",
+          "Prompt-Ex gives overlaps to the later region); region prompts are separated by BREAK, ADDCOL or ADDROW. "
+          "Not with tile_diffusion.",
           aliases=("region_layout", "regional_prompter"), parse=text_regions.canonical),
     Param("region_threshold", "str", "0.4", "With `regions: Prompt` or `Prompt-Ex`: how strongly a position must "
           "attend to a region's target word to be in the region (0 to 1, of the attention map's range; lower finds "
@@ -291,8 +292,8 @@ REGION_PARAMS: tuple[Param, ...] = (
           "(0 none, 1 the base prompt alone).", min=0, max=1),
     Param("region_calc", "choice", "attention", "How regions combine, as Regional Prompter's generation mode: "
           "attention, its default (each region's text attended to inside the UNet's cross-attention, the outputs "
-          "blended by the masks at each attention resolution; one UNet row per cell, not with ELLA or "
-          "tile_diffusion; LoRA tags apply to the whole cell) or latent (each region prompt's noise prediction, "
+          "blended by the masks at each attention resolution; one UNet row per cell, not with ELLA; LoRA tags apply "
+          "to the whole cell) or latent (each region prompt's noise prediction, "
           "blended by the region masks at every step; a UNet row per region; each region applies the <lora:...> "
           "tags of its own prompt). Cells of either kind share batches.",
           aliases=("calcmode", "region_calculation", "generation_mode"), choose=_choose_region_calc,

@@ -109,6 +109,12 @@ def test_regional_cells_beside_cells_with_an_adjusted_prediction_render_as_alone
     assert_one_batch_renders_as_alone(Path(folder), cells, monkeypatch)
 
 
+def test_regions_with_tiled_diffusion_are_refused_before_anything_renders(backend):
+    problems = [p for p in backend.validate({**cell(prompt=f"{CIRCLE} BREAK {SQUARE}", tile_diffusion=True).params})
+                if p.severity == "error"]
+    assert [p.param for p in problems] == ["regions"] and "turn tile_diffusion off" in problems[0].message
+
+
 def test_an_adjusted_prediction_on_a_regional_cell_is_refused(backend):
     problems = backend.validate({**Registry().defaults(), "prompt": f"{CIRCLE} BREAK {SQUARE}", "regions": "Columns",
                                  "cfg_rescale": 0.7, "width": 128, "height": 64})

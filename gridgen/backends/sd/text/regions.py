@@ -191,9 +191,14 @@ def problems(params: dict[str, Any], load: Callable[[str, str], Any] | None = No
                                                      f"{' and base' if prompts.base is not None else ''}); give one "
                                                      "negative part per prompt part, the base's first, or one "
                                                      "negative prompt without BREAK for all"))
-    if calc(params) == "attention" and params.get("tile_diffusion"):
+    if params.get("tile_diffusion") and calc(params) == "attention":
         found.append(ParamProblem("region_calc", "region_calc attention splits the whole canvas's cross-attention "
-                                                 "and tile_diffusion denoises tiles; use region_calc latent"))
+                                                 "and tile_diffusion denoises tiles; turn tile_diffusion off for "
+                                                 "regional cells"))
+    elif params.get("tile_diffusion"):
+        found.append(ParamProblem("regions", "regions lay their prompts out over the whole canvas and tile_diffusion "
+                                             "denoises it window by window, which regional guidance does not follow; "
+                                             "turn tile_diffusion off for regional cells"))
     if prompt_mode(params):
         return found + _prompt_mode_problems(params)
     if layout == "Mask":
@@ -234,9 +239,6 @@ def _prompt_mode_problems(params: dict[str, Any]) -> list[ParamProblem]:
                                          f"prompt, so its region will be empty; write it in the main prompt too",
                                "warning")
                   for target in split.targets if not set(re.findall(r"\w+", target.lower())) <= words]
-    if params.get("tile_diffusion"):
-        found.append(ParamProblem("regions", f"regions {params['regions']} finds its regions over the whole canvas "
-                                             "and tile_diffusion denoises tiles; use Columns, Rows, a ratio or Mask"))
     try:
         values = thresholds(params, max(1, len(split.regions)))
     except ValueError:
