@@ -34,7 +34,7 @@ def _render(backend, **params) -> Image.Image:
 def _phases(backend, base: Image.Image, scale: int, **params) -> dict[int, Image.Image]:
     """Every phase DemoFusion computes from `base` up to `scale` times its size."""
     cell = {**Registry().defaults(), **BASE, "seed": 1, **params}
-    parts, prompts = backend._loaded_model(cell)
+    parts, prompts, _ = backend._loaded_model(cell)
     kept: dict[int, Image.Image] = {1: base}
 
     def keep(phase, compute):

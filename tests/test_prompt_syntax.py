@@ -157,3 +157,7 @@ def test_cells_with_different_chunk_counts_batch_like_alone(backend):
     together = {r.cell.index: np.asarray(r.image, float) for r in backend.render(cells)}
     for index, image in alone.items():
         assert np.abs(together[index] - image).mean() <= 1.0, cells[index].params
+
+
+def test_extra_network_tags_are_not_text():
+    assert parse("a red <lora:style:0.8> cat, <hypernet:x:1>") == parse("a red cat")

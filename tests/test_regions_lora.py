@@ -132,3 +132,12 @@ def test_a_hires_pass_after_a_batch_with_region_loras_runs_with_each_cells_own_l
                                                                                     dtype=np.float32))
         assert difference.max() <= 1, one.key
     alone_backend.close()
+
+
+def test_a_regional_cells_hires_pass_redraws_with_its_regions_and_their_loras(backend):
+    hires = {"upscaler": "hires:lanczos", "upscale_by": 2, "hires_denoise": 0.6, "hires_steps": 4}
+    whole, _ = render(backend, prompt=TWICE, lora=["style:1"], **hires)
+    tagged, _ = render(backend, prompt=f"{CIRCLE} <lora:style:1> BREAK {CIRCLE} <lora:style:1>", **hires)
+    assert whole.shape == (128, 256, 3) and np.abs(tagged - whole).max() <= 1
+    plain_hires, _ = render(backend, prompt=TWICE, **hires)
+    assert np.abs(plain_hires - whole).mean() > 1  # the LoRA counts in the hires pass

@@ -112,3 +112,9 @@ def test_prompt_mode_matrix_and_plain_cells_render_in_one_batch_as_alone(folder,
              cell("c", prompt=f"{CIRCLE} BREAK {SQUARE}", region_calc="latent", seed=3, **common),
              cell("d", prompt=CIRCLE, regions="off", seed=2, **common)]
     assert_one_batch_renders_as_alone(Path(folder), cells, monkeypatch)
+
+
+def test_a_prompt_mode_cells_hires_pass_redraws_with_the_regions_it_found(backend):
+    hires = {"upscaler": "hires:lanczos", "upscale_by": 2, "hires_denoise": 0.6, "hires_steps": 4, "steps": 8}
+    (result,) = backend.render([cell(prompt=RECOLOURED, regions="Prompt", **hires)])
+    assert result.image.size == (256, 128) and result.files["regions"].size == (256, 128)

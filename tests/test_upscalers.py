@@ -354,7 +354,7 @@ def test_pixel_hires_fix_matches_diffusers_img2img(backend):
     base = _test_image(32, 32)
     params = {**backend_defaults(), "prompt": "a red square", "negative_prompt": "blurry", "seed": 3,
               "sampler": "Euler", "steps": 6, "cfg_scale": 5.0, "hires_steps": 0, "hires_denoise": 0.5}
-    parts, prompts = backend._loaded_model(params)
+    parts, prompts, _ = backend._loaded_model(params)
     enlarge = lambda image, size: image.resize(size, Image.Resampling.LANCZOS)  # noqa: E731
     ours = second_pass.pixel_hires(parts, prompts, base, enlarge, (64, 64), params)
     pipe = StableDiffusionImg2ImgPipeline(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
@@ -246,15 +246,19 @@ class DiffusersBackend:
 
         return render.ensure_loaded(self, params)
 
-    def _loaded_model(self, params: dict[str, Any]) -> tuple[Components, PromptEncoder]:
-        """The cell's model with the cell's own LoRAs, and its prompt cache, for stages that run it again (hires fix,
-        SD upscale): a batch whose regions carry LoRAs of their own ends with any of its LoRA sets active."""
+    def _loaded_model(self, params: dict[str, Any]) -> tuple[Components, PromptEncoder, Callable | None]:
+        """The cell's model with the cell's own LoRAs, its prompt cache, and for a regional cell its regions'
+        guidance at a size, for stages that run the model again (hires fix, SD upscale): a batch whose regions carry
+        LoRAs of their own ends with any of its LoRA sets active."""
         import torch
+
+        from gridgen.backends.sd import render
 
         parts = self._ensure_loaded(params)
         with torch.inference_mode():  # adapters loaded during inference switch only there
             self.networks.use_loras(self._lora_set(params))
-        return parts, self.prompts
+        regional = partial(render.redraw_guidance, self, params) if regions.active(params) else None
+        return parts, self.prompts, regional
 
     def _base_key(self, params: dict[str, Any]) -> str:
         if edit.mode_of(params) == "input":  # the file as it is: only its bytes matter
@@ -308,8 +312,7 @@ class DiffusersBackend:
                 continue
             base = base.result() if isinstance(base, Future) else base
             started = time.perf_counter()
-            # The post stages redraw with the whole prompt: a region's own LoRA tags are not text to encode there.
-            post = {**params, "prompt": prompt_tags.take_loras(str(params["prompt"]))[0]}
+            post = {**params, regions.FOUND: found} if found is not None else params  # for a regional hires fix
             edited = self.segmenting.apply(base, key, post)
             image = self.upscaling.apply(edited.image, edited.key, post)
             image = images.resize(image, params.get("out_width"), params.get("out_height"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from gridgen.backends.sd.denoise import (
 )
 from gridgen.backends.sd.denoise.controls.setup import Controls
 from gridgen.backends.sd.denoise.cpu_shards import BatchShards, default_workers
-from gridgen.backends.sd.denoise.guidance import Context, guide_for
+from gridgen.backends.sd.denoise.guidance import Adjust, Context, Guide, guide_for
 from gridgen.backends.sd.denoise.recipe import Recipe, scheduler_for
 from gridgen.backends.sd.kinds.base import Batch
 from gridgen.backends.sd.models.load import Components, load_components, pick_device, pick_dtype
@@ -93,9 +94,7 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     found = prompt_regions.find(parts.unet, backend.prompts, batch,
                                 lambda text_rows: conditioning(backend, text_rows, parts, width, height), recipe_for,
                                 (height // factor, width // factor))  # prompt-mode cells' regions
-    text_rows, rows = regional.expand(batch, backend.inputs.load, found)  # a text row per cell, or per region prompt
-    groups = lora_groups.groups(rows, text_rows, backend._lora_set)  # rows whose LoRAs differ run apart
-    encoded = [encode_group(backend, parts, rows, text_rows, group, (width, height), factor) for group in groups]
+    text = text_guidance(backend, parts, batch, (width, height), factor, found)
     text_time = clock.lap()
     recipe = recipe_for(batch)
     vae_folders = [folder for folder in (backend._vae_path(first), info and info.path / "vae") if folder]
@@ -103,14 +102,11 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     recipe.hooks += controls.hooks
     # Validation keeps prediction adjustments off regional cells, and the backend denoises regional cells apart
     # from adjusted ones, so a batch whose rows regions widened has no adjustment to apply per row.
-    guides = [(group, guide_for(parts.unet, cond, uncond, [float(batch[row.cell]["cfg_scale"]) for row in group_rows],
-                                adjust=controls.adjust, cross_attention=attention, **text))
-              for group, group_rows, attention, (cond, uncond, text) in encoded]
-    guide = regional.widen(lora_groups.split_guide(guides, backend.networks.use_loras), rows, len(batch))
+    guide = text.guide(backend, parts, batch, controls.adjust)
     windows = multidiffusion.windows(first, info.native_size if info else max(width, height))
     if windows is not None:
         guide = multidiffusion.tiled_guide(guide, windows, factor)
-    with regional_attention.installed(parts.unet, any(attention is not None for _, _, attention, _ in encoded)):
+    with regional_attention.installed(parts.unet, text.attention):
         latents, finish = kind.denoise(Batch(batch, parts, info, (width, height), recipe, guide, backend.inputs,
                                              backend))
     denoise_time = clock.lap()
@@ -121,10 +117,55 @@ def denoise_batch(backend: DiffusersBackend, batch: list[dict[str, Any]]
     share = 1 / len(batch)
     timings = [{"text": text_time * share, "denoise": denoise_time * share} for _ in batch]
     decoded = backend.decoder.submit(parts.vae, latents, finish, timings, str(first["vae_tiling"]))
-    loras = lora_metadata(backend, batch, text_rows, rows)
+    loras = lora_metadata(backend, batch, text.text_rows, text.rows)
     return [(image, {**metadata, **loras[index], **ella_setup.metadata(p, backend._resolve), **kind.metadata(p),
                      **({regions_text.FOUND: found[index]} if index in found else {})},
              cell_timings) for index, (p, image, cell_timings) in enumerate(zip(batch, decoded, timings, strict=True))]
+
+
+@dataclass(frozen=True)
+class TextGuidance:
+    """What a batch's guidance is built from: the params of its text rows, its guidance rows, and per LoRA group
+    the group's rows, their attention-calc inputs and their text conditioning (`encode_group`)."""
+
+    text_rows: list[dict[str, Any]]
+    rows: list[regional.Row]
+    encoded: list[tuple[lora_groups.Group, list[regional.Row], Any, tuple[Context, Context, dict[str, Any]]]]
+
+    @property
+    def attention(self) -> bool:
+        """Whether any row needs the regional attention processors installed."""
+        return any(attention is not None for _, _, attention, _ in self.encoded)
+
+    def guide(self, backend: DiffusersBackend, parts: Components, batch: list[dict[str, Any]],
+              adjust: Adjust | None = None) -> Guide:
+        """The batch's guide: each group's, joined (`lora_groups.split_guide`) and widened to the cells."""
+        guides = [(group, guide_for(parts.unet, cond, uncond, [float(batch[row.cell]["cfg_scale"]) for row in rows],
+                                    adjust=adjust, cross_attention=attention, **text))
+                  for group, rows, attention, (cond, uncond, text) in self.encoded]
+        return regional.widen(lora_groups.split_guide(guides, backend.networks.use_loras), self.rows, len(batch))
+
+
+def text_guidance(backend: DiffusersBackend, parts: Components, batch: list[dict[str, Any]], size: tuple[int, int],
+                  factor: int, found: dict[int, list] | None = None) -> TextGuidance:
+    """The batch's text rows (a row per cell, or per region prompt), grouped by LoRA set and encoded at `size`;
+    `found` holds prompt-mode cells' region masks by their place in the batch."""
+    text_rows, rows = regional.expand(batch, backend.inputs.load, found)
+    groups = lora_groups.groups(rows, text_rows, backend._lora_set)  # rows whose LoRAs differ run apart
+    return TextGuidance(text_rows, rows,
+                        [encode_group(backend, parts, rows, text_rows, group, size, factor) for group in groups])
+
+
+@torch.inference_mode()
+def redraw_guidance(backend: DiffusersBackend, params: dict[str, Any], size: tuple[int, int]) -> tuple[Guide, bool]:
+    """A regional cell's guide at `size` for the stages that redraw its whole image (hires fix), with its regions
+    and their LoRAs, and whether it needs the regional attention processors. A prompt-mode cell's found masks come
+    in `params` under `regions.FOUND`."""
+    parts = backend._ensure_loaded(params)
+    factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+    found = {0: params[regions_text.FOUND]} if regions_text.FOUND in params else None
+    text = text_guidance(backend, parts, [params], size, factor, found)
+    return text.guide(backend, parts, [params]), text.attention
 
 
 def encode_group(backend: DiffusersBackend, parts: Components, rows: list[regional.Row],

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gridgen.backends.sd.denoise import multidiffusion
-from gridgen.backends.sd.denoise.guidance import guide_for
+from gridgen.backends.sd.denoise import multidiffusion, regional_attention
+from gridgen.backends.sd.denoise.guidance import Guide, guide_for
 from gridgen.backends.sd.denoise.img2img import encode, img2img
 from gridgen.backends.sd.denoise.recipe import Recipe, scheduler_for
 from gridgen.backends.sd.images import images
@@ -35,6 +35,8 @@ LATENT_MODES = {
     "latent-nearest-exact": ("nearest-exact", False),
 }
 Enlarge = Callable[[Image.Image, tuple[int, int]], Image.Image]
+# A regional cell's guide at a (width, height), and whether it needs the regional attention processors.
+RegionalGuidance = Callable[[tuple[int, int]], tuple[Guide, bool]]
 
 
 def vae_scale(parts) -> int:
@@ -52,27 +54,35 @@ def _recipe(parts, params: dict[str, Any]) -> Recipe:
     return Recipe(scheduler_for(params, parts.scheduler_config), [int(params["seed"])], parts.device, cells=[params])
 
 
-def _redraw(parts, prompts, params: dict[str, Any], latents: torch.Tensor, recipe: Recipe) -> Image.Image:
-    """img2img over `latents` at `hires_denoise` with `hires_steps`, under the cell's own prompt and CFG scale."""
+def _redraw(parts, prompts, params: dict[str, Any], latents: torch.Tensor, recipe: Recipe,
+            regional: RegionalGuidance | None = None) -> Image.Image:
+    """img2img over `latents` at `hires_denoise` with `hires_steps`, under the cell's own prompt and CFG scale, or,
+    given `regional`, its regions' guidance at the redraw's size (a regional cell's hires fix)."""
     factor = vae_scale(parts)
     size = (latents.shape[3] * factor, latents.shape[2] * factor)
-    skip = int(params["clip_skip"])
-    requests = [(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)]
-    text = prompts.conditioning(*requests)
-    guide = guide_for(parts.unet, text.cond, text.uncond, [float(params["cfg_scale"])],
-                      masks=(text.cond_mask, text.uncond_mask), **added_pair(prompts, *requests, *size))
-    # Tiled diffusion redraws the enlarged image in native-size windows, as hires fix does in A1111's extension.
+    if regional is not None:
+        guide, attention = regional(size)
+    else:
+        skip = int(params["clip_skip"])
+        requests = [(str(params["prompt"]), skip)], [(str(params["negative_prompt"]), skip)]
+        text = prompts.conditioning(*requests)
+        guide = guide_for(parts.unet, text.cond, text.uncond, [float(params["cfg_scale"])],
+                          masks=(text.cond_mask, text.uncond_mask), **added_pair(prompts, *requests, *size))
+        attention = False
+    # Tiled diffusion redraws the enlarged image in native-size windows, as hires fix does in A1111's extension
+    # (validation keeps it off regional cells).
     windows = multidiffusion.windows(params, parts.unet.config.sample_size * factor)
     denoise = (multidiffusion.tiled_guide(guide, windows, factor) if windows else guide)()
     steps = int(params["hires_steps"]) or int(params["steps"])
-    latents = img2img(recipe, denoise, latents, steps, float(params["hires_denoise"]))
+    with regional_attention.installed(parts.unet, attention):
+        latents = img2img(recipe, denoise, latents, steps, float(params["hires_denoise"]))
     (image,) = images.decode(parts.vae, latents, str(params["vae_tiling"]))
     return image
 
 
 @torch.inference_mode()
-def latent_hires(parts, prompts, base: Image.Image, mode: str, size: tuple[int, int], params: dict[str, Any]
-                 ) -> Image.Image:
+def latent_hires(parts, prompts, base: Image.Image, mode: str, size: tuple[int, int], params: dict[str, Any],
+                 regional: RegionalGuidance | None = None) -> Image.Image:
     """Latent hires fix to `size`: the base image's latents interpolated with a LATENT_MODES `mode`, then img2img."""
     factor = vae_scale(parts)
     width, height = fit_to(size, factor)
@@ -81,18 +91,18 @@ def latent_hires(parts, prompts, base: Image.Image, mode: str, size: tuple[int, 
     interpolation, antialias = LATENT_MODES[mode]
     latents = F.interpolate(latents, size=(height // factor, width // factor), mode=interpolation,
                             antialias=antialias)
-    return resample(_redraw(parts, prompts, params, latents, recipe), size)
+    return resample(_redraw(parts, prompts, params, latents, recipe, regional), size)
 
 
 @torch.inference_mode()
-def pixel_hires(parts, prompts, base: Image.Image, enlarge: Enlarge, size: tuple[int, int], params: dict[str, Any]
-                ) -> Image.Image:
+def pixel_hires(parts, prompts, base: Image.Image, enlarge: Enlarge, size: tuple[int, int], params: dict[str, Any],
+                regional: RegionalGuidance | None = None) -> Image.Image:
     """Pixel hires fix to `size`: the base image enlarged by `enlarge`, encoded, then img2img."""
     width, height = fit_to(size, vae_scale(parts))
     recipe = _recipe(parts, params)
     pixels = to_tensor(enlarge(base, (width, height)), parts.device) * 2 - 1
     latents = encode(parts.vae, pixels, recipe.generators, str(params["vae_tiling"]))
-    return resample(_redraw(parts, prompts, params, latents, recipe), size)
+    return resample(_redraw(parts, prompts, params, latents, recipe, regional), size)
 
 
 @torch.inference_mode()

@@ -76,7 +76,8 @@ def demofusion_scale_problems(params: dict[str, Any]) -> list[ParamProblem]:
 
 class UpscaleStage:
     def __init__(self, context: BackendContext, cache: StageCache, base_model: Callable[[dict[str, Any]], tuple]):
-        """`base_model(params)` loads the cell's model and returns (components, prompt encoder)."""
+        """`base_model(params)` loads the cell's model and returns (components, prompt encoder, the guidance at a
+        size of a regional cell's regions for a whole-image redraw, or None for a cell without regions)."""
         self.context = context
         self.cache = cache
         self.base_model = base_model
@@ -162,18 +163,18 @@ class UpscaleStage:
         elif upscaler.family == "model":
             image = self._enlarger(upscaler, params)(base, size)
         else:
-            parts, prompts = self.base_model(params)
+            parts, prompts, regional = self.base_model(params)
             if upscaler.family == "sd-upscale":
                 image = second_pass.sd_upscale(parts, prompts, base, self._enlarger(upscaler.inner, params), size,
                                                params)
             elif upscaler.family == "hires":
                 image = second_pass.pixel_hires(parts, prompts, base, self._enlarger(upscaler.inner, params), size,
-                                                params)
+                                                params, regional)
             elif upscaler.family == "demofusion":
                 image = demofusion.upscale(parts, prompts, base, size, params, self._phase_cache(upscaler, params,
                                                                                                   base_key))
             else:
-                image = second_pass.latent_hires(parts, prompts, base, upscaler.name, size, params)
+                image = second_pass.latent_hires(parts, prompts, base, upscaler.name, size, params, regional)
         self.cache.put(key, image)
         return image
 

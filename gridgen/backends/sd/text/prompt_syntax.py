@@ -9,14 +9,17 @@ The grammar, as A1111's web UI reads it:
     BREAK           (upper case, a word of its own) ends the current 75-token chunk and starts a new one
 
 Brackets left open at the end weigh the rest of the prompt as if closed there; a closing bracket with
-no opener, and a `:number)` outside round brackets, are plain text. Nothing here knows about
-tokens: `text.py` turns the fragments into weighted token chunks.
+no opener, and a `:number)` outside round brackets, are plain text. Extra-network tags (`<lora:...>`
+and the like) are not text: A1111 takes them out before it parses a prompt, and so does `parse`.
+Nothing here knows about tokens: `text.py` turns the fragments into weighted token chunks.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from gridgen import prompt_tags
 
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
@@ -45,6 +48,7 @@ def parse(prompt: str) -> list[list[Fragment]]:
 
     A prompt without BREAK is one segment; an empty prompt is one empty segment.
     """
+    prompt = prompt_tags.strip_extra_networks(prompt)[0]
     pieces: list[list] = []  # [text, weight] pairs, or None for a BREAK
     # Where each open bracket's content starts in `pieces`; round and square brackets nest independently.
     opened: dict[str, list[int]] = {"(": [], "[": []}
